@@ -1,0 +1,250 @@
+"""The engine: ``Tensor``, primitive ops, and reverse-mode ``backward``.
+
+Reverse mode in one paragraph. A computation is a graph whose nodes are primitive ops.
+For a scalar loss L and an op y = f(x_1, ..., x_n), the chain rule says
+
+    dL/dx_i = (dL/dy) (dy/dx_i)
+
+and the right-hand side is a *vector-Jacobian product* (VJP): the incoming gradient
+``g = dL/dy`` (the cotangent, same shape as y) times the Jacobian of f. Every primitive
+knows its own VJP, so ``backward`` only has to visit the nodes from the loss back to the
+inputs, in reverse topological order, handing each node the sum of the cotangents of its
+outputs.
+
+Design choices, each for a reason:
+
+- **Edges point to inputs only.** A node keeps its inputs and the arrays its VJP needs,
+  never its own output, so a graph forms no reference cycle and is freed by plain
+  reference counting as soon as the loss goes away (this matters for GPU memory).
+- **No recursion.** The topological sort is an explicit stack, so a 10,000-deep chain
+  (a long autoregressive inversion) works where a recursive walk hits Python's limit.
+- **Broadcasting is undone once, here.** An op like ``a + b`` with shapes (B, D) and
+  (D,) returns a (B, D) cotangent for ``b``; :func:`unbroadcast` sums it back to (D,).
+  Ops never re-derive this, and the engine asserts every gradient has its input's shape
+  and dtype.
+- **The graph is freed as it is walked** (unless ``retain_graph=True``), so peak memory
+  falls during ``backward`` instead of rising.
+"""
+
+import contextlib
+
+from .. import backend
+
+OPS = {}  # name -> Primitive: the list of everything the engine can differentiate
+_recording = [True]  # mutable flag; no_grad() switches it off
+
+
+class Tensor:
+    """An array with an optional gradient and, if it came out of an op, the node that made it.
+
+    ``Tensor(data, requires_grad=False)``: ``data`` is an array of the active backend or
+    anything ``backend.asarray`` accepts (numbers and lists become the default dtype).
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "node", "__weakref__")
+    __array_priority__ = 1000  # make ``array * tensor`` call Tensor.__rmul__
+
+    def __init__(self, data, requires_grad=False):
+        if isinstance(data, Tensor):
+            data = data.data
+        self.data = backend.asarray(data)
+        self.grad = None
+        self.requires_grad = requires_grad
+        self.node = None
+
+    # --- array-like conveniences -------------------------------------------------------
+    shape = property(lambda self: self.data.shape)
+    dtype = property(lambda self: self.data.dtype)
+    ndim = property(lambda self: self.data.ndim)
+    size = property(lambda self: self.data.size)
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor({self.data!r}{grad})"
+
+    def numpy(self):
+        """A host NumPy copy of the data."""
+        return backend.to_numpy(self.data)
+
+    def item(self):
+        return self.data.item()
+
+    def detach(self):
+        """The same data, cut from the graph (no gradient flows through the result)."""
+        return Tensor(self.data)
+
+    # --- backward --------------------------------------------------------------------
+    def backward(self, grad=None, retain_graph=False):
+        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
+
+        ``grad`` is the cotangent of ``self`` (default 1 for a one-element tensor).
+        Gradients *accumulate*: call ``zero_grad`` between steps. With
+        ``retain_graph=False`` (the default) each node's saved arrays are released once
+        used, and calling ``backward`` again through the same graph raises; pass
+        ``retain_graph=True`` to keep it, and a second call then adds the same gradients
+        again.
+        """
+        if grad is None:
+            if self.size != 1:
+                raise ValueError(
+                    f"backward() without a cotangent needs a one-element tensor, got shape {self.shape}"
+                )
+            grad = backend.array_module(self.data).ones_like(self.data)
+        else:
+            grad = grad.data if isinstance(grad, Tensor) else grad
+            if grad.shape != self.shape:
+                raise ValueError(f"cotangent shape {grad.shape} does not match tensor shape {self.shape}")
+
+        cotangents = {id(self): grad}
+        for tensor in _reverse_topological_order(self):
+            g = cotangents.pop(id(tensor), None)
+            if g is None:
+                continue
+            node = tensor.node
+            if node is None:  # a leaf: this is where gradients land
+                tensor.grad = g if tensor.grad is None else tensor.grad + g
+                continue
+            if node.inputs is None:
+                raise RuntimeError(
+                    "this graph was freed by an earlier backward(); pass retain_graph=True to keep it"
+                )
+            input_grads = node.primitive.vjp(g, *node.saved)
+            for parent, parent_grad in zip(node.inputs, input_grads):
+                if parent is None or not parent.requires_grad:
+                    continue
+                parent_grad = unbroadcast(parent_grad, parent.shape)
+                assert parent_grad.dtype == parent.dtype, (
+                    f"{node.primitive.name}: gradient dtype {parent_grad.dtype} != input dtype {parent.dtype}"
+                )
+                key = id(parent)
+                cotangents[key] = parent_grad if key not in cotangents else cotangents[key] + parent_grad
+            if not retain_graph:
+                node.inputs = node.saved = None
+
+    # Operators and methods are attached below, after the ops exist (see the end of ops.py).
+
+
+class Node:
+    """How a tensor was made: the primitive, its inputs and what its VJP needs."""
+
+    __slots__ = ("primitive", "inputs", "saved")
+
+    def __init__(self, primitive, inputs, saved):
+        self.primitive = primitive
+        self.inputs = inputs
+        self.saved = saved
+
+
+def _reverse_topological_order(root):
+    """Tensors that require grad, from ``root`` back to the leaves, each after all its consumers.
+
+    Iterative depth-first search: a tensor is emitted after all of its inputs (post-order);
+    reversing that list puts every consumer before what it consumes.
+    """
+    order, seen = [], {id(root)}
+    stack = [(root, False)]
+    while stack:
+        tensor, inputs_done = stack.pop()
+        if inputs_done:
+            order.append(tensor)
+            continue
+        stack.append((tensor, True))
+        node = tensor.node
+        if node is not None and node.inputs is not None:
+            for parent in node.inputs:
+                if parent is not None and parent.requires_grad and id(parent) not in seen:
+                    seen.add(id(parent))
+                    stack.append((parent, False))
+    order.reverse()
+    return order
+
+
+def unbroadcast(grad, shape):
+    """Sum a broadcast cotangent back to ``shape``.
+
+    Broadcasting copies an input along new leading axes and along axes of size 1; the
+    VJP of a copy is a sum, so we sum over exactly those axes.
+    """
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra:
+        grad = grad.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    assert grad.shape == shape, f"cannot unbroadcast gradient {grad.shape} to {shape}"
+    return grad
+
+
+class Primitive:
+    """An op the engine can differentiate: ``forward`` and its ``vjp``, side by side.
+
+    ``forward(*arrays, **options) -> (out, saved)`` computes on plain arrays and returns
+    the tuple of whatever the VJP needs. ``vjp(g, *saved) -> tuple`` returns one
+    cotangent per positional input (``None`` for an input that has no gradient). Options
+    (axes, shapes, indices) are keyword arguments and never differentiated.
+    """
+
+    def __init__(self, name, forward, vjp):
+        if name in OPS:
+            raise ValueError(f"op {name!r} is registered twice")
+        self.name, self.forward, self.vjp = name, forward, vjp
+        OPS[name] = self
+
+    def __repr__(self):
+        return f"<primitive {self.name}>"
+
+    def __call__(self, *inputs, **options):
+        tensors = [_as_tensor(x, inputs) for x in inputs]
+        arrays = [t.data for t in tensors]
+        backend.array_module(*arrays)  # raises if NumPy and CuPy arrays mix
+        dtype = arrays[0].dtype
+        for array in arrays[1:]:
+            if array.dtype != dtype:
+                raise TypeError(f"{self.name}: cannot mix {dtype} and {array.dtype}; cast one explicitly")
+        out, saved = self.forward(*arrays, **options)
+        result = Tensor.__new__(Tensor)
+        result.data, result.grad, result.node = out, None, None
+        result.requires_grad = _recording[0] and any(t.requires_grad for t in tensors)
+        if result.requires_grad:
+            result.node = Node(self, tuple(tensors), saved)
+        return result
+
+
+def primitive(name, vjp):
+    """Decorator: register ``forward`` as the primitive ``name`` with the given VJP."""
+    return lambda forward: Primitive(name, forward, vjp)
+
+
+def _as_tensor(x, inputs):
+    """Wrap an op input. A Python number takes the dtype of the first tensor among ``inputs``."""
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, (int, float)):
+        like = next((t for t in inputs if isinstance(t, Tensor)), None)
+        if like is not None:
+            return Tensor(backend.array_module(like.data).asarray(x, dtype=like.dtype))
+    return Tensor(x)
+
+
+def as_tensor(x):
+    """``x`` itself if it is a Tensor, else a constant Tensor of the active backend."""
+    return x if isinstance(x, Tensor) else Tensor(x)
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Inside this block, ops record no graph (faster, no memory kept for backward)."""
+    previous, _recording[0] = _recording[0], False
+    try:
+        yield
+    finally:
+        _recording[0] = previous
+
+
+def is_recording():
+    return _recording[0]

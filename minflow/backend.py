@@ -1,0 +1,201 @@
+"""The array namespace: NumPy by default, CuPy on request.
+
+Every compute module in minflow gets its arrays from here and never imports numpy or
+cupy itself. Two rules make the same code run on a CPU and on a GPU:
+
+1. **Creation uses the default backend.** Parameters, random numbers and data moved to
+   the device are made with ``xp()``, the namespace chosen by :func:`set_backend` or by
+   the environment variable ``MINFLOW_BACKEND`` (``numpy`` or ``cupy``).
+2. **Ops follow their data.** An op asks its input arrays which namespace owns them
+   (:func:`array_module`) and computes there; NumPy and CuPy arrays never mix silently,
+   they raise a ``ValueError``.
+
+CuPy is imported lazily, the first time it is asked for, so minflow imports and runs
+on a machine without it.
+
+The default floating dtype is float64 (exact checks, teaching); float32 is one call
+away (:func:`set_default_dtype`).
+"""
+
+import os
+import tempfile
+
+import numpy
+
+_BACKENDS = ("numpy", "cupy")
+_state = {"name": "numpy", "xp": numpy, "dtype": numpy.dtype(numpy.float64)}
+_cupy = None  # the cupy module once imported, else None
+
+
+def _import_cupy():
+    global _cupy
+    if _cupy is None:
+        try:
+            import cupy
+        except ImportError as error:
+            raise ImportError(
+                "the cupy backend needs CuPy: pip install 'minflow[gpu]' "
+                f"(import failed: {error})"
+            ) from error
+        _cupy = cupy
+    return _cupy
+
+
+def set_backend(name):
+    """Make ``name`` ("numpy" or "cupy") the namespace that creates new arrays."""
+    if name not in _BACKENDS:
+        raise ValueError(f"backend must be one of {_BACKENDS}, got {name!r}")
+    _state["xp"] = numpy if name == "numpy" else _import_cupy()
+    _state["name"] = name
+
+
+def backend_name():
+    """The name of the default backend: "numpy" or "cupy"."""
+    return _state["name"]
+
+
+def xp():
+    """The default namespace (the numpy or the cupy module)."""
+    return _state["xp"]
+
+
+def set_default_dtype(dtype):
+    """Set the floating dtype of new parameters and data: float64 (default) or float32."""
+    dtype = numpy.dtype(dtype)
+    if dtype not in (numpy.float32, numpy.float64):
+        raise ValueError(f"default dtype must be float32 or float64, got {dtype}")
+    _state["dtype"] = dtype
+
+
+def get_default_dtype():
+    """The floating dtype of new parameters and data."""
+    return _state["dtype"]
+
+
+def is_cupy_array(array):
+    return _cupy is not None and isinstance(array, _cupy.ndarray)
+
+
+def is_array(array):
+    return isinstance(array, numpy.ndarray) or is_cupy_array(array)
+
+
+def array_module(*arrays):
+    """The namespace that owns ``arrays``; raises ``ValueError`` if NumPy and CuPy mix.
+
+    Non-array arguments (Python numbers) are ignored.
+    """
+    found = None
+    for array in arrays:
+        if isinstance(array, numpy.ndarray):
+            module = numpy
+        elif is_cupy_array(array):
+            module = _cupy
+        else:
+            continue
+        if found is None:
+            found = module
+        elif module is not found:
+            raise ValueError(
+                "cannot mix NumPy and CuPy arrays in one operation; move the data with "
+                "minflow.backend.to_device(...) or minflow.backend.to_numpy(...)"
+            )
+    return found if found is not None else numpy
+
+
+def asarray(data, dtype=None):
+    """``data`` as an array of the default backend.
+
+    Floating arrays keep their dtype unless ``dtype`` is given; Python numbers, lists and
+    integer arrays become the default dtype. An array of the *other* backend raises.
+    """
+    module = xp()
+    if is_array(data):
+        if array_module(data) is not module:
+            raise ValueError(
+                f"got a {type(data).__module__}.ndarray but the active backend is "
+                f"{backend_name()!r}; convert it with minflow.backend.to_device(...)"
+            )
+        if dtype is None and data.dtype.kind != "f":
+            dtype = get_default_dtype()
+        return data if dtype is None or data.dtype == dtype else data.astype(dtype)
+    return module.asarray(data, dtype=dtype or get_default_dtype())
+
+
+def to_device(array, dtype=None):
+    """Copy a host (NumPy) or device array onto the default backend."""
+    if _state["name"] == "cupy" and isinstance(array, numpy.ndarray):
+        array = _cupy.asarray(array)
+    elif _state["name"] == "numpy" and is_cupy_array(array):
+        array = array.get()
+    return asarray(array, dtype)
+
+
+def to_numpy(array):
+    """A host NumPy copy of an array, a Tensor or a number (synchronises a GPU)."""
+    if not is_array(array) and hasattr(array, "requires_grad"):  # a Tensor: take its array
+        array = array.data
+    if is_cupy_array(array):
+        return array.get()
+    return numpy.asarray(array)
+
+
+def rng(seed=None):
+    """A random ``Generator`` of the default backend.
+
+    ``seed`` is an int (same seed, same numbers on a given backend), ``None`` (fresh
+    entropy) or an existing Generator, which is passed through unchanged so that a caller
+    can thread one stream through many calls.
+    """
+    if hasattr(seed, "standard_normal"):
+        return seed
+    return xp().random.default_rng(seed)
+
+
+def scatter_add(target, index, values):
+    """``target[index] += values`` with repeated indices accumulated (not overwritten).
+
+    NumPy spells it ``numpy.add.at``; CuPy needs ``cupyx.scatter_add``.
+    """
+    if is_cupy_array(target):
+        import cupyx
+
+        cupyx.scatter_add(target, index, values)
+    else:
+        numpy.add.at(target, index, values)
+
+
+def save_arrays(path, arrays):
+    """Write a dict of arrays to ``path`` (.npz) atomically.
+
+    The file is written next to its destination and renamed into place, so a crash leaves
+    either the old file or the new one, never half of one.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    host = {name: to_numpy(array) for name, array in arrays.items()}
+    handle, tmp = tempfile.mkstemp(dir=folder, suffix=".npz.tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            numpy.savez(file, **host)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_arrays(path):
+    """Read a dict of host arrays from an .npz file; a corrupt file raises ``ValueError``."""
+    try:
+        with numpy.load(os.fspath(path), allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # zipfile, pickle and format errors all mean "not a checkpoint"
+        raise ValueError(f"could not read checkpoint {path!r}: {error}") from error
+
+
+_env_backend = os.environ.get("MINFLOW_BACKEND")
+if _env_backend:
+    set_backend(_env_backend.strip().lower())
