@@ -203,7 +203,7 @@ def _mean_vjp(g, shape, axis, keepdims, count):
 @primitive("mean", _mean_vjp)
 def _mean(x, axis=None, keepdims=False):
     y = _xp(x).mean(x, axis=axis, keepdims=keepdims)
-    return y, (x.shape, axis, keepdims, x.size // max(y.size, 1))
+    return y, (x.shape, axis, keepdims, x.size // y.size if y.size else 1)
 
 
 def _max_vjp(g, x, y, axis, keepdims):
@@ -211,7 +211,8 @@ def _max_vjp(g, x, y, axis, keepdims):
     y = _expand_reduced(y, x.shape, axis, keepdims)
     g = _expand_reduced(g, x.shape, axis, keepdims)
     is_max = x == y
-    return (g * is_max / is_max.sum(axis=axis, keepdims=True),)
+    count = is_max.sum(axis=axis, keepdims=True, dtype=g.dtype)  # an int count would promote float32
+    return (g * is_max / count,)
 
 
 @primitive("max", _max_vjp)

@@ -1,0 +1,159 @@
+"""The flow contract: every flow is an invertible map with a known log-determinant.
+
+Direction (one convention for all of minflow): ``forward`` is the *normalizing*
+direction, data to latent, and ``inverse`` the *generative* one::
+
+    forward(x) -> (z, log_det)   z = f(x),       log_det = log|det df/dx|         shape (B,)
+    inverse(z) -> (x, log_det)   x = f^{-1}(z),  log_det = log|det df^{-1}/dz|    shape (B,)
+
+At matching points (z = f(x)) the two log-dets are negatives of each other, because the
+Jacobian of the inverse is the inverse of the Jacobian.
+
+Composition. For f = f_K o ... o f_1 the chain rule multiplies Jacobians, and the
+determinant of a product is the product of determinants, so log-dets *add*::
+
+    log|det df/dx| = sum_k log|det df_k/dh_{k-1}|
+
+That one identity is why a flow can be deep yet cheap to evaluate: each layer only has to
+know its own log-determinant.
+"""
+
+import math
+
+from .. import backend
+from ..autodiff import Tensor
+from ..nn import Module
+
+REAL_LINE = (-math.inf, math.inf)
+
+
+class Flow(Module):
+    """Base class. Subclasses implement ``forward`` and ``inverse`` as in the module docstring.
+
+    Attributes a subclass may set:
+
+    - ``event_shape``: the shape of one sample, e.g. ``(dim,)``; ``None`` accepts any.
+    - ``input_domain`` / ``output_domain``: the interval each coordinate of x (resp. z)
+      must lie in; real line by default, (0, 1) for Logit's input, for example.
+    """
+
+    event_shape = None
+    input_domain = REAL_LINE
+    output_domain = REAL_LINE
+
+    def forward(self, x):
+        raise NotImplementedError
+
+    def inverse(self, z):
+        raise NotImplementedError
+
+    def _check_input(self, x, name="x"):
+        """``x`` as a Tensor after checking its rank, size and backend; raises ValueError."""
+        array = x.data if isinstance(x, Tensor) else x
+        module = _flow_array_module(self)
+        if backend.is_array(array) and module is not None and backend.array_module(array) is not module:
+            raise ValueError(
+                f"{type(self).__name__}: {name} is a {type(array).__module__.split('.')[0]} array but the "
+                f"flow's parameters are {module.__name__} arrays; move one of them "
+                "(minflow.backend.to_device / to_numpy)"
+            )
+        x = x if isinstance(x, Tensor) else Tensor(x)
+        if self.event_shape is not None:
+            expected = "(B, " + ", ".join(str(n) for n in self.event_shape) + ")"
+            if x.ndim != 1 + len(self.event_shape) or tuple(x.shape[1:]) != tuple(self.event_shape):
+                raise ValueError(
+                    f"{type(self).__name__}: {name} must have shape {expected}, got {tuple(x.shape)}"
+                )
+        elif x.ndim < 2:
+            raise ValueError(f"{type(self).__name__}: {name} must be batched, shape (B, ...), got {tuple(x.shape)}")
+        return x
+
+    def extra_repr(self):
+        return "" if self.event_shape is None else f"event_shape={tuple(self.event_shape)}"
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+def _flow_array_module(flow):
+    """The namespace of the flow's first parameter or buffer (None for a flow with neither)."""
+    for _, tensor in flow.named_parameters() + flow.named_buffers():
+        return backend.array_module(tensor.data)
+    return None
+
+
+def zero_log_det(x):
+    """A (B,) tensor of zeros in x's dtype and namespace: the log-det of a volume-preserving map."""
+    return Tensor(backend.array_module(x.data).zeros(x.shape[0], dtype=x.dtype))
+
+
+class Sequential(Flow):
+    """f = f_K o ... o f_1: forward runs the flows in order and adds their log-dets;
+    inverse runs them backwards. Cost: the sum of the parts."""
+
+    def __init__(self, flows):
+        flows = list(flows)
+        if not flows or not all(isinstance(f, Flow) for f in flows):
+            raise ValueError("Sequential needs a non-empty list of Flow objects")
+        self.flows = flows
+        self.event_shape = flows[0].event_shape
+        self.input_domain = flows[0].input_domain
+        self.output_domain = flows[-1].output_domain
+
+    def forward(self, x):
+        x = self._check_input(x)
+        total = zero_log_det(x)
+        for flow in self.flows:
+            x, log_det = flow.forward(x)
+            total = total + log_det
+        return x, total
+
+    def inverse(self, z):
+        z = self._check_input(z, "z")
+        total = zero_log_det(z)
+        for flow in reversed(self.flows):
+            z, log_det = flow.inverse(z)
+            total = total + log_det
+        return z, total
+
+    def forward_steps(self, x):
+        """Every intermediate h_0 = x, h_1, ..., h_K = z (for figures of the layer-by-layer morph)."""
+        steps = [self._check_input(x)]
+        for flow in self.flows:
+            steps.append(flow.forward(steps[-1])[0])
+        return steps
+
+    def __len__(self):
+        return len(self.flows)
+
+    def __getitem__(self, i):
+        return self.flows[i]
+
+    def __repr__(self):
+        inner = "".join(f"\n  {flow!r}" for flow in self.flows)
+        return f"Sequential({inner}\n)"
+
+
+class Inverse(Flow):
+    """The flow with its two directions swapped: forward is ``flow.inverse`` and back.
+
+    The cheap direction of a flow becomes the other direction: the inverse of a masked
+    autoregressive flow (fast density, slow sampling) is an inverse autoregressive flow
+    (fast sampling, slow density).
+    """
+
+    def __init__(self, flow):
+        if not isinstance(flow, Flow):
+            raise ValueError(f"Inverse needs a Flow, got {type(flow).__name__}")
+        self.flow = flow
+        self.event_shape = flow.event_shape
+        self.input_domain, self.output_domain = flow.output_domain, flow.input_domain
+
+    def forward(self, x):
+        return self.flow.inverse(x)
+
+    def inverse(self, z):
+        return self.flow.forward(z)
+
+    def __repr__(self):
+        return f"Inverse({self.flow!r})"

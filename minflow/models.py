@@ -1,0 +1,54 @@
+"""A normalizing flow model: a flow plus a base distribution.
+
+Change of variables. If z = f(x) with f invertible and differentiable, then
+
+    p_X(x) = p_Z(f(x)) |det df/dx|,   so   log p_X(x) = log p_Z(z) + log|det df/dx|.
+
+Training maximises this over data (minimises the negative log-likelihood); sampling draws
+z from the base and maps it back through f^{-1}.
+"""
+
+from . import backend
+from .autodiff import Tensor, no_grad, ops
+from .distributions import StandardNormal
+from .flows.base import Flow
+from .nn import Module
+
+
+class NormalizingFlow(Module):
+    """``NormalizingFlow(flow, base=None)``; the base defaults to N(0, I) on the flow's event shape."""
+
+    def __init__(self, flow, base=None):
+        if not isinstance(flow, Flow):
+            raise ValueError(f"NormalizingFlow needs a Flow, got {type(flow).__name__}")
+        if base is None:
+            if flow.event_shape is None:
+                raise ValueError("this flow has no event_shape; pass a base distribution explicitly")
+            base = StandardNormal(flow.event_shape)
+        self.flow, self.base = flow, base
+
+    def log_prob(self, x):
+        """log p(x) for a batch, shape (B,): base log-density at z = f(x) plus the log-det."""
+        z, log_det = self.flow.forward(x)
+        return self.base.log_prob(z) + log_det
+
+    def forward(self, x):
+        return self.log_prob(x)
+
+    def nll(self, x):
+        """The training loss: mean negative log-likelihood (in nats) of the batch."""
+        return -ops.mean(self.log_prob(x))
+
+    def sample(self, n, seed=None):
+        """``n`` samples x = f^{-1}(z), z ~ base, as an array of the default backend."""
+        z = self.base.sample(n, seed=seed, dtype=self._dtype())
+        with no_grad():
+            x, _ = self.flow.inverse(Tensor(z))
+        return x.data
+
+    def _dtype(self):
+        params = self.parameters()
+        return params[0].dtype if params else backend.get_default_dtype()
+
+    def __repr__(self):
+        return f"NormalizingFlow(\n  flow={self.flow!r},\n  base={self.base!r}\n)"

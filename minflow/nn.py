@@ -1,0 +1,194 @@
+"""Modules and parameters: the containers that training updates.
+
+A :class:`Module` is an object whose attributes may be :class:`Parameter`\\ s (tensors the
+optimizer trains), :class:`Buffer`\\ s (state that is saved but not trained, such as a
+permutation) and other Modules (also inside lists and tuples). From that one rule it
+finds all of its parameters by name, recursively: ``"layers.0.weight"``.
+
+Checkpoints are plain ``.npz`` files of the :meth:`Module.state_dict`; loading checks
+every name, shape and dtype and says what did not match.
+"""
+
+import math
+
+from . import backend
+from .autodiff import Tensor, ops
+
+
+class Parameter(Tensor):
+    """A Tensor that an optimizer trains (``requires_grad=True``)."""
+
+    __slots__ = ()
+
+    def __init__(self, data):
+        super().__init__(data, requires_grad=True)
+
+    def __repr__(self):
+        return f"Parameter(shape={self.shape}, dtype={self.dtype})"
+
+
+class Buffer(Tensor):
+    """A Tensor that belongs to a module's state (saved, loaded) but is not trained."""
+
+    __slots__ = ()
+
+    def __init__(self, data):
+        super().__init__(0.0)
+        # Unlike a Tensor, a buffer keeps an integer or boolean dtype (a permutation, a flag).
+        self.data = backend.asarray(data, dtype=data.dtype if backend.is_array(data) else None)
+
+    def __repr__(self):
+        return f"Buffer(shape={self.shape}, dtype={self.dtype})"
+
+
+class Module:
+    """Base class of layers, flows and models."""
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    # --- walking the tree -------------------------------------------------------------
+    def named_children(self):
+        """(name, module) for each direct sub-module, lists and tuples included."""
+        for name, value in vars(self).items():
+            if isinstance(value, Module):
+                yield name, value
+            elif isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    if isinstance(item, Module):
+                        yield f"{name}.{i}", item
+
+    def _named_tensors(self, kind, prefix=""):
+        for name, value in vars(self).items():
+            if isinstance(value, kind):
+                yield prefix + name, value
+        for name, child in self.named_children():
+            yield from child._named_tensors(kind, prefix + name + ".")
+
+    def named_parameters(self):
+        return list(self._named_tensors(Parameter))
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self):
+        return list(self._named_tensors(Buffer))
+
+    def modules(self):
+        """This module and every module below it, depth first."""
+        yield self
+        for _, child in self.named_children():
+            yield from child.modules()
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad = None
+
+    def num_parameters(self):
+        return sum(p.size for p in self.parameters())
+
+    def astype(self, dtype):
+        """Cast every floating parameter and buffer to ``dtype`` in place; returns self."""
+        for _, tensor in self.named_parameters() + self.named_buffers():
+            if tensor.dtype.kind == "f":
+                tensor.data = tensor.data.astype(dtype)
+                tensor.grad = None
+        return self
+
+    # --- state ------------------------------------------------------------------------
+    def state_dict(self):
+        """{name: array} of every parameter and buffer (arrays of the active backend)."""
+        return {name: t.data for name, t in self.named_parameters() + self.named_buffers()}
+
+    def load_state_dict(self, state):
+        """Copy arrays into the parameters and buffers, after checking names, shapes and dtypes."""
+        own = dict(self.named_parameters() + self.named_buffers())
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise ValueError(f"state does not match the model: missing {missing}, unexpected {unexpected}")
+        for name, tensor in own.items():
+            value = state[name]
+            if tuple(value.shape) != tuple(tensor.shape):
+                raise ValueError(f"{name}: checkpoint has shape {tuple(value.shape)}, model has {tensor.shape}")
+            if value.dtype != tensor.dtype:
+                raise ValueError(f"{name}: checkpoint has dtype {value.dtype}, model has {tensor.dtype}")
+        for name, tensor in own.items():
+            tensor.data = backend.to_device(state[name], dtype=tensor.dtype).copy()
+
+    def save(self, path):
+        """Write the state to an .npz file, atomically (a crash never leaves half a file)."""
+        backend.save_arrays(path, self.state_dict())
+
+    def load(self, path):
+        """Read a checkpoint written by :meth:`save`; raises ``ValueError`` if it does not fit."""
+        self.load_state_dict(backend.load_arrays(path))
+        return self
+
+
+def _uniform(shape, bound, seed):
+    """U(-bound, bound) in the default dtype and backend."""
+    rng = backend.rng(seed)
+    u = rng.random(shape, dtype=backend.get_default_dtype())
+    return (2 * u - 1) * bound
+
+
+class Linear(Module):
+    """y = x W + b, with x (B, in_features), W (in_features, out_features).
+
+    Initialisation: W, b ~ U(-1/sqrt(in), 1/sqrt(in)), which keeps the output's scale
+    independent of the width. ``zero=True`` starts both at zero, so that the layer
+    outputs 0: the last layer of a coupling layer's conditioner, which makes the
+    coupling start as the identity map.
+    """
+
+    def __init__(self, in_features, out_features, bias=True, zero=False, seed=None):
+        bound = 1 / math.sqrt(in_features)
+        rng = backend.rng(seed)
+        if zero:
+            self.weight = Parameter(backend.xp().zeros((in_features, out_features), dtype=backend.get_default_dtype()))
+        else:
+            self.weight = Parameter(_uniform((in_features, out_features), bound, rng))
+        self.bias = None
+        if bias:
+            self.bias = Parameter(_uniform((out_features,), bound, rng) * (not zero))
+        self.in_features, self.out_features = in_features, out_features
+
+    def forward(self, x):
+        y = ops.matmul(x, self.weight)
+        return y if self.bias is None else y + self.bias
+
+
+ACTIVATIONS = {
+    "relu": ops.relu,
+    "tanh": ops.tanh,
+    "sigmoid": ops.sigmoid,
+    "softplus": ops.softplus,
+    "leaky_relu": ops.leaky_relu,
+}
+
+
+class MLP(Module):
+    """A multilayer perceptron: Linear, activation, ..., Linear (no activation at the end).
+
+    ``sizes = [in, hidden, ..., out]``. ``zero_last=True`` zero-initialises the last layer.
+    """
+
+    def __init__(self, sizes, activation="relu", zero_last=False, seed=None):
+        if len(sizes) < 2:
+            raise ValueError(f"MLP needs at least [in, out] sizes, got {sizes}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        rng = backend.rng(seed)
+        last = len(sizes) - 2
+        self.layers = [
+            Linear(n_in, n_out, zero=zero_last and i == last, seed=rng)
+            for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]))
+        ]
+        self.activation = activation
+
+    def forward(self, x):
+        act = ACTIVATIONS[self.activation]
+        for layer in self.layers[:-1]:
+            x = act(layer(x))
+        return self.layers[-1](x)

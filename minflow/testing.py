@@ -1,0 +1,289 @@
+"""The verification toolkit: the checks minflow's own tests run, for your flows too.
+
+A student who writes a new flow verifies it with one call::
+
+    from minflow.testing import check_flow
+    check_flow(MyFlow(dim=3))          # raises AssertionError naming what is wrong
+
+``check_flow`` tests the properties every flow must have:
+
+1. **round trip** both ways: f^{-1}(f(x)) = x and f(f^{-1}(z)) = z;
+2. **log-det**: the forward log-det equals log|det J| of a central-difference Jacobian;
+3. **inverse log-det** is minus the forward one at the matching point;
+4. **batch independence**: a sample's output does not depend on the other samples;
+5. **gradients**: the engine's gradient of a flow loss matches finite differences on a
+   few parameters.
+
+Finite differences, and why the tolerances are what they are: the central difference
+(f(x + e) - f(x - e)) / 2e has truncation error O(e^2 f''') and rounding error
+O(u |f| / e), with u the unit roundoff (1.1e-16 in float64, 6e-8 in float32). The sum is
+smallest near e = u^(1/3): about 5e-6 in float64 (error ~1e-10 relative) and 4e-3 in
+float32 (error ~1e-5). The default tolerances leave a margin of a few hundred over that.
+"""
+
+import math
+
+from . import backend
+from .autodiff import Tensor, no_grad, ops
+
+# (finite-difference step, tolerance for the log-det and gradient checks, round-trip tolerance)
+_TOLERANCES = {"float64": (1e-5, 1e-6, 1e-8), "float32": (3e-3, 2e-2, 1e-3)}
+
+
+def _tolerances(dtype):
+    return _TOLERANCES[backend.xp().dtype(dtype).name]
+
+
+def numerical_jacobian(f, x, eps=None):
+    """Per-sample central-difference Jacobian of a batched map.
+
+    ``f`` maps an array (B, *event_in) to an array (B, *event_out); ``x`` is (B, *event_in).
+    Returns (B, m, n) with m, n the event sizes: J[b, i, j] = d f(x)[b, i] / d x[b, j].
+    Coordinate j of *every* sample is perturbed at once, which is exact only for a map
+    whose samples do not interact (the batch-independence property), and costs 2n calls.
+    """
+    x = x.data if isinstance(x, Tensor) else x
+    eps = eps or _tolerances(x.dtype)[0]
+    batch, n = x.shape[0], math.prod(x.shape[1:])
+    flat = x.reshape(batch, n)
+    columns = []
+    for j in range(n):
+        step = backend.array_module(x).zeros_like(flat)
+        step[:, j] = eps
+        plus = f((flat + step).reshape(x.shape)).reshape(batch, -1)
+        minus = f((flat - step).reshape(x.shape)).reshape(batch, -1)
+        columns.append((plus - minus) / (2 * eps))
+    return backend.array_module(x).stack(columns, axis=-1)
+
+
+def sample_inputs(flow, n=16, seed=0):
+    """``n`` inputs inside the flow's domain, (n, *event_shape), in the flow's dtype.
+
+    Real line: N(0, 1.5^2), wide enough to reach spline tails. Interval (a, b): uniform on
+    its inner 90%, so that a finite-difference step never leaves the domain.
+    """
+    if flow.event_shape is None:
+        raise ValueError(f"{type(flow).__name__} has no event_shape; pass inputs explicitly")
+    rng = backend.rng(seed)
+    shape = (n,) + tuple(flow.event_shape)
+    low, high = flow.input_domain
+    dtype = _flow_dtype(flow)
+    if math.isinf(low) and math.isinf(high):
+        return (1.5 * rng.standard_normal(shape)).astype(dtype)
+    width = high - low
+    return (low + width * (0.05 + 0.9 * rng.random(shape))).astype(dtype)
+
+
+def _flow_dtype(flow):
+    params = flow.parameters()
+    return params[0].dtype if params else backend.get_default_dtype()
+
+
+def _fail(prop, flow, error, worst, detail=""):
+    raise AssertionError(
+        f"{type(flow).__name__}: {prop} fails; worst sample {worst} is off by {error:.3g}{detail}"
+    )
+
+
+def _check_close(prop, flow, got, expected, tolerance, detail=""):
+    """Per-sample max |got - expected| / (1 + |expected|) <= tolerance, else AssertionError."""
+    xp = backend.array_module(got)
+    got, expected = xp.asarray(got), xp.asarray(expected)
+    if got.shape != expected.shape:
+        raise AssertionError(f"{type(flow).__name__}: {prop}: shape {got.shape} != expected {expected.shape}")
+    batch = got.shape[0] if got.ndim else 1
+    error = (xp.abs(got - expected) / (1 + xp.abs(expected))).reshape(batch, -1).max(axis=1)
+    error = xp.where(xp.isnan(error), xp.inf, error)
+    worst = int(xp.argmax(error))
+    if not float(error[worst]) <= tolerance:
+        _fail(prop, flow, float(error[worst]), worst, detail)
+
+
+def check_flow(flow, x=None, n=8, seed=0, tolerance=None, inverse_tolerance=None, gradients=True):
+    """Check every flow property (see the module docstring); raises AssertionError.
+
+    ``x`` defaults to ``n`` inputs from :func:`sample_inputs`. Tolerances default by dtype;
+    a flow with an iterative inverse passes its own ``inverse_tolerance``.
+    """
+    x = sample_inputs(flow, n, seed) if x is None else (x.data if isinstance(x, Tensor) else x)
+    _, default_tol, default_inverse_tol = _tolerances(x.dtype)
+    tolerance = tolerance or default_tol
+    inverse_tolerance = inverse_tolerance or default_inverse_tol
+    batch = x.shape[0]
+
+    with no_grad():
+        z, log_det = flow.forward(x)  # the first call also runs any data-dependent init
+        if tuple(z.shape[:1]) != (batch,) or tuple(log_det.shape) != (batch,):
+            raise AssertionError(
+                f"{type(flow).__name__}: shapes: got z {z.shape} and log_det {log_det.shape} for x {x.shape}"
+            )
+        x_back, inverse_log_det = flow.inverse(z)
+        _check_close("round trip inverse(forward(x)) == x", flow, x_back.data, x, inverse_tolerance)
+        _check_close("inverse log-det == -forward log-det", flow, inverse_log_det.data, -log_det.data, inverse_tolerance)
+
+        # The other way round, on latent points that are not the images of x themselves.
+        other = sample_inputs(flow, batch, seed + 1) if flow.event_shape is not None else x[::-1]
+        z_other = flow.forward(other)[0]
+        x_other = flow.inverse(z_other)[0]
+        _check_close("round trip forward(inverse(z)) == z", flow, flow.forward(x_other)[0].data, z_other.data, inverse_tolerance)
+
+        jacobian = numerical_jacobian(lambda a: flow.forward(a)[0].data, x)
+        numeric = backend.array_module(jacobian).linalg.slogdet(jacobian)[1]
+        _check_close("log-det == log|det J| of finite differences", flow, log_det.data, numeric, tolerance)
+
+        reversed_z, reversed_log_det = flow.forward(x[::-1])
+        _check_close("batch independence (forward of the reversed batch)", flow, reversed_z.data[::-1], z.data, inverse_tolerance)
+        _check_close("batch independence (log-det of the reversed batch)", flow, reversed_log_det.data[::-1], log_det.data, inverse_tolerance)
+        single_z, _ = flow.forward(x[:1])
+        _check_close("batch independence (a batch of one)", flow, single_z.data, z.data[:1], inverse_tolerance)
+
+    if gradients and flow.parameters():
+        def loss():
+            z, log_det = flow.forward(x)
+            flat = ops.reshape(z, (batch, -1))
+            return ops.sum(0.5 * flat * flat) - ops.sum(log_det)
+
+        check_gradients(loss, *flow.parameters(), seed=seed, tolerance=tolerance)
+
+
+def check_gradients(fn, *tensors, n_coords=3, seed=0, eps=None, tolerance=None):
+    """The engine's gradient of the scalar ``fn()`` w.r.t. each tensor, against central differences.
+
+    ``fn`` takes no arguments and computes a one-element Tensor from ``tensors`` (which
+    must require grad). ``n_coords`` random coordinates of each tensor are perturbed in
+    place and restored. Raises AssertionError naming the tensor and coordinate.
+    """
+    if not tensors:
+        raise ValueError("check_gradients needs at least one tensor")
+    for t in tensors:
+        t.grad = None
+    fn().backward()
+    rng = backend.rng(seed)
+    dtype = tensors[0].dtype
+    default_eps, default_tol, _ = _tolerances(dtype)
+    eps, tolerance = eps or default_eps, tolerance or default_tol
+    with no_grad():
+        for index, tensor in enumerate(tensors):
+            if tensor.grad is None:
+                raise AssertionError(f"tensor {index} (shape {tensor.shape}) got no gradient from backward()")
+            for k in rng.integers(0, tensor.size, size=min(n_coords, tensor.size)).tolist():
+                where = _unravel(k, tensor.shape)
+                saved = tensor.data[where].copy()
+                tensor.data[where] = saved + eps
+                plus = float(fn().data)
+                tensor.data[where] = saved - eps
+                minus = float(fn().data)
+                tensor.data[where] = saved
+                numeric = (plus - minus) / (2 * eps)
+                analytic = float(tensor.grad[where])
+                if not abs(analytic - numeric) <= tolerance * max(1.0, abs(numeric)):
+                    raise AssertionError(
+                        f"gradient of tensor {index} (shape {tensor.shape}) at index {where}: "
+                        f"autodiff {analytic:.10g} vs finite differences {numeric:.10g}"
+                    )
+    for t in tensors:
+        t.grad = None
+
+
+def _unravel(k, shape):
+    """The multi-index of flat position k in a C-ordered array of ``shape``."""
+    where = []
+    for n in reversed(shape):
+        k, r = divmod(k, n)
+        where.append(r)
+    return tuple(reversed(where))
+
+
+# --- example flows ----------------------------------------------------------------------------
+def _perturb(flow, rng, scale):
+    """Add N(0, scale^2) to every floating parameter, so no example is the identity."""
+    for p in flow.parameters():
+        p.data = p.data + scale * rng.standard_normal(p.shape).astype(p.dtype)
+    return flow
+
+
+def _builders():
+    # Imported here, not at the top, so that minflow.testing imports before every flow exists.
+    from .flows import elementwise, linear
+    from .flows.base import Inverse, Sequential
+
+    def activated(actnorm):
+        actnorm.initialized.data[...] = True  # random parameters, no data-dependent init
+        return actnorm
+
+    return {
+        # name: (build(dim, rng), perturbation scale)
+        "Linear": (lambda d, rng: linear.Linear(d, seed=rng), 0.3),
+        "LULinear": (lambda d, rng: linear.LULinear(d, seed=rng), 0.5),
+        "Permutation": (lambda d, rng: linear.Permutation.random(d, seed=rng), 0.0),
+        "Reverse": (lambda d, rng: linear.Reverse(d), 0.0),
+        "ActNorm": (lambda d, rng: activated(linear.ActNorm(d)), 0.5),
+        "ElementwiseAffine": (lambda d, rng: elementwise.ElementwiseAffine(d), 0.5),
+        "LeakyReLU": (lambda d, rng: _with_shape(elementwise.LeakyReLU(slope=0.3), d), 0.0),
+        "Sigmoid": (lambda d, rng: _with_shape(elementwise.Sigmoid(), d), 0.0),
+        "Logit": (lambda d, rng: _with_shape(elementwise.Logit(), d), 0.0),
+        "PiecewiseLinear": (lambda d, rng: elementwise.PiecewiseLinear(d, bins=5), 1.0),
+        "RationalQuadraticSpline": (lambda d, rng: elementwise.RationalQuadraticSpline(d, bins=6, bound=3.0), 1.0),
+        "Sequential": (
+            lambda d, rng: Sequential(
+                [linear.LULinear(d, seed=rng), elementwise.RationalQuadraticSpline(d, bins=4), linear.Reverse(d)]
+            ),
+            0.5,
+        ),
+        "Inverse": (lambda d, rng: Inverse(elementwise.RationalQuadraticSpline(d, bins=4)), 1.0),
+    }
+
+
+def _with_shape(flow, dim):
+    """Parameter-free elementwise flows accept any shape; examples fix (dim,) for sampling inputs."""
+    flow.event_shape = (dim,)
+    return flow
+
+
+def example_flows(dim, seed=0, dtype=None):
+    """{class name: a small random instance} for every flow class in minflow.
+
+    Every entry is built with random, non-identity parameters (perturbed from the class's
+    own initialisation), so a test on it proves something. ``dtype`` casts the result.
+    """
+    if not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"dim must be a positive int, got {dim!r}")
+    flows = {}
+    for offset, (name, (build, scale)) in enumerate(sorted(_builders().items())):
+        rng = backend.rng(seed * 1000 + offset)
+        flows[name] = _perturb(build(dim, rng), rng, scale)
+        if dtype is not None:
+            flows[name].astype(dtype)
+    return flows
+
+
+def example_flow_names():
+    return sorted(_builders())
+
+
+# --- hypothesis strategies --------------------------------------------------------------------
+def flows(names=None, dims=(1, 2, 3, 5)):
+    """A hypothesis strategy of (name, flow) pairs drawn from :func:`example_flows`."""
+    from hypothesis import strategies as st
+
+    names = list(names or example_flow_names())
+
+    @st.composite
+    def draw(draw_):
+        name = draw_(st.sampled_from(names))
+        dim = draw_(st.sampled_from(list(dims)))
+        seed = draw_(st.integers(0, 2**16))
+        return name, example_flows(dim, seed)[name]
+
+    return draw()
+
+
+def inputs(flow, batch_sizes=(1, 2, 7)):
+    """A hypothesis strategy of input batches inside ``flow``'s domain (via :func:`sample_inputs`)."""
+    from hypothesis import strategies as st
+
+    return st.builds(
+        lambda n, seed: sample_inputs(flow, n, seed),
+        st.sampled_from(list(batch_sizes)),
+        st.integers(0, 2**16),
+    )

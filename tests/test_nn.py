@@ -1,0 +1,175 @@
+"""Modules, checkpoints, optimizers and the base distribution."""
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+import minflow
+from minflow import backend, nn, optim
+from minflow.autodiff import Tensor, ops
+
+
+def _mlp(seed=0):
+    return nn.MLP([3, 8, 8, 2], activation="tanh", seed=seed)
+
+
+def test_parameters_are_found_recursively_by_name():
+    names = [name for name, _ in _mlp().named_parameters()]
+    assert names == [f"layers.{i}.{p}" for i in range(3) for p in ("weight", "bias")]
+
+
+def test_same_seed_same_parameters_and_different_seed_differs():
+    a, b, c = _mlp(1), _mlp(1), _mlp(2)
+    assert all(np.array_equal(p.data, q.data) for p, q in zip(a.parameters(), b.parameters()))
+    assert not np.array_equal(a.parameters()[0].data, c.parameters()[0].data)
+
+
+def test_zero_last_layer_outputs_zero():
+    mlp = nn.MLP([3, 5, 4], zero_last=True, seed=0)
+    out = mlp(Tensor(np.random.default_rng(0).standard_normal((6, 3))))
+    assert out.shape == (6, 4) and np.all(out.data == 0)
+    assert np.any(mlp.layers[0].weight.data != 0), "only the last layer starts at zero"
+
+
+def test_mlp_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="activation"):
+        nn.MLP([2, 3], activation="swish")
+    with pytest.raises(ValueError, match="sizes"):
+        nn.MLP([2])
+
+
+def test_zero_grad_clears_gradients():
+    mlp = _mlp()
+    ops.sum(mlp(Tensor(np.ones((2, 3))))).backward()
+    assert all(p.grad is not None for p in mlp.parameters())
+    mlp.zero_grad()
+    assert all(p.grad is None for p in mlp.parameters())
+
+
+def test_save_and_load_round_trip(tmp_path):
+    a, b = _mlp(1), _mlp(2)
+    path = tmp_path / "model.npz"
+    a.save(path)
+    b.load(path)
+    for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+        assert np.array_equal(p.data, q.data), name
+    assert [f.name for f in tmp_path.iterdir()] == ["model.npz"], "no temporary file is left behind"
+
+
+def test_load_rejects_a_corrupted_checkpoint(tmp_path):
+    path = tmp_path / "broken.npz"
+    _mlp().save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="could not read checkpoint"):
+        _mlp().load(path)
+
+
+def test_load_rejects_mismatched_names_shapes_and_dtypes(tmp_path):
+    path = tmp_path / "other.npz"
+    nn.MLP([3, 8, 2], seed=0).save(path)
+    with pytest.raises(ValueError, match=r"missing \['layers.2.bias', 'layers.2.weight'\]"):
+        _mlp().load(path)
+    nn.MLP([3, 7, 7, 2], seed=0).save(path)
+    with pytest.raises(ValueError, match=r"layers.0.weight: checkpoint has shape \(3, 7\), model has \(3, 8\)"):
+        _mlp().load(path)
+    _mlp().astype("float32").save(path)
+    with pytest.raises(ValueError, match="checkpoint has dtype float32, model has float64"):
+        _mlp().load(path)
+
+
+def test_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "model.npz"
+    _mlp(1).save(path)
+    before = path.read_bytes()
+
+    def explode(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", explode)
+    with pytest.raises(OSError, match="disk full"):
+        _mlp(2).save(path)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["model.npz"]
+
+
+def test_buffers_are_saved_but_not_trained():
+    class WithBuffer(nn.Module):
+        def __init__(self):
+            self.order = nn.Buffer(np.array([2, 0, 1]))
+            self.weight = nn.Parameter(np.ones(3))
+
+    module = WithBuffer()
+    assert [n for n, _ in module.named_parameters()] == ["weight"]
+    assert module.state_dict()["order"].dtype.kind == "i", "integer buffers keep their dtype"
+
+
+def _quadratic_problem():
+    """f(w) = |w - target|^2 / 2, minimised at target."""
+    target = np.array([1.0, -2.0, 0.5])
+    w = nn.Parameter(np.zeros(3))
+    return w, target, lambda: 0.5 * ops.sum((w - target) ** 2)
+
+
+@pytest.mark.parametrize("make", [lambda p: optim.SGD(p, lr=0.1, momentum=0.9), lambda p: optim.Adam(p, lr=0.05)])
+def test_optimizers_minimise_a_quadratic(make):
+    w, target, loss = _quadratic_problem()
+    opt = make([w])
+    for _ in range(400):
+        opt.zero_grad()
+        loss().backward()
+        opt.step()
+    assert np.abs(w.data - target).max() < 1e-3
+
+
+def test_adam_first_step_matches_its_formula():
+    # After one step, m/(1-b1) = g and v/(1-b2) = g^2, so the update is lr * g / (|g| + eps).
+    w, target, loss = _quadratic_problem()
+    opt = optim.Adam([w], lr=0.1)
+    loss().backward()
+    g = w.grad.copy()
+    opt.step()
+    np.testing.assert_allclose(w.data, -0.1 * g / (np.abs(g) + 1e-8), rtol=1e-12)
+
+
+def test_clip_grad_norm_scales_to_max_norm():
+    a, b = nn.Parameter(np.zeros(2)), nn.Parameter(np.zeros(1))
+    a.grad, b.grad = np.array([3.0, 0.0]), np.array([4.0])
+    assert optim.clip_grad_norm([a, b], 1.0) == pytest.approx(5.0)
+    np.testing.assert_allclose(np.concatenate([a.grad, b.grad]), [0.6, 0.0, 0.8])
+
+
+def test_optimizer_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="learning rate"):
+        optim.Adam([nn.Parameter(np.zeros(1))], lr=0)
+    with pytest.raises(ValueError, match="empty"):
+        optim.SGD([])
+
+
+def test_standard_normal_log_prob_and_sampling():
+    base = minflow.StandardNormal(2)
+    z = np.array([[0.0, 0.0], [1.0, -2.0]])
+    expected = -0.5 * (z**2).sum(1) - math.log(2 * math.pi)
+    np.testing.assert_allclose(base.log_prob(z).data, expected, rtol=1e-14)
+    a, b = base.sample(1000, seed=3), base.sample(1000, seed=3)
+    assert a.shape == (1000, 2) and np.array_equal(a, b)
+    # mean of 1000 standard normals: standard error 0.032, so 0.15 is a ~5-sigma bound.
+    assert np.abs(a.mean(0)).max() < 0.15 and np.abs(a.std(0) - 1).max() < 0.15
+    with pytest.raises(ValueError, match="shape"):
+        base.log_prob(np.zeros((3, 3)))
+
+
+def test_normalizing_flow_rejects_non_flows():
+    with pytest.raises(ValueError, match="needs a Flow"):
+        minflow.NormalizingFlow(_mlp())
+
+
+def test_default_dtype_controls_new_parameters():
+    backend.set_default_dtype("float32")
+    try:
+        assert _mlp().parameters()[0].dtype == np.float32
+    finally:
+        backend.set_default_dtype("float64")
+    with pytest.raises(ValueError, match="float32 or float64"):
+        backend.set_default_dtype("int32")
