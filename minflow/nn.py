@@ -35,7 +35,10 @@ class Buffer(Tensor):
     def __init__(self, data):
         super().__init__(0.0)
         # Unlike a Tensor, a buffer keeps an integer or boolean dtype (a permutation, a flag).
-        self.data = backend.asarray(data, dtype=data.dtype if backend.is_array(data) else None)
+        data = data.data if isinstance(data, Tensor) else data
+        if not backend.is_array(data):
+            data = backend.xp().asarray(data)
+        self.data = backend.asarray(data, dtype=data.dtype if data.dtype.kind in "biu" else None)
 
     def __repr__(self):
         return f"Buffer(shape={self.shape}, dtype={self.dtype})"
@@ -97,8 +100,9 @@ class Module:
 
     # --- state ------------------------------------------------------------------------
     def state_dict(self):
-        """{name: array} of every parameter and buffer (arrays of the active backend)."""
-        return {name: t.data for name, t in self.named_parameters() + self.named_buffers()}
+        """{name: array} of every parameter and buffer: copies, so that training after this call
+        does not change them (a "best parameters so far" snapshot stays what it was)."""
+        return {name: t.data.copy() for name, t in self.named_parameters() + self.named_buffers()}
 
     def load_state_dict(self, state):
         """Copy arrays into the parameters and buffers, after checking names, shapes and dtypes."""
