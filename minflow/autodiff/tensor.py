@@ -27,6 +27,7 @@ Design choices, each for a reason:
 """
 
 import contextlib
+import numbers
 
 from .. import backend
 
@@ -105,7 +106,10 @@ class Tensor:
                 continue
             node = tensor.node
             if node is None:  # a leaf: this is where gradients land
-                tensor.grad = g if tensor.grad is None else tensor.grad + g
+                total = g if tensor.grad is None else tensor.grad + g
+                # Store a copy: g may be a read-only broadcast view, the very array another
+                # leaf receives (add's VJP is (g, g)), or a NumPy scalar (0-d arithmetic).
+                tensor.grad = backend.array_module(total).array(total)
                 continue
             if node.inputs is None:
                 raise RuntimeError(
@@ -207,6 +211,7 @@ class Primitive:
             if array.dtype != dtype:
                 raise TypeError(f"{self.name}: cannot mix {dtype} and {array.dtype}; cast one explicitly")
         out, saved = self.forward(*arrays, **options)
+        out = backend.array_module(*arrays).asarray(out)  # NumPy reductions return scalars
         result = Tensor.__new__(Tensor)
         result.data, result.grad, result.node = out, None, None
         result.requires_grad = _recording[0] and any(t.requires_grad for t in tensors)
@@ -221,10 +226,10 @@ def primitive(name, vjp):
 
 
 def _as_tensor(x, inputs):
-    """Wrap an op input. A Python number takes the dtype of the first tensor among ``inputs``."""
+    """Wrap an op input. A number (Python or NumPy scalar) takes the dtype of the first tensor among ``inputs``."""
     if isinstance(x, Tensor):
         return x
-    if isinstance(x, (int, float)):
+    if isinstance(x, numbers.Number):
         like = next((t for t in inputs if isinstance(t, Tensor)), None)
         if like is not None:
             return Tensor(backend.array_module(like.data).asarray(x, dtype=like.dtype))

@@ -1,0 +1,253 @@
+"""Properties of the autodiff engine itself, beyond any one op (the ops are in test_ops.py).
+
+What is checked, one property per test: a node used twice gets the sum of its gradients;
+backward walks a 10,000-deep graph without recursion; the graph is freed by plain reference
+counting once backward is done; retain_graph and accumulation; dtypes never mix or drift;
+results are arrays; no_grad and detach record nothing; broadcasting is undone by unbroadcast.
+"""
+
+import gc
+import sys
+import weakref
+
+import numpy as np
+import pytest
+
+from minflow.autodiff import Tensor, is_recording, no_grad, ops, unbroadcast
+
+
+def leaf(values, dtype=np.float64):
+    return Tensor(np.asarray(values, dtype=dtype), requires_grad=True)
+
+
+def assert_gradient(tensor, expected, rtol=1e-12):
+    # 1e-12: a handful of float64 operations per entry, each off by at most half an ulp.
+    message = f"input {tensor.data!r}: expected gradient {expected!r}, got {tensor.grad!r}"
+    np.testing.assert_allclose(tensor.grad, expected, rtol=rtol, err_msg=message)
+
+
+# --- the chain rule over a graph ----------------------------------------------------------------
+def test_reused_node_gets_the_sum_of_its_gradients():
+    a = leaf([-1.5, 0.0, 2.0, 3.25])
+    (a * a + a).sum().backward()  # d/da (a^2 + a) = 2a + 1: three uses of a, three terms
+    assert_gradient(a, 2 * a.data + 1)
+
+
+def test_ten_thousand_deep_chain_backward_needs_no_recursion():
+    depth, factor = 10_000, 1.0001
+    assert depth > sys.getrecursionlimit(), "the chain must be deeper than a recursive walk could go"
+    x = leaf([1.0, -2.0])
+    y = x
+    for _ in range(depth):
+        y = y * factor
+    y.sum().backward()
+    # dy/dx = factor^depth (= e^0.99995...). Each of the 10,000 products rounds once, so the
+    # relative error is at most depth * ulp/2 ~ 1e-12.
+    assert_gradient(x, np.full(2, factor**depth), rtol=1e-11)
+
+
+# --- memory: no graph survives backward ------------------------------------------------------------
+def test_intermediate_is_freed_after_backward_without_the_garbage_collector():
+    x = leaf([0.5, 1.0, 2.0])
+    hidden = ops.exp(x)
+    loss = (hidden * 2.0).sum()
+    alive = weakref.ref(hidden)
+    del hidden
+    gc.disable()  # reference counting alone must free the graph: it may hold no cycle
+    try:
+        loss.backward()
+        assert alive() is None, "an intermediate Tensor is still referenced after backward()"
+        assert loss.node.inputs is None and loss.node.saved is None, "backward() kept inputs/saved arrays"
+    finally:
+        gc.enable()
+    assert_gradient(x, 2 * np.exp(x.data))
+
+
+def test_graph_is_freed_when_the_loss_goes_away_even_without_backward():
+    x = leaf([0.5, 1.0, 2.0])
+    hidden = ops.tanh(x)
+    loss = ops.sum(hidden * hidden)
+    alive = weakref.ref(hidden)
+    del hidden
+    gc.disable()
+    try:
+        assert alive() is not None, "the graph of a live loss must keep its intermediates"
+        del loss
+        assert alive() is None, "the graph formed a reference cycle: only the garbage collector could free it"
+    finally:
+        gc.enable()
+
+
+def test_retain_graph_keeps_inputs_and_saved_arrays():
+    x = leaf([0.5, 1.0, 2.0])
+    hidden = ops.exp(x)
+    loss = (hidden * 2.0).sum()
+    alive = weakref.ref(hidden)
+    del hidden
+    loss.backward(retain_graph=True)
+    gc.collect()
+    assert alive() is not None, "retain_graph=True must keep the intermediate alive"
+    assert loss.node.inputs is not None and loss.node.saved is not None
+
+
+def test_backward_twice_with_retain_graph_accumulates():
+    x = leaf([0.5, -1.0, 2.0])
+    loss = ops.tanh(x).sum()
+    loss.backward(retain_graph=True)
+    once = x.grad.copy()
+    loss.backward(retain_graph=True)
+    assert_gradient(x, 2 * once)  # gradients accumulate, as documented: the second call adds
+
+
+def test_second_backward_through_a_freed_graph_raises():
+    x = leaf([0.5, -1.0, 2.0])
+    loss = ops.exp(x).sum()
+    loss.backward()
+    with pytest.raises(RuntimeError, match="retain_graph"):
+        loss.backward()
+
+
+# --- dtypes and shapes -----------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "shape_a, shape_b",
+    [((3, 4), (3, 4)), ((3, 4), (4,)), ((3, 1), (4,)), ((2, 3, 4), (3, 1)), ((), (2, 3))],
+)
+def test_gradient_has_the_dtype_and_shape_of_its_input(dtype, shape_a, shape_b):
+    rng = np.random.default_rng(0)
+    a = leaf(rng.normal(size=shape_a), dtype)
+    b = leaf(rng.normal(size=shape_b), dtype)
+    loss = ops.logsumexp(ops.tanh(a * b + a) - b / 3.0)  # mixes broadcasting, scalars, reduction
+    loss.backward()
+    for name, x in (("a", a), ("b", b)):
+        assert isinstance(x.grad, np.ndarray), f"{name}.grad is a {type(x.grad).__name__}, not an array"
+        assert x.grad.dtype == dtype and x.grad.shape == x.shape, (
+            f"{name}: expected gradient {np.dtype(dtype)} {x.shape}, got {x.grad.dtype} {x.grad.shape}"
+        )
+
+
+def test_broadcast_inputs_receive_summed_gradients():
+    a = leaf(np.zeros((3, 1)))
+    b = leaf(np.zeros(4))
+    (a + b).sum().backward()  # a is copied 4 times along axis 1, b 3 times along a new axis 0
+    assert_gradient(a, np.full((3, 1), 4.0))
+    assert_gradient(b, np.full(4, 3.0))
+
+
+def test_mixing_float32_and_float64_raises_type_error():
+    a = leaf([1.0, 2.0], np.float32)
+    b = leaf([1.0, 2.0], np.float64)
+    with pytest.raises(TypeError, match="float32"):
+        a * b
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        lambda t: t * 2.0,
+        lambda t: 2.0 * t,
+        lambda t: t + 1,
+        lambda t: 1.0 - t,
+        lambda t: t / 3.0,
+        lambda t: 3.0 / t,
+        lambda t: t**2,
+    ],
+    ids=["t*2.0", "2.0*t", "t+1", "1.0-t", "t/3.0", "3.0/t", "t**2"],
+)
+def test_python_scalars_take_the_tensor_dtype(expression):
+    t = leaf([1.0, 2.0], np.float32)
+    y = expression(t)
+    assert y.dtype == np.float32, f"expected float32, got {y.dtype}"
+    y.sum().backward()
+    assert t.grad.dtype == np.float32, f"expected a float32 gradient, got {t.grad.dtype}"
+
+
+@pytest.mark.parametrize(
+    "reduce",
+    [ops.sum, ops.mean, ops.max, ops.logsumexp, lambda x: x[0, 1], lambda x: ops.slogdet(x + np.eye(2))],
+    ids=["sum", "mean", "max", "logsumexp", "getitem", "slogdet"],
+)
+def test_full_reductions_return_0d_arrays_not_python_floats(reduce):
+    x = leaf([[1.0, 2.0], [3.0, 4.0]])
+    y = reduce(x)
+    assert type(y.data) is np.ndarray and y.shape == (), f"expected a 0-d ndarray, got {y.data!r}"
+    y.backward()
+    assert type(x.grad) is np.ndarray and x.grad.shape == (2, 2), f"got the gradient {x.grad!r}"
+
+
+def test_gradient_of_a_0d_leaf_is_a_0d_array():
+    x = leaf(2.0)
+    (x * 3.0).backward()
+    assert type(x.grad) is np.ndarray and x.grad.shape == (), f"got {type(x.grad).__name__} {x.grad!r}"
+    assert_gradient(x, 3.0)
+
+
+def test_leaf_gradients_are_independent_writable_arrays():
+    a = leaf([1.0, 2.0, 3.0])
+    b = leaf([4.0, 5.0, 6.0])
+    (a + b).sum().backward()  # add's VJP hands the same array to a and b; sum's is a broadcast view
+    assert a.grad is not b.grad and a.grad.flags.writeable
+    a.grad *= 10.0  # an optimizer may update a gradient in place...
+    assert_gradient(b, np.ones(3))  # ...without touching another parameter's
+
+
+# --- recording ------------------------------------------------------------------------------------
+def test_no_grad_records_no_graph():
+    x = leaf([1.0, 2.0])
+    with no_grad():
+        assert not is_recording()
+        y = ops.exp(x) * 2.0
+    assert is_recording(), "recording must resume after the block"
+    assert not y.requires_grad and y.node is None, "an op under no_grad() recorded a node"
+
+
+def test_no_grad_restores_recording_after_an_exception():
+    with pytest.raises(ZeroDivisionError):
+        with no_grad():
+            1 / 0
+    assert is_recording()
+
+
+def test_detach_cuts_the_graph():
+    x = leaf([1.0, 2.0])
+    y = ops.exp(x)
+    cut = y.detach()
+    assert not cut.requires_grad and cut.node is None
+    np.testing.assert_array_equal(cut.data, y.data)
+    (cut * x).sum().backward()  # the gradient flows through the explicit x only, not through cut
+    assert_gradient(x, np.exp([1.0, 2.0]))
+
+
+# --- errors and unbroadcast ------------------------------------------------------------------------
+def test_backward_without_cotangent_on_a_non_scalar_raises():
+    y = ops.exp(leaf([1.0, 2.0]))
+    with pytest.raises(ValueError, match="one-element"):
+        y.backward()
+
+
+def test_backward_without_cotangent_works_on_one_element_tensors():
+    x = leaf([[2.0]])
+    (x * x).backward()  # shape (1, 1): one element, so the cotangent 1 is implied
+    assert_gradient(x, [[4.0]])
+
+
+def test_backward_rejects_a_cotangent_of_the_wrong_shape():
+    y = ops.exp(leaf([1.0, 2.0]))
+    with pytest.raises(ValueError, match="shape"):
+        y.backward(np.ones(3))
+
+
+@pytest.mark.parametrize(
+    "grad_shape, shape",
+    [((2, 3, 4), (2, 3, 4)), ((2, 3, 4), (3, 4)), ((2, 3, 4), (4,)), ((2, 3, 4), (3, 1)),
+     ((2, 3, 4), (1, 1, 4)), ((2, 3, 4), (2, 1, 1)), ((2, 3, 4), ()), ((5, 1), (1, 1))],
+)
+def test_unbroadcast_sums_leading_axes_and_size_one_axes(grad_shape, shape):
+    grad = np.random.default_rng(0).normal(size=grad_shape)
+    got = unbroadcast(grad, shape)
+    # The definition: sum over the new leading axes, then over the axes where shape has a 1.
+    extra = len(grad_shape) - len(shape)
+    expected = grad.sum(axis=tuple(range(extra)))
+    expected = expected.sum(axis=tuple(i for i, n in enumerate(shape) if n == 1), keepdims=True)
+    assert got.shape == shape, f"unbroadcast {grad_shape} -> {shape} gave shape {got.shape}"
+    np.testing.assert_allclose(got, expected, rtol=1e-12)  # the same sums, maybe in another order
