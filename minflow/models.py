@@ -11,7 +11,7 @@ z from the base and maps it back through f^{-1}.
 from . import backend
 from .autodiff import Tensor, no_grad, ops
 from .distributions import StandardNormal
-from .flows.base import Flow
+from .flows.base import REAL_LINE, Flow
 from .nn import Module
 
 
@@ -24,6 +24,12 @@ class NormalizingFlow(Module):
         if base is None:
             if flow.event_shape is None:
                 raise ValueError("this flow has no event_shape; pass a base distribution explicitly")
+            if tuple(flow.output_domain) != REAL_LINE:
+                raise ValueError(
+                    f"the flow maps data into {flow.output_domain}, but the default base N(0, I) lives "
+                    "on the whole real line; end the flow with a map onto it (a Logit after a "
+                    "Sigmoid, say) or pass a base distribution on that domain"
+                )
             base = StandardNormal(flow.event_shape)
         self.flow, self.base = flow, base
 

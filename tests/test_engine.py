@@ -33,6 +33,24 @@ def test_reused_node_gets_the_sum_of_its_gradients():
     assert_gradient(a, 2 * a.data + 1)
 
 
+def test_node_reused_at_different_depths_is_visited_after_all_its_consumers():
+    # In a * (1 - a), one use of a is direct and one goes through another op: a must come
+    # after *both* consumers in the reverse topological order, or one gradient is lost.
+    a = leaf([0.3, 0.6, -1.0])
+    (a * (1.0 - a)).sum().backward()
+    assert_gradient(a, 1 - 2 * a.data)
+
+
+def test_diamond_and_long_detour_graphs_sum_every_path():
+    # y = exp(a) * tanh(exp(a)) + a: the shared e = exp(a) feeds a short and a long path.
+    a = leaf([-0.7, 0.1, 1.3])
+    e = ops.exp(a)
+    (e * ops.tanh(e) + a).sum().backward()
+    ev = np.exp(a.data)
+    expected = ev * np.tanh(ev) + ev * ev * (1 - np.tanh(ev) ** 2) + 1
+    assert_gradient(a, expected)
+
+
 def test_ten_thousand_deep_chain_backward_needs_no_recursion():
     depth, factor = 10_000, 1.0001
     assert depth > sys.getrecursionlimit(), "the chain must be deeper than a recursive walk could go"

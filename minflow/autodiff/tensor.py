@@ -143,24 +143,29 @@ class Node:
 
 
 def _reverse_topological_order(root):
-    """Tensors that require grad, from ``root`` back to the leaves, each after all its consumers.
+    """Tensors that require grad, from ``root`` back to the leaves, each before everything it consumes.
 
-    Iterative depth-first search: a tensor is emitted after all of its inputs (post-order);
-    reversing that list puts every consumer before what it consumes.
+    Iterative depth-first search. A tensor is *expanded* (its inputs pushed) the first time
+    it is popped, and *emitted* when it is popped again after all of its inputs, so the
+    list is in post-order: inputs before consumers. Reversed, every consumer comes first.
+    A tensor is marked visited when it is expanded, not when it is pushed: in
+    ``a * (1 - a)`` it is pushed twice, and only the copy popped first may expand it.
     """
-    order, seen = [], {id(root)}
+    order, visited = [], set()
     stack = [(root, False)]
     while stack:
         tensor, inputs_done = stack.pop()
         if inputs_done:
             order.append(tensor)
             continue
+        if id(tensor) in visited:
+            continue
+        visited.add(id(tensor))
         stack.append((tensor, True))
         node = tensor.node
         if node is not None and node.inputs is not None:
             for parent in node.inputs:
-                if parent is not None and parent.requires_grad and id(parent) not in seen:
-                    seen.add(id(parent))
+                if parent is not None and parent.requires_grad and id(parent) not in visited:
                     stack.append((parent, False))
     order.reverse()
     return order
@@ -229,11 +234,20 @@ def _as_tensor(x, inputs):
     """Wrap an op input. A number (Python or NumPy scalar) takes the dtype of the first tensor among ``inputs``."""
     if isinstance(x, Tensor):
         return x
+    if backend.is_array(x):  # ops follow their data, whichever backend is the default
+        return _constant(x)
     if isinstance(x, numbers.Number):
         like = next((t for t in inputs if isinstance(t, Tensor)), None)
         if like is not None:
-            return Tensor(backend.array_module(like.data).asarray(x, dtype=like.dtype))
+            return _constant(backend.array_module(like.data).asarray(x, dtype=like.dtype))
     return Tensor(x)
+
+
+def _constant(array):
+    """A Tensor around ``array`` as it is (no dtype or backend conversion)."""
+    tensor = Tensor.__new__(Tensor)
+    tensor.data, tensor.grad, tensor.requires_grad, tensor.node = array, None, False, None
+    return tensor
 
 
 def as_tensor(x):

@@ -1,0 +1,480 @@
+"""Transformers: elementwise invertible maps y = g(x; theta), written once.
+
+A *transformer* (the name is from Papamakarios et al. 2021, "Normalizing flows for
+probabilistic modeling and inference", section 3.1) is a strictly monotonic scalar map
+applied to every coordinate of its input. Its Jacobian is diagonal, so the log-determinant
+of the whole map is a sum of scalar log-derivatives::
+
+    log|det dy/dx| = sum_i log|g'(x_i; theta_i)|
+
+Every function here takes the input Tensor and the parameter Tensors explicitly and
+returns ``(y, log_abs_derivative)``, both of the broadcast shape of the input and the
+parameters, with log|dy/dx| computed elementwise. Parameters broadcast against the input
+the NumPy way; parameters that describe bins carry one extra trailing axis of length K
+(K + 1 for knot derivatives). Elementwise flows (``elementwise.py``) give these
+parameters freely; coupling and autoregressive flows compute them with a network.
+
+    affine / affine_inverse                         y = x e^s + t
+    leaky_relu / leaky_relu_inverse                 x, or slope * x below zero
+    sigmoid / logit                                 R <-> (0, 1)
+    piecewise_linear / piecewise_linear_inverse     [0, 1] -> [0, 1], K linear pieces
+    rational_quadratic_spline / ..._inverse         [-B, B] -> [-B, B], identity outside
+
+Everything runs in the namespace of the data (NumPy or CuPy). Integer work that needs no
+gradient (which bin a point falls in) is done on the raw arrays; every value that depends
+on a parameter goes through ``ops``, so gradients reach the parameters.
+"""
+
+import math
+import numbers
+
+from .. import backend
+from ..autodiff import Tensor, as_tensor, ops
+
+
+# --- affine ------------------------------------------------------------------------------
+def affine(x, shift, log_scale):
+    """y = x * exp(log_scale) + shift.
+
+    Inverse: x = (y - shift) * exp(-log_scale).
+    Derivative: dy/dx = exp(log_scale) > 0, so log|dy/dx| = log_scale (broadcast to y's
+    shape). Domain: all of R. Cost: O(N) for N elements.
+    Reference: Dinh, Sohl-Dickstein, Bengio 2017, "Density estimation using Real NVP".
+    """
+    x, shift, log_scale = as_tensor(x), as_tensor(shift), as_tensor(log_scale)
+    y = x * ops.exp(log_scale) + shift
+    return y, ops.broadcast_to(log_scale, y.shape)
+
+
+def affine_inverse(y, shift, log_scale):
+    """x = (y - shift) * exp(-log_scale); log|dx/dy| = -log_scale. See :func:`affine`."""
+    y, shift, log_scale = as_tensor(y), as_tensor(shift), as_tensor(log_scale)
+    x = (y - shift) * ops.exp(-log_scale)
+    return x, ops.broadcast_to(-log_scale, x.shape)
+
+
+# --- leaky ReLU --------------------------------------------------------------------------
+def leaky_relu(x, slope):
+    """y = x for x > 0, y = slope * x for x <= 0 (slope > 0, a Python number).
+
+    Inverse: x = y for y > 0, y / slope for y <= 0 (a leaky ReLU with slope 1 / slope).
+    Derivative: 1 or slope, so log|dy/dx| = 0 for x > 0 and log(slope) for x <= 0 (at
+    the kink x = 0 we take the left side, as the inverse does at y = 0). It does not
+    depend on x away from the kink, so no gradient flows through it.
+    Domain: all of R. Cost: O(N).
+    Reference: Maas, Hannun, Ng 2013 (the activation); as a flow, e.g. Oliva et al. 2018
+    "Transformation autoregressive networks".
+    """
+    _check_slope(slope)
+    x = as_tensor(x)
+    y = ops.leaky_relu(x, slope)
+    return y, _log_slope_where_nonpositive(x, slope)
+
+
+def leaky_relu_inverse(y, slope):
+    """x = leaky_relu(y, 1 / slope); log|dx/dy| = 0 for y > 0, -log(slope) otherwise."""
+    _check_slope(slope)
+    y = as_tensor(y)
+    x = ops.leaky_relu(y, 1.0 / slope)
+    return x, _log_slope_where_nonpositive(y, 1.0 / slope)
+
+
+def _check_slope(slope):
+    if isinstance(slope, bool) or not isinstance(slope, numbers.Real) or not 0 < slope < math.inf:
+        raise ValueError(f"slope must be a positive finite number, got {slope!r}")
+
+
+def _log_slope_where_nonpositive(x, slope):
+    xp = backend.array_module(x.data)
+    log_slope = xp.asarray(math.log(slope), dtype=x.dtype)
+    return Tensor(xp.where(x.data > 0, xp.zeros((), dtype=x.dtype), log_slope))
+
+
+# --- sigmoid and logit -------------------------------------------------------------------
+def sigmoid(x):
+    """y = sigmoid(x) = 1 / (1 + e^-x), mapping R onto (0, 1).
+
+    Inverse: x = logit(y) = log y - log(1 - y).
+    Derivative: sigmoid'(x) = sigmoid(x) sigmoid(-x), so, since log sigmoid(x) =
+    -softplus(-x),
+
+        log sigmoid'(x) = -softplus(-x) - softplus(x),
+
+    which never overflows nor takes log(0), even where sigmoid(x) rounds to 1.
+    Domain: all of R (but for |x| > ~37 in float64, y rounds to 0 or 1 and the map can
+    no longer be inverted). Cost: O(N).
+    Reference: e.g. Papamakarios, Pavlakou, Murray 2017 "Masked autoregressive flow",
+    where logit(alpha + (1 - 2 alpha) x) preprocesses images.
+    """
+    x = as_tensor(x)
+    return ops.sigmoid(x), -ops.softplus(-x) - ops.softplus(x)
+
+
+def logit(y):
+    """x = logit(y) = log y - log(1 - y), mapping (0, 1) onto R; the inverse of :func:`sigmoid`.
+
+    Derivative: dx/dy = 1 / (y (1 - y)), so log|dx/dy| = -log y - log(1 - y), with
+    log(1 - y) computed as log1p(-y). Domain: the open interval (0, 1); values outside
+    (or exactly 0 or 1) raise ``ValueError`` naming the offending range. Cost: O(N).
+    """
+    y = as_tensor(y)
+    _check_interval(y, 0.0, 1.0, closed=False, function="logit", name="y")
+    log_y, log_one_minus_y = ops.log(y), ops.log1p(-y)
+    return log_y - log_one_minus_y, -log_y - log_one_minus_y
+
+
+# --- piecewise linear (UDL eq. 16.12) ----------------------------------------------------
+def piecewise_linear(x, bin_masses):
+    """The monotonic piecewise-linear map of [0, 1] onto [0, 1] with K equal-width bins.
+
+    Understanding Deep Learning (Prince 2023), section 16.3.2, eq. 16.12. The bin masses
+    phi_1..phi_K are positive and sum to 1 (softmax of free parameters, for example). A
+    point h in [0, 1] lies in bin b = floor(hK) + 1 (h = 1 belongs to the last bin) and
+
+        f(h) = sum_{k<b} phi_k + (hK - b + 1) phi_b
+
+    so f sends the knot k/K to the cumulative mass phi_1 + ... + phi_k: the bins of equal
+    width 1/K are stretched to widths phi_b. Within a bin f is linear, with
+
+        f'(h) = K phi_b,        log f'(h) = log K + log phi_b.
+
+    Inverse (analytic): y lies in bin b when sum_{k<b} phi_k <= y < sum_{k<=b} phi_k,
+    found by comparing y with the K - 1 interior cumulative masses; then
+    h = (b - 1 + (y - sum_{k<b} phi_k) / phi_b) / K. No bisection is needed.
+
+    In code. The knots are computed once, as normalized cumulative sums
+
+        C_0 = 0,   C_k = (phi_1 + ... + phi_k) / (phi_1 + ... + phi_K),   so C_K = 1 exactly,
+
+    and bin b's mass is taken as phi_b = C_b - C_{b-1}. For masses summing to 1 these are
+    the same numbers up to rounding; what the division buys is that forward and inverse
+    share the knots bit for bit: f(1) = 1 exactly (a sum of rounded masses may end at
+    1 + 1e-16, outside the inverse's domain), and a knot goes to a knot and back to the
+    same bin. Gradients reach every mass: they are those of the map of the normalized
+    masses, which agrees with eq. 16.12 on the simplex (and is what a softmax upstream sees).
+
+    Arguments: ``x`` (...) in [0, 1]; ``bin_masses`` (..., K), broadcasting against x
+    without its last axis. Values of x outside [0, 1] raise ``ValueError`` with their
+    range; masses that are not positive or do not sum to 1 raise too.
+    Cost: O(N + K) forward (the bin is a floor), O(N K) inverse (the comparisons).
+    """
+    x, bin_masses = as_tensor(x), as_tensor(bin_masses)
+    xp = backend.array_module(x.data, bin_masses.data)
+    _check_interval(x, 0.0, 1.0, closed=True, function="piecewise_linear", name="x")
+    _check_sizes(bin_masses, 1.0, function="piecewise_linear", name="bin_masses")
+    bins = bin_masses.shape[-1]
+    ndim = max(x.ndim, bin_masses.ndim - 1)
+    knots = _align(_knots(bin_masses, 0.0, 1.0), ndim + 1)  # C_0 = 0, C_1, ..., C_K = 1
+
+    bin_index = xp.clip(xp.floor(x.data * bins), 0, bins - 1).astype(xp.int64)  # b - 1
+    index = _align_index(bin_index, ndim)
+    below, above = _gather(knots, index), _gather(knots, index + 1)  # C_{b-1}, C_b
+    phi_b = above - below
+    t = x * bins - Tensor(bin_index.astype(x.dtype))  # hK - b + 1, in [0, 1]
+    return below + t * phi_b, ops.log(phi_b) + math.log(bins)
+
+
+def piecewise_linear_inverse(y, bin_masses):
+    """h = f^{-1}(y) for the map of :func:`piecewise_linear` (see there for the formulas).
+
+    log|dh/dy| = -log K - log phi_b. Domain: [0, 1], checked. Cost: O(N K).
+    """
+    y, bin_masses = as_tensor(y), as_tensor(bin_masses)
+    _check_interval(y, 0.0, 1.0, closed=True, function="piecewise_linear_inverse", name="y")
+    _check_sizes(bin_masses, 1.0, function="piecewise_linear_inverse", name="bin_masses")
+    bins = bin_masses.shape[-1]
+    ndim = max(y.ndim, bin_masses.ndim - 1)
+    knots = _align(_knots(bin_masses, 0.0, 1.0), ndim + 1)
+
+    bin_index = _search_bins(y.data, knots.data[..., 1:-1], ndim)  # b - 1
+    index = _align_index(bin_index, ndim)
+    below, above = _gather(knots, index), _gather(knots, index + 1)
+    phi_b = above - below
+    t = (y - below) / phi_b
+    x = (Tensor(bin_index.astype(y.dtype)) + t) / bins
+    return x, -ops.log(phi_b) - math.log(bins)
+
+
+# --- rational-quadratic spline (Durkan et al. 2019) ---------------------------------------
+def rational_quadratic_spline(x, widths, heights, derivatives, bound):
+    """The monotonic rational-quadratic spline of Neural Spline Flows, identity outside [-B, B].
+
+    Durkan, Bekasov, Murray, Papamakarios 2019, "Neural Spline Flows", section 3.1 (after
+    Gregory and Delbourgo 1982). K bins of widths w_k and heights h_k (positive, each set
+    summing to 2B) place K + 1 knots (x_k, y_k) from (-B, -B) to (B, B):
+
+        x_0 = -B,   x_k = -B + w_0 + ... + w_{k-1},   x_K = B      (y_k likewise with h)
+
+    for bins k = 0, ..., K - 1. In code the sums are normalized, x_k = -B + 2B (w_0 + ...
+    + w_{k-1}) / (w_0 + ... + w_{K-1}), so that x_K = B exactly (the spline's range is
+    exactly [-B, B] despite rounding), and w_k is taken as x_{k+1} - x_k; for widths
+    summing to 2B these are the same numbers up to rounding. At every knot the
+    derivative d_k > 0 is given; d_0 = d_K = 1 makes the spline join the identity tails
+    with a continuous derivative (``rational_quadratic_parameters`` does that).
+
+    Forward, for x in bin k (x_k <= x < x_{k+1}; x = B is in the last bin), with
+    xi = (x - x_k) / w_k in [0, 1] and the bin's slope s_k = h_k / w_k:
+
+        y = y_k + h_k [s_k xi^2 + d_k xi (1 - xi)] / D(xi),
+        D(xi) = s_k + (d_{k+1} + d_k - 2 s_k) xi (1 - xi),
+
+        dy/dx = s_k^2 [d_{k+1} xi^2 + 2 s_k xi (1 - xi) + d_k (1 - xi)^2] / D(xi)^2,
+
+    so log(dy/dx) = 2 log s_k + log[...] - 2 log D(xi). The bracket and D are positive on
+    [0, 1], so the map is strictly increasing, and at the knots dy/dx = d_k.
+
+    Inverse. Multiply the forward formula out by D(xi), with Delta = y - y_k and
+    delta = d_{k+1} + d_k - 2 s_k: it is the quadratic a xi^2 + b xi + c = 0 with
+
+        a = h_k (s_k - d_k) + Delta delta,
+        b = h_k d_k - Delta delta,
+        c = -s_k Delta.
+
+    The root in [0, 1] is xi = (-b + sqrt(b^2 - 4ac)) / (2a); multiplying through by
+    (-b - sqrt(b^2 - 4ac)) gives the form used here,
+
+        xi = 2c / (-b - sqrt(b^2 - 4ac)),
+
+    which does not cancel catastrophically and stays finite as a -> 0 (a linear bin). Then
+    x = x_k + xi w_k, and log|dx/dy| = -log(dy/dx) at that xi.
+
+    Outside [-B, B] ("linear tails") y = x and log|dy/dx| = 0 exactly. The spline branch
+    is evaluated on x clipped into [-B, B] and the two branches are selected with
+    ``where``: the discarded branch then holds finite numbers, so no NaN or inf leaks into
+    the values or the gradients of tail points.
+
+    Arguments: ``x`` (...); ``widths`` and ``heights`` (..., K) positive, summing to 2B;
+    ``derivatives`` (..., K + 1) positive; parameters broadcast against x without their
+    last axis; ``bound`` B > 0, a Python number.
+    Cost: O(N K) each way (the bin search compares with K - 1 knots); the rest is O(N).
+    """
+    x, widths, heights, derivatives = (as_tensor(t) for t in (x, widths, heights, derivatives))
+    spline = _Spline(x, widths, heights, derivatives, bound, "rational_quadratic_spline")
+    inside = (x.data >= -bound) & (x.data <= bound)
+    x_inside = ops.clip(x, -bound, bound)
+    k = spline.bins_of(x_inside.data, spline.knots_x)
+    x_k, x_k1, y_k, y_k1, d_k, d_k1 = spline.gather(k)
+    width, height = x_k1 - x_k, y_k1 - y_k
+    slope = height / width
+    xi = (x_inside - x_k) / width
+    y_inside = y_k + height * (slope * xi**2 + d_k * xi * (1.0 - xi)) / _denominator(xi, slope, d_k, d_k1)
+    y = ops.where(inside, y_inside, x)
+    return y, ops.where(inside, _log_derivative(xi, slope, d_k, d_k1), 0.0)
+
+
+def rational_quadratic_spline_inverse(y, widths, heights, derivatives, bound):
+    """x = f^{-1}(y) for :func:`rational_quadratic_spline` (the formulas are there).
+
+    Solves the bin's quadratic with the stable root xi = 2c / (-b - sqrt(b^2 - 4ac)).
+    log|dx/dy| = -log(dy/dx) at the solution; identity with log-derivative 0 outside
+    [-B, B]. Cost: O(N K).
+    """
+    y, widths, heights, derivatives = (as_tensor(t) for t in (y, widths, heights, derivatives))
+    spline = _Spline(y, widths, heights, derivatives, bound, "rational_quadratic_spline_inverse")
+    inside = (y.data >= -bound) & (y.data <= bound)
+    y_inside = ops.clip(y, -bound, bound)
+    k = spline.bins_of(y_inside.data, spline.knots_y)
+    x_k, x_k1, y_k, y_k1, d_k, d_k1 = spline.gather(k)
+    width, height = x_k1 - x_k, y_k1 - y_k
+    slope = height / width
+    delta_y = y_inside - y_k
+    slope_sum = d_k1 + d_k - 2.0 * slope  # delta in the docstring
+    a = height * (slope - d_k) + delta_y * slope_sum
+    b = height * d_k - delta_y * slope_sum
+    c = -slope * delta_y
+    xi = 2.0 * c / (-b - ops.sqrt(b * b - 4.0 * a * c))
+    x_inside = x_k + xi * width
+    x = ops.where(inside, x_inside, y)
+    return x, ops.where(inside, -_log_derivative(xi, slope, d_k, d_k1), 0.0)
+
+
+def rational_quadratic_parameters(
+    unnormalized_widths,
+    unnormalized_heights,
+    unnormalized_derivatives,
+    bound,
+    min_bin_width=1e-3,
+    min_bin_height=1e-3,
+    min_derivative=1e-3,
+):
+    """Map free parameters to valid spline parameters (the recipe of Durkan et al. 2019).
+
+    ``unnormalized_widths`` and ``unnormalized_heights`` (..., K) and
+    ``unnormalized_derivatives`` (..., K - 1), any real numbers, become
+
+        widths      = 2B [m_w + (1 - K m_w) softmax(unnormalized_widths)]     (..., K)
+        heights     = 2B [m_h + (1 - K m_h) softmax(unnormalized_heights)]    (..., K)
+        derivatives = [1, m_d + softplus(unnormalized_derivatives), 1]        (..., K + 1)
+
+    so every bin is at least 2B m_w wide and 2B m_h tall, each set sums to 2B, and every
+    derivative is at least m_d (with the boundary ones equal to 1, matching the identity
+    tails). All zeros give bins of equal size; an unnormalized derivative of
+    log(e^{1 - m_d} - 1) gives derivative 1: together, the identity map.
+    Cost: O(K) per element of the leading axes.
+    """
+    widths, heights, derivatives = (
+        as_tensor(t) for t in (unnormalized_widths, unnormalized_heights, unnormalized_derivatives)
+    )
+    _check_bound(bound, "rational_quadratic_parameters")
+    bins = widths.shape[-1] if widths.ndim else 0
+    if widths.ndim == 0 or heights.ndim == 0 or tuple(heights.shape[-1:]) != (bins,):
+        raise ValueError(
+            "rational_quadratic_parameters: unnormalized_widths and unnormalized_heights must have "
+            f"shape (..., K) with the same K, got {tuple(widths.shape)} and {tuple(heights.shape)}"
+        )
+    if derivatives.ndim == 0 or derivatives.shape[-1] != bins - 1:
+        raise ValueError(
+            "rational_quadratic_parameters: unnormalized_derivatives must have shape (..., K - 1) = "
+            f"(..., {bins - 1}), got {tuple(derivatives.shape)}"
+        )
+    for name, minimum in (("min_bin_width", min_bin_width), ("min_bin_height", min_bin_height)):
+        if not 0 <= minimum * bins < 1:
+            raise ValueError(f"rational_quadratic_parameters: {name} * K must lie in [0, 1), got {minimum} * {bins}")
+    if not min_derivative >= 0:
+        raise ValueError(f"rational_quadratic_parameters: min_derivative must be >= 0, got {min_derivative}")
+
+    def sizes(free, minimum):
+        return 2.0 * bound * (minimum + (1.0 - bins * minimum) * ops.softmax(free, axis=-1))
+
+    xp = backend.array_module(derivatives.data)
+    ones = Tensor(xp.ones(derivatives.shape[:-1] + (1,), dtype=derivatives.dtype))
+    inner = min_derivative + ops.softplus(derivatives)
+    return (
+        sizes(widths, min_bin_width),
+        sizes(heights, min_bin_height),
+        ops.concatenate([ones, inner, ones], axis=-1),
+    )
+
+
+class _Spline:
+    """The knots of one rational-quadratic spline, aligned for gathering (internal)."""
+
+    def __init__(self, x, widths, heights, derivatives, bound, function):
+        _check_bound(bound, function)
+        bins = widths.shape[-1] if widths.ndim else 0
+        if bins < 1 or tuple(heights.shape[-1:]) != (bins,) or tuple(derivatives.shape[-1:]) != (bins + 1,):
+            raise ValueError(
+                f"{function}: widths and heights must have shape (..., K) and derivatives (..., K + 1), "
+                f"got {tuple(widths.shape)}, {tuple(heights.shape)} and {tuple(derivatives.shape)}"
+            )
+        _check_sizes(widths, 2.0 * bound, function=function, name="widths")
+        _check_sizes(heights, 2.0 * bound, function=function, name="heights")
+        _check_positive(derivatives, function=function, name="derivatives")
+        backend.array_module(x.data, widths.data, heights.data, derivatives.data)  # raises if they mix
+        self.ndim = max(x.ndim, widths.ndim - 1, heights.ndim - 1, derivatives.ndim - 1)
+        self.knots_x = _align(_knots(widths, -bound, bound), self.ndim + 1)
+        self.knots_y = _align(_knots(heights, -bound, bound), self.ndim + 1)
+        self.derivatives = _align(derivatives, self.ndim + 1)
+
+    def bins_of(self, values, knots):
+        """0-based bin of each value: how many interior knots lie at or below it."""
+        return _search_bins(values, knots.data[..., 1:-1], self.ndim)
+
+    def gather(self, bin_index):
+        """x_k, x_{k+1}, y_k, y_{k+1}, d_k, d_{k+1} at each point's bin k."""
+        k = _align_index(bin_index, self.ndim)
+        k1 = k + 1
+        return (
+            _gather(self.knots_x, k), _gather(self.knots_x, k1),
+            _gather(self.knots_y, k), _gather(self.knots_y, k1),
+            _gather(self.derivatives, k), _gather(self.derivatives, k1),
+        )
+
+
+def _denominator(xi, slope, d_k, d_k1):
+    """D(xi) = s_k + (d_{k+1} + d_k - 2 s_k) xi (1 - xi)."""
+    return slope + (d_k1 + d_k - 2.0 * slope) * xi * (1.0 - xi)
+
+
+def _log_derivative(xi, slope, d_k, d_k1):
+    """log dy/dx = 2 log s_k + log[d_{k+1} xi^2 + 2 s_k xi (1 - xi) + d_k (1 - xi)^2] - 2 log D(xi)."""
+    bracket = d_k1 * xi**2 + 2.0 * slope * xi * (1.0 - xi) + d_k * (1.0 - xi) ** 2
+    return 2.0 * ops.log(slope) + ops.log(bracket) - 2.0 * ops.log(_denominator(xi, slope, d_k, d_k1))
+
+
+def _knots(sizes, low, high):
+    """Knot positions (..., K + 1) from bin sizes (..., K): low + (high - low) * normalized cumsum.
+
+    The first knot is ``low`` and the last one is ``high`` exactly (s / s = 1 in floating
+    point), whatever the rounding of the sum.
+    """
+    xp = backend.array_module(sizes.data)
+    cumulative = ops.cumsum(sizes, axis=-1)
+    fractions = cumulative / cumulative[..., -1:]
+    zero = Tensor(xp.zeros(sizes.shape[:-1] + (1,), dtype=sizes.dtype))
+    return low + (high - low) * ops.concatenate([zero, fractions], axis=-1)
+
+
+# --- shared helpers: alignment, gathering, bin search, checks ------------------------------
+def _align(tensor, ndim):
+    """Prepend axes of length 1 so that ``tensor`` has ``ndim`` axes (no copy)."""
+    missing = ndim - tensor.ndim
+    return tensor if missing == 0 else ops.reshape(tensor, (1,) * missing + tuple(tensor.shape))
+
+
+def _align_index(index, ndim):
+    """An integer array of bin indices, shaped (1, ..., *shape, 1) for a gather on the last axis."""
+    return index.reshape((1,) * (ndim - index.ndim) + tuple(index.shape) + (1,))
+
+
+def _gather(table, index):
+    """table[..., index] along the last axis, with that axis dropped: the parameter of each point's bin."""
+    picked = ops.take_along_axis(table, index, axis=-1)
+    return ops.reshape(picked, picked.shape[:-1])
+
+
+def _search_bins(values, interior_knots, ndim):
+    """For each value, how many interior knots (..., K - 1) are <= it: a 0-based bin index."""
+    xp = backend.array_module(values, interior_knots)
+    values = values.reshape((1,) * (ndim - values.ndim) + tuple(values.shape) + (1,))
+    return xp.sum(values >= interior_knots, axis=-1)
+
+
+def _value_range(array):
+    """'[min, max]' of an array for an error message, saying so if it holds NaN."""
+    xp = backend.array_module(array)
+    is_nan = xp.isnan(array)
+    if bool(xp.all(is_nan)):
+        return "[nan] (all NaN)"
+    values = array[~is_nan]
+    text = f"[{float(xp.min(values))!r}, {float(xp.max(values))!r}]"
+    return text + " and NaN" if bool(xp.any(is_nan)) else text
+
+
+def _check_interval(tensor, low, high, closed, function, name):
+    """Raise ValueError, with the range received, unless low <= tensor <= high (< if open)."""
+    data = tensor.data
+    xp = backend.array_module(data)
+    if data.size == 0:
+        return
+    ok = (data >= low) & (data <= high) if closed else (data > low) & (data < high)
+    if not bool(xp.all(ok)):
+        interval = f"[{low}, {high}]" if closed else f"({low}, {high})"
+        raise ValueError(f"{function}: {name} must lie in {interval}, got values in {_value_range(data)}")
+
+
+def _check_positive(tensor, function, name):
+    xp = backend.array_module(tensor.data)
+    if tensor.data.size and not bool(xp.all(tensor.data > 0)):
+        raise ValueError(f"{function}: {name} must be positive, got values in {_value_range(tensor.data)}")
+
+
+def _check_sizes(tensor, total, function, name):
+    """Bin sizes must be positive and sum to ``total`` along the last axis.
+
+    Tolerance: 1e-6 relative, or 10 K machine epsilons where that is larger (a float32
+    softmax of K = 64 bins is off by a few 1e-6).
+    """
+    if tensor.ndim == 0 or tensor.shape[-1] < 1:
+        raise ValueError(f"{function}: {name} must have shape (..., K) with K >= 1, got {tuple(tensor.shape)}")
+    _check_positive(tensor, function, name)
+    xp = backend.array_module(tensor.data)
+    sums = xp.sum(tensor.data, axis=-1)
+    tolerance = max(1e-6, 10 * tensor.shape[-1] * float(xp.finfo(tensor.dtype).eps))
+    if sums.size and not bool(xp.all(xp.abs(sums - total) <= tolerance * total)):
+        raise ValueError(f"{function}: {name} must sum to {total} along the last axis, got sums in {_value_range(sums)}")
+
+
+def _check_bound(bound, function):
+    if isinstance(bound, bool) or not isinstance(bound, numbers.Real) or not 0 < bound < math.inf:
+        raise ValueError(f"{function}: bound must be a positive finite number, got {bound!r}")
