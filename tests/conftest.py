@@ -8,5 +8,5 @@ import os
 from hypothesis import settings
 
 settings.register_profile("default", max_examples=15, deadline=None)
-settings.register_profile("ci", max_examples=100, deadline=None)
+settings.register_profile("ci", max_examples=200, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))

@@ -19,6 +19,7 @@ know its own log-determinant.
 """
 
 import math
+import numbers
 
 from .. import backend
 from ..autodiff import Tensor
@@ -80,6 +81,13 @@ def _flow_array_module(flow):
     for _, tensor in flow.named_parameters() + flow.named_buffers():
         return backend.array_module(tensor.data)
     return None
+
+
+def check_dim(dim, owner):
+    """``dim`` as an int, after checking it is a positive integer; raises ValueError naming ``owner``."""
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
+        raise ValueError(f"{owner}: dim must be a positive integer, got {dim!r}")
+    return int(dim)
 
 
 def zero_log_det(x):

@@ -26,18 +26,12 @@ from .. import backend
 from ..autodiff import ops
 from ..nn import Parameter
 from . import transformers
-from .base import Flow
+from .base import Flow, check_dim
 
 
 def _sum_over_event(log_derivative):
     """(B, ...) log-derivatives -> (B,) log-determinant: the diagonal Jacobian's log|det|."""
     return ops.sum(log_derivative, axis=tuple(range(1, log_derivative.ndim)))
-
-
-def _check_dim(dim, cls):
-    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
-        raise ValueError(f"{cls}: dim must be a positive int, got {dim!r}")
-    return int(dim)
 
 
 def _zeros(*shape):
@@ -63,7 +57,7 @@ class ElementwiseAffine(Flow):
     """
 
     def __init__(self, dim):
-        self.dim = _check_dim(dim, "ElementwiseAffine")
+        self.dim = check_dim(dim, "ElementwiseAffine")
         self.event_shape = (self.dim,)
         self.shift = Parameter(_zeros(self.dim))
         self.log_scale = Parameter(_zeros(self.dim))
@@ -202,7 +196,7 @@ class PiecewiseLinear(Flow):
     output_domain = (0.0, 1.0)
 
     def __init__(self, dim, bins=5):
-        self.dim = _check_dim(dim, "PiecewiseLinear")
+        self.dim = check_dim(dim, "PiecewiseLinear")
         if isinstance(bins, bool) or not isinstance(bins, numbers.Integral) or bins < 1:
             raise ValueError(f"PiecewiseLinear: bins must be a positive int, got {bins!r}")
         self.bins = int(bins)
@@ -255,7 +249,7 @@ class RationalQuadraticSpline(Flow):
     min_derivative = 1e-3  # smallest slope at a knot, so the map stays strictly increasing
 
     def __init__(self, dim, bins=8, bound=3.0):
-        self.dim = _check_dim(dim, "RationalQuadraticSpline")
+        self.dim = check_dim(dim, "RationalQuadraticSpline")
         if isinstance(bins, bool) or not isinstance(bins, numbers.Integral) or bins < 2:
             raise ValueError(f"RationalQuadraticSpline: bins must be an int >= 2, got {bins!r}")
         if isinstance(bound, bool) or not isinstance(bound, numbers.Real) or not 0 < bound < math.inf:

@@ -20,19 +20,11 @@ Convolutions" (ActNorm, the LU parametrisation); Papamakarios et al. (2021),
 """
 
 import collections
-import numbers
 
 from .. import backend
 from ..autodiff import no_grad, ops
 from ..nn import Buffer, Parameter
-from .base import Flow, zero_log_det
-
-
-def _check_dim(dim, name="dim"):
-    """``dim`` as an int after checking that it is a positive integer; raises ValueError."""
-    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
-        raise ValueError(f"{name} must be a positive integer, got {dim!r}")
-    return int(dim)
+from .base import Flow, check_dim, zero_log_det
 
 
 def _per_sample(log_det, x):
@@ -82,7 +74,7 @@ class Linear(Flow):
     """
 
     def __init__(self, dim, seed=None):
-        dim = _check_dim(dim)
+        dim = check_dim(dim, "Linear")
         xp = backend.xp()
         gaussian = backend.rng(seed).standard_normal((dim, dim), dtype=backend.get_default_dtype())
         q, r = xp.linalg.qr(gaussian)
@@ -154,7 +146,7 @@ class LULinear(Flow):
     """
 
     def __init__(self, dim, seed=None):
-        dim = _check_dim(dim)
+        dim = check_dim(dim, "LULinear")
         xp, dtype = backend.xp(), backend.get_default_dtype()
         self.lower = Parameter(xp.zeros((dim, dim), dtype=dtype))
         self.upper = Parameter(xp.zeros((dim, dim), dtype=dtype))
@@ -239,7 +231,7 @@ class Permutation(Flow):
     @classmethod
     def random(cls, dim, seed=None):
         """A uniformly random permutation of ``dim`` coordinates (same seed, same order)."""
-        dim = _check_dim(dim)
+        dim = check_dim(dim, "Permutation")
         # argsort of uniform numbers is a uniform permutation (CuPy generators lack .permutation).
         order = backend.xp().argsort(backend.rng(seed).random(dim))
         return Permutation(order)
@@ -287,7 +279,7 @@ class Reverse(Permutation):
     """The permutation that reverses the order: z = (x_D, ..., x_1) (MAF's choice between layers)."""
 
     def __init__(self, dim):
-        dim = _check_dim(dim)
+        dim = check_dim(dim, "Reverse")
         super().__init__(list(range(dim - 1, -1, -1)))
 
     def extra_repr(self):
@@ -330,7 +322,7 @@ class ActNorm(Flow):
     eps = 1e-6  # keeps log_scale finite for a dimension that is constant in the first batch
 
     def __init__(self, dim):
-        dim = _check_dim(dim)
+        dim = check_dim(dim, "ActNorm")
         xp, dtype = backend.xp(), backend.get_default_dtype()
         self.loc = Parameter(xp.zeros(dim, dtype=dtype))
         self.log_scale = Parameter(xp.zeros(dim, dtype=dtype))
