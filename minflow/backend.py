@@ -73,7 +73,11 @@ def get_default_dtype():
 
 
 def is_cupy_array(array):
-    return _cupy is not None and isinstance(array, _cupy.ndarray)
+    if _cupy is None:  # a CuPy array can exist before the backend is switched: look at its type
+        if not type(array).__module__.startswith("cupy"):
+            return False
+        _import_cupy()
+    return isinstance(array, _cupy.ndarray)
 
 
 def is_array(array):

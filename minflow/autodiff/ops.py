@@ -304,10 +304,13 @@ def _take_along_axis_vjp(g, shape, indices, axis):
     grad = xp.zeros(shape, dtype=g.dtype)
     # An open mesh of coordinates over the output, with the gathered axis replaced by
     # `indices`, says where each output element came from; scatter the cotangent there.
-    mesh = list(xp.indices(g.shape, sparse=True))
-    for d, n in enumerate(shape):
-        if n == 1:  # an axis of size 1 in x was broadcast against indices
-            mesh[d] = xp.zeros_like(mesh[d])
+    ndim = g.ndim
+    mesh = []
+    for d, n in enumerate(g.shape):
+        # axis d's coordinates, shaped to broadcast along the other axes; an axis of size 1
+        # in x (broadcast against indices) is always coordinate 0
+        coordinates = xp.arange(n) if shape[d] != 1 else xp.zeros(n, dtype=xp.int64)
+        mesh.append(coordinates.reshape((1,) * d + (n,) + (1,) * (ndim - d - 1)))
     mesh[axis] = indices
     backend.scatter_add(grad, tuple(mesh), g)
     return (grad,)
