@@ -14,7 +14,7 @@ whichever namespace the inputs live in (``_xp``), so the same code runs on NumPy
 """
 
 from .. import backend
-from .tensor import Tensor, primitive, as_tensor
+from .tensor import Tensor, primitive
 
 _xp = backend.array_module
 
