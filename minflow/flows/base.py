@@ -131,6 +131,13 @@ class Sequential(Flow):
             steps.append(flow.forward(steps[-1])[0])
         return steps
 
+    def inverse_steps(self, z):
+        """Every intermediate from z = h_K back to x = h_0, in generative order (base -> data)."""
+        steps = [self._check_input(z, "z")]
+        for flow in reversed(self.flows):
+            steps.append(flow.inverse(steps[-1])[0])
+        return steps
+
     def __len__(self):
         return len(self.flows)
 
