@@ -383,6 +383,8 @@ SPECS = {
     "log1p": Spec(ops.log1p, anp.log1p, elementwise("above_minus_one")),
     "sqrt": Spec(ops.sqrt, anp.sqrt, elementwise("positive")),
     "tanh": Spec(ops.tanh, anp.tanh, elementwise()),
+    "sin": Spec(ops.sin, anp.sin, elementwise()),
+    "cos": Spec(ops.cos, anp.cos, elementwise()),
     "sigmoid": Spec(ops.sigmoid, lambda x: 1 / (1 + anp.exp(-x)), elementwise()),
     "softplus": Spec(ops.softplus, lambda x: anp.logaddexp(0.0, x), elementwise()),
     "relu": Spec(ops.relu, lambda x: anp.maximum(x, 0.0), elementwise("away_from_zero")),

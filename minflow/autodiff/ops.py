@@ -110,6 +110,16 @@ def tanh(x):
     return y, (y,)
 
 
+@primitive("sin", lambda g, x: (g * _xp(x).cos(x),))
+def sin(x):
+    return _xp(x).sin(x), (x,)
+
+
+@primitive("cos", lambda g, x: (-g * _xp(x).sin(x),))
+def cos(x):
+    return _xp(x).cos(x), (x,)
+
+
 @primitive("sigmoid", lambda g, y: (g * y * (1 - y),))
 def sigmoid(x):
     # sigmoid(x) = (1 + tanh(x / 2)) / 2 is the same function, and tanh never overflows,
