@@ -204,7 +204,7 @@ def _perturb(flow, rng, scale):
 
 def _builders():
     # Imported here, not at the top, so that minflow.testing imports before every flow exists.
-    from .flows import elementwise, linear
+    from .flows import coupling, elementwise, linear
     from .flows.base import Inverse, Sequential
 
     def activated(actnorm):
@@ -212,10 +212,10 @@ def _builders():
         return actnorm
 
     return {
-        # name: (build(dim, rng), perturbation scale)
+        # name: (build(dim, rng), perturbation scale[, smallest dim it can be built for])
         "Linear": (lambda d, rng: linear.Linear(d, seed=rng), 0.3),
         "LULinear": (lambda d, rng: linear.LULinear(d, seed=rng), 0.5),
-        "Permutation": (lambda d, rng: linear.Permutation.random(d, seed=rng), 0.0),
+        "Permutation": (lambda d, rng: _moving_permutation(linear, d, rng), 0.0),
         "Reverse": (lambda d, rng: linear.Reverse(d), 0.0),
         "ActNorm": (lambda d, rng: activated(linear.ActNorm(d)), 0.5),
         "ElementwiseAffine": (lambda d, rng: elementwise.ElementwiseAffine(d), 0.5),
@@ -231,7 +231,27 @@ def _builders():
             0.5,
         ),
         "Inverse": (lambda d, rng: Inverse(elementwise.RationalQuadraticSpline(d, bins=4)), 1.0),
+        # coupling layers need a coordinate on each side of the mask: dim >= 2
+        "Coupling": (
+            lambda d, rng: coupling.Coupling(
+                coupling.half_mask(d), coupling.AffineTransformer(), hidden=(8,), activation="tanh", seed=rng
+            ),
+            0.5,
+            2,
+        ),
+        "AdditiveCoupling": (lambda d, rng: coupling.AdditiveCoupling(coupling.alternating_mask(d), hidden=(8, 8), seed=rng), 0.5, 2),
+        "AffineCoupling": (lambda d, rng: coupling.AffineCoupling(coupling.alternating_mask(d, even=False), hidden=(8, 8), seed=rng), 0.5, 2),
+        "SplineCoupling": (lambda d, rng: coupling.SplineCoupling(coupling.half_mask(d, first=False), bins=4, bound=3.0, hidden=(8,), seed=rng), 0.5, 2),
     }
+
+
+def _moving_permutation(linear, dim, rng):
+    """A random permutation that is not the identity (when dim > 1), so the example moves."""
+    flow = linear.Permutation.random(dim, seed=rng)
+    order = backend.to_numpy(flow.permutation.data).tolist()
+    if dim > 1 and order == sorted(order):
+        flow = linear.Permutation(order[1:] + order[:1])
+    return flow
 
 
 def _with_shape(flow, dim):
@@ -245,11 +265,14 @@ def example_flows(dim, seed=0, dtype=None):
 
     Every entry is built with random, non-identity parameters (perturbed from the class's
     own initialisation), so a test on it proves something. ``dtype`` casts the result.
+    Classes that need more dimensions than ``dim`` (a coupling needs 2) are left out.
     """
     if not isinstance(dim, int) or dim < 1:
         raise ValueError(f"dim must be a positive int, got {dim!r}")
     flows = {}
-    for offset, (name, (build, scale)) in enumerate(sorted(_builders().items())):
+    for offset, (name, (build, scale, *min_dim)) in enumerate(sorted(_builders().items())):
+        if dim < (min_dim[0] if min_dim else 1):
+            continue
         rng = backend.rng(seed * 1000 + offset)
         flows[name] = _perturb(build(dim, rng), rng, scale)
         if dtype is not None:
@@ -267,11 +290,12 @@ def flows(names=None, dims=(1, 2, 3, 5)):
     from hypothesis import strategies as st
 
     names = list(names or example_flow_names())
+    min_dims = {name: (entry[2] if len(entry) > 2 else 1) for name, entry in _builders().items()}
 
     @st.composite
     def draw(draw_):
         name = draw_(st.sampled_from(names))
-        dim = draw_(st.sampled_from(list(dims)))
+        dim = draw_(st.sampled_from([d for d in dims if d >= min_dims[name]]))
         seed = draw_(st.integers(0, 2**16))
         return name, example_flows(dim, seed)[name]
 

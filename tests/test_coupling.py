@@ -1,0 +1,69 @@
+"""Coupling layers: the properties that only they have (the universal suite covers the rest)."""
+
+import numpy as np
+import pytest
+
+from minflow import testing
+from minflow.flows import coupling
+
+COUPLINGS = ["Coupling", "AdditiveCoupling", "AffineCoupling", "SplineCoupling"]
+
+
+@pytest.mark.parametrize("name", COUPLINGS)
+def test_jacobian_is_block_triangular_with_a_diagonal_block(name):
+    flow = testing.example_flows(5, seed=3)[name]
+    x = testing.sample_inputs(flow, 4, seed=1)
+    jacobian = testing.numerical_jacobian(lambda a: flow.forward(a)[0].data, x)
+    kept = flow.kept.data.tolist()
+    changed = flow.changed.data.tolist()
+    # z1 = h1: identity on the kept block, nothing from the changed coordinates.
+    np.testing.assert_allclose(jacobian[:, kept][:, :, kept], np.broadcast_to(np.eye(len(kept)), (4, len(kept), len(kept))), atol=1e-8)
+    assert np.abs(jacobian[:, kept][:, :, changed]).max() < 1e-8, "z1 must not depend on h2"
+    # z2 = g(h2; theta(h1)) elementwise: the changed block is diagonal ...
+    block = jacobian[:, changed][:, :, changed]
+    off_diagonal = block * (1 - np.eye(len(changed)))
+    assert np.abs(off_diagonal).max() < 1e-8, "dz2/dh2 must be diagonal"
+    # ... while dz2/dh1 (the conditioner's doing) is in general not zero.
+    assert np.abs(jacobian[:, changed][:, :, kept]).max() > 1e-3
+
+
+@pytest.mark.parametrize("name", COUPLINGS)
+def test_additive_coupling_preserves_volume(name):
+    flow = testing.example_flows(4, seed=2)[name]
+    _, log_det = flow.forward(testing.sample_inputs(flow, 6, seed=0))
+    if name == "AdditiveCoupling":
+        assert np.all(log_det.data == 0)
+    else:
+        assert np.abs(log_det.data).max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        lambda: coupling.AdditiveCoupling([True, False, True], seed=0),
+        lambda: coupling.AffineCoupling([True, False, True], seed=0),
+        lambda: coupling.SplineCoupling([True, False, True], seed=0),
+    ],
+)
+def test_new_layers_start_as_the_identity(layer):
+    x = np.random.default_rng(0).standard_normal((7, 3)) * 2
+    z, log_det = layer().forward(x)
+    # the spline's identity is exact up to its normalised knots: a few ulps of 2B
+    np.testing.assert_allclose(z.data, x, atol=1e-12)
+    np.testing.assert_allclose(log_det.data, 0, atol=1e-12)
+
+
+def test_masks():
+    assert coupling.half_mask(5) == [True, True, False, False, False]
+    assert coupling.half_mask(5, first=False) == [False, False, True, True, True]
+    assert coupling.alternating_mask(4) == [True, False, True, False]
+    assert coupling.alternating_mask(4, even=False) == [False, True, False, True]
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="keep at least one coordinate and change one"):
+        coupling.AffineCoupling([True, True])
+    with pytest.raises(ValueError, match="bins"):
+        coupling.SplineCoupling([True, False], bins=1)
+    with pytest.raises(ValueError, match="scale_bound"):
+        coupling.AffineCoupling([True, False], scale_bound=0)
