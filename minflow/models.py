@@ -58,3 +58,58 @@ class NormalizingFlow(Module):
 
     def __repr__(self):
         return f"NormalizingFlow(\n  flow={self.flow!r},\n  base={self.base!r}\n)"
+
+
+# --- builders: ready-made models with sensible defaults ----------------------------------------
+def realnvp(dim, layers=8, hidden=64, depth=2, scale_bound=2.0, seed=None):
+    """RealNVP (Dinh et al. 2017): ``layers`` affine couplings that alternate which half is kept.
+
+    Each conditioner is an MLP with ``depth`` hidden layers of ``hidden`` ReLU units and a
+    zero-initialised last layer, so the untrained model is the identity and its density
+    is the base N(0, I).
+    """
+    from .flows.base import Sequential
+    from .flows.coupling import AffineCoupling, half_mask
+
+    _check_builder(dim, layers)
+    rng = backend.rng(seed)
+    couplings = [
+        AffineCoupling(half_mask(dim, first=i % 2 == 0), hidden=(hidden,) * depth, scale_bound=scale_bound, seed=rng)
+        for i in range(layers)
+    ]
+    return NormalizingFlow(Sequential(couplings))
+
+
+def spline_flow(dim, layers=4, bins=8, bound=4.0, hidden=64, depth=2, seed=None):
+    """Neural spline flow (Durkan et al. 2019): rational-quadratic spline couplings with an
+    LU-parametrised linear layer after each, so that every coordinate mixes with every other.
+    Splines act on [-bound, bound] (standardised data lives there) and are the identity outside.
+    """
+    from .flows.base import Sequential
+    from .flows.coupling import SplineCoupling, half_mask
+    from .flows.linear import LULinear
+
+    _check_builder(dim, layers)
+    rng = backend.rng(seed)
+    flows = []
+    for i in range(layers):
+        flows.append(SplineCoupling(half_mask(dim, first=i % 2 == 0), bins=bins, bound=bound, hidden=(hidden,) * depth, seed=rng))
+        flows.append(LULinear(dim))
+    return NormalizingFlow(Sequential(flows))
+
+
+def _check_builder(dim, layers):
+    if not isinstance(dim, int) or dim < 2:
+        raise ValueError(f"dim must be an int >= 2 (a coupling needs a coordinate on each side), got {dim!r}")
+    if not isinstance(layers, int) or layers < 1:
+        raise ValueError(f"layers must be a positive int, got {layers!r}")
+
+
+MODELS = {"realnvp": realnvp, "spline": spline_flow}
+
+
+def build(name, dim, **options):
+    """``MODELS[name](dim, **options)``, with a clear error for an unknown name."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    return MODELS[name](dim, **options)
