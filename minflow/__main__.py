@@ -1,0 +1,7 @@
+"""``python -m minflow``: see minflow/cli.py."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
