@@ -32,6 +32,10 @@ class UsageError(Exception):
     """A bad argument found after parsing (a missing run folder, say): one line, exit code 2."""
 
 
+class TrainingFailed(Exception):
+    """Training diverged (a non-finite loss): one line, exit code 1."""
+
+
 def _positive_int(text):
     try:
         value = int(text)
@@ -139,9 +143,12 @@ def run_training(args):
     splits = _splits(config)
     config["standardizer"] = {k: v.tolist() for k, v in splits.standardizer.state_dict().items()}
     model = _build(config)
-    history = train.fit(model, splits.train, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                        schedule=args.schedule, val_data=splits.val, val_every=max(args.steps // 20, 1),
-                        seed=args.seed, progress=not args.no_progress)
+    try:
+        history = train.fit(model, splits.train, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                            schedule=args.schedule, val_data=splits.val, val_every=max(args.steps // 20, 1),
+                            seed=args.seed, progress=not args.no_progress)
+    except train.NonFiniteLossError as error:
+        raise TrainingFailed(f"{error}; nothing was written to {args.out!r}") from error
     os.makedirs(args.out, exist_ok=True)
     model.save(os.path.join(args.out, "model.npz"))
     _write_json(os.path.join(args.out, "config.json"), config)
@@ -209,4 +216,6 @@ def main(argv=None):
         command[args.command](args)
     except UsageError as error:
         parser.exit(2, f"{parser.prog} {args.command}: error: {error}\n")
+    except TrainingFailed as error:
+        parser.exit(1, f"{parser.prog} {args.command}: error: {error}\n")
     return 0

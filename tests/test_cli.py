@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from minflow import cli
+from minflow import cli, train
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SMALL = ["--steps", "30", "--n-train", "400", "--n-test", "300", "--hidden", "16", "--layers", "2", "--no-progress"]
@@ -84,3 +84,17 @@ def test_bad_arguments_give_one_line_and_exit_code_2(args, message, tmp_path):
 def test_help_everywhere(command):
     done = _run(*command, "--help")
     assert done.returncode == 0 and "usage:" in done.stdout
+
+
+def test_a_diverging_run_fails_with_one_line_and_exit_code_1(tmp_path, capsys, monkeypatch):
+    # Stand in for a diverging run (tests/test_train.py shows fit raising on a real NaN).
+    def diverge(*args, **kwargs):
+        raise train.NonFiniteLossError("training stopped at step 7: the loss was nan", history={})
+
+    monkeypatch.setattr(train, "fit", diverge)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "--out", str(tmp_path / "run"), *SMALL])
+    assert exit_.value.code == 1
+    message = capsys.readouterr().err.strip().splitlines()
+    assert len(message) == 1 and "step 7" in message[0] and "nothing was written" in message[0]
+    assert not (tmp_path / "run").exists()
