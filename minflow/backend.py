@@ -182,6 +182,10 @@ def save_arrays(path, arrays):
     try:
         with os.fdopen(handle, "wb") as file:
             numpy.savez(file, **host)
+        # mkstemp makes a private (0600) file; give the checkpoint the usual permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

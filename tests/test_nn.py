@@ -56,6 +56,9 @@ def test_save_and_load_round_trip(tmp_path):
     for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
         assert np.array_equal(p.data, q.data), name
     assert [f.name for f in tmp_path.iterdir()] == ["model.npz"], "no temporary file is left behind"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask, "a checkpoint gets the usual file permissions"
 
 
 def test_load_rejects_a_corrupted_checkpoint(tmp_path):
