@@ -6,7 +6,7 @@ import pytest
 from minflow import testing
 from minflow.flows import coupling
 
-COUPLINGS = ["Coupling", "AdditiveCoupling", "AffineCoupling", "SplineCoupling"]
+COUPLINGS = ["Coupling", "AdditiveCoupling", "AffineCoupling", "SplineCoupling", "PiecewiseLinearCoupling"]
 
 
 @pytest.mark.parametrize("name", COUPLINGS)
@@ -67,3 +67,27 @@ def test_bad_arguments_raise():
         coupling.SplineCoupling([True, False], bins=1)
     with pytest.raises(ValueError, match="scale_bound"):
         coupling.AffineCoupling([True, False], scale_bound=0)
+
+
+def test_image_masks_and_a_coupling_on_images():
+    channels = coupling.channel_mask(4, 2, 3)
+    assert [c[0][0] for c in channels] == [True, True, False, False]
+    board = coupling.checkerboard_mask(1, 2, 3)
+    assert board == [[[True, False, True], [False, True, False]]]
+    # A coupling on (B, C, H, W) flattens the event, so every flow property carries over.
+    layer = coupling.AffineCoupling(coupling.checkerboard_mask(2, 2, 2), hidden=(8,), activation="tanh", seed=0)
+    for p in layer.parameters():
+        p.data = p.data + 0.3 * np.random.default_rng(1).standard_normal(p.shape)
+    assert layer.event_shape == (2, 2, 2)
+    x = np.random.default_rng(2).standard_normal((5, 2, 2, 2))
+    z, _ = layer.forward(x)
+    assert z.shape == (5, 2, 2, 2)
+    np.testing.assert_array_equal(z.data[:, :, 0, 0], x[:, :, 0, 0])  # a kept (white) square
+    testing.check_flow(layer, x=x)
+
+
+def test_piecewise_linear_coupling_lives_on_the_unit_cube():
+    layer = coupling.PiecewiseLinearCoupling([True, False], bins=4, seed=0)
+    assert layer.input_domain == layer.output_domain == (0.0, 1.0)
+    with pytest.raises(ValueError, match=r"must lie in \[0.0, 1.0\]"):
+        layer.forward(np.array([[0.5, 1.5]]))

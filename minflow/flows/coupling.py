@@ -32,91 +32,11 @@ References: Dinh, Krueger, Bengio (2014), "NICE"; Dinh, Sohl-Dickstein, Bengio (
 "Density estimation using Real NVP"; Durkan et al. (2019), "Neural Spline Flows".
 """
 
-import math
-
 from .. import backend
-from ..autodiff import Tensor, ops
+from ..autodiff import ops
 from ..nn import MLP, Buffer
-from . import transformers
 from .base import Flow, check_dim
-
-
-# --- transformers with a fixed number of parameters per coordinate --------------------------
-class AffineTransformer:
-    """g(h; shift, s) = h * exp(log_scale) + shift, log_scale = scale_bound * tanh(s / scale_bound).
-
-    Bounding the log-scale with a tanh (RealNVP does the same) keeps one unlucky step of
-    training from producing exp(50): the scale stays within exp(+-scale_bound). Near 0 the
-    tanh is the identity, so a zero-initialised conditioner still starts at the identity.
-    """
-
-    params_per_dim = 2
-
-    def __init__(self, scale_bound=2.0):
-        if not scale_bound > 0:
-            raise ValueError(f"scale_bound must be positive, got {scale_bound!r}")
-        self.scale_bound = float(scale_bound)
-
-    def _shift_and_log_scale(self, theta):
-        bound = self.scale_bound
-        return theta[..., 0], bound * ops.tanh(theta[..., 1] / bound)
-
-    def forward(self, h, theta):
-        return transformers.affine(h, *self._shift_and_log_scale(theta))
-
-    def inverse(self, z, theta):
-        return transformers.affine_inverse(z, *self._shift_and_log_scale(theta))
-
-
-class AdditiveTransformer:
-    """g(h; shift) = h + shift: volume preserving, log|g'| = 0 (NICE)."""
-
-    params_per_dim = 1
-
-    def forward(self, h, theta):
-        return h + theta[..., 0], _zeros_like(h)
-
-    def inverse(self, z, theta):
-        return z - theta[..., 0], _zeros_like(z)
-
-
-def _zeros_like(h):
-    return Tensor(backend.array_module(h.data).zeros(h.shape, dtype=h.dtype))
-
-
-class SplineTransformer:
-    """The rational-quadratic spline on [-bound, bound] with ``bins`` bins, identity tails.
-
-    3K - 1 parameters per coordinate: K widths, K heights, K - 1 interior derivatives
-    (mapped to valid ones by ``transformers.rational_quadratic_parameters``). All zeros
-    would give equal bins with derivative ~0.69; the identity offset below makes a
-    zero-initialised conditioner start at the identity map.
-    """
-
-    min_derivative = 1e-3
-
-    def __init__(self, bins=8, bound=4.0):
-        if not isinstance(bins, int) or bins < 2:
-            raise ValueError(f"bins must be an int >= 2, got {bins!r}")
-        if not bound > 0:
-            raise ValueError(f"bound must be positive, got {bound!r}")
-        self.bins, self.bound = bins, float(bound)
-        self.params_per_dim = 3 * bins - 1
-        # softplus(u) + min_derivative = 1  <=>  u = log(e^{1 - min_derivative} - 1)
-        self.identity_derivative = math.log(math.expm1(1.0 - self.min_derivative))
-
-    def _spline(self, theta):
-        k = self.bins
-        return transformers.rational_quadratic_parameters(
-            theta[..., :k], theta[..., k : 2 * k], theta[..., 2 * k :] + self.identity_derivative,
-            self.bound, min_derivative=self.min_derivative,
-        )
-
-    def forward(self, h, theta):
-        return transformers.rational_quadratic_spline(h, *self._spline(theta), self.bound)
-
-    def inverse(self, z, theta):
-        return transformers.rational_quadratic_spline_inverse(z, *self._spline(theta), self.bound)
+from .transformers import AdditiveTransformer, AffineTransformer, PiecewiseLinearTransformer, SplineTransformer
 
 
 # --- masks -----------------------------------------------------------------------------------
@@ -134,59 +54,77 @@ def alternating_mask(dim, even=True):
     return [(i % 2 == 0) == even for i in range(dim)]
 
 
+def channel_mask(channels, height, width, first=True):
+    """For images (C, H, W): keep the first half of the channels (or the rest) at every pixel."""
+    kept = half_mask(channels, first)
+    return [[[kept[c]] * width for _ in range(height)] for c in range(channels)]
+
+
+def checkerboard_mask(channels, height, width, even=True):
+    """For images (C, H, W): keep the pixels where row + column is even (or odd), in every channel."""
+    return [[[((i + j) % 2 == 0) == even for j in range(width)] for i in range(height)] for _ in range(channels)]
+
+
 # --- the coupling layer -----------------------------------------------------------------------
 class Coupling(Flow):
-    """z1 = h1, z2 = g(h2; theta(h1)) with h1 = x[:, mask], h2 = x[:, ~mask] (see the module docstring).
+    """z1 = h1, z2 = g(h2; theta(h1)) with h1 = x[mask], h2 = x[~mask] (see the module docstring).
 
-    ``mask``: a boolean sequence of length D, True where a coordinate is kept (h1); at
-    least one coordinate on each side. ``transformer``: an object with ``params_per_dim``
-    and ``forward(h, theta)`` / ``inverse(z, theta)`` returning (values, log-derivatives),
-    theta of shape (B, D2, params_per_dim). ``conditioner``: a Module mapping (B, D1) to
-    (B, D2 * params_per_dim); by default an MLP with ``hidden`` units per hidden layer
-    whose last layer starts at zero, so the layer starts as the identity map.
+    ``mask``: booleans of the event's shape, True where a coordinate is kept (h1): a list of
+    D for vectors (``half_mask``, ``alternating_mask``), nested (C, H, W) lists for images
+    (``channel_mask``, ``checkerboard_mask``); at least one coordinate on each side. The
+    event is flattened, so h1 and h2 are (B, D1) and (B, D2) whatever its shape.
+    ``transformer``: an object with ``params_per_dim``, ``domain`` and ``forward(h, theta)``
+    / ``inverse(z, theta)`` returning (values, log-derivatives), theta (B, D2,
+    params_per_dim); see the end of ``transformers.py``. ``conditioner``: a Module mapping
+    (B, D1) to (B, D2 * params_per_dim); by default an MLP with ``hidden`` units per hidden
+    layer whose last layer starts at zero, so the layer starts as the identity map.
     """
 
     def __init__(self, mask, transformer, conditioner=None, hidden=(64, 64), activation="relu", seed=None):
-        mask = [bool(m) for m in mask]
-        dim = check_dim(len(mask), type(self).__name__)
-        kept = [i for i, m in enumerate(mask) if m]
-        changed = [i for i, m in enumerate(mask) if not m]
+        mask = backend.to_numpy(mask).astype(bool)
+        flat = mask.reshape(-1).tolist()
+        check_dim(len(flat), type(self).__name__)
+        kept = [i for i, m in enumerate(flat) if m]
+        changed = [i for i, m in enumerate(flat) if not m]
         if not kept or not changed:
-            raise ValueError(f"{type(self).__name__}: mask must keep at least one coordinate and change one, got {mask}")
+            raise ValueError(f"{type(self).__name__}: mask must keep at least one coordinate and change one, got {mask.tolist()}")
         xp = backend.xp()
         self.kept = Buffer(xp.asarray(kept, dtype=xp.int64))
         self.changed = Buffer(xp.asarray(changed, dtype=xp.int64))
         # z = concatenate([z1, z2]) puts the coordinates in the order kept + changed;
         # indexing with the inverse of that order puts them back where they came from.
         order = kept + changed
-        self.restore = Buffer(xp.asarray(sorted(range(dim), key=order.__getitem__), dtype=xp.int64))
+        self.restore = Buffer(xp.asarray(sorted(range(len(flat)), key=order.__getitem__), dtype=xp.int64))
         self.transformer = transformer
         if conditioner is None:
             sizes = [len(kept), *hidden, len(changed) * transformer.params_per_dim]
             conditioner = MLP(sizes, activation=activation, zero_last=True, seed=seed)
         self.conditioner = conditioner
-        self.event_shape = (dim,)
+        self.event_shape = tuple(mask.shape)
+        # kept coordinates pass through unchanged, so the transformer's domain is the layer's
+        self.input_domain = self.output_domain = tuple(transformer.domain)
 
     def _theta(self, h1):
         theta = self.conditioner(h1)
         return ops.reshape(theta, (h1.shape[0], self.changed.shape[0], self.transformer.params_per_dim))
 
+    def _couple(self, x, transform):
+        """Split the flattened event, transform h2 with parameters from h1, reassemble."""
+        batch = x.shape[0]
+        flat = ops.reshape(x, (batch, -1))
+        h1, h2 = flat[:, self.kept.data], flat[:, self.changed.data]
+        out2, log_derivative = transform(h2, self._theta(h1))
+        out = ops.concatenate([h1, out2], axis=1)[:, self.restore.data]
+        return ops.reshape(out, x.shape), ops.sum(log_derivative, axis=1)
+
     def forward(self, x):
-        x = self._check_input(x)
-        h1, h2 = x[:, self.kept.data], x[:, self.changed.data]
-        z2, log_derivative = self.transformer.forward(h2, self._theta(h1))
-        z = ops.concatenate([h1, z2], axis=1)[:, self.restore.data]
-        return z, ops.sum(log_derivative, axis=1)
+        return self._couple(self._check_input(x), self.transformer.forward)
 
     def inverse(self, z):
-        z = self._check_input(z, "z")
-        z1, z2 = z[:, self.kept.data], z[:, self.changed.data]
-        h2, log_derivative = self.transformer.inverse(z2, self._theta(z1))
-        x = ops.concatenate([z1, h2], axis=1)[:, self.restore.data]
-        return x, ops.sum(log_derivative, axis=1)
+        return self._couple(self._check_input(z, "z"), self.transformer.inverse)
 
     def extra_repr(self):
-        return f"kept={backend.to_numpy(self.kept.data).tolist()}, {type(self.transformer).__name__}"
+        return f"event_shape={self.event_shape}, {type(self.transformer).__name__}"
 
 
 class AdditiveCoupling(Coupling):
@@ -214,3 +152,11 @@ class SplineCoupling(Coupling):
 
     def __init__(self, mask, bins=8, bound=4.0, hidden=(64, 64), activation="relu", seed=None):
         super().__init__(mask, SplineTransformer(bins, bound), hidden=hidden, activation=activation, seed=seed)
+
+
+class PiecewiseLinearCoupling(Coupling):
+    """Piecewise-linear coupling on [0, 1]^D: z2 = f(h2; phi(h1)) with the map of UDL eq. 16.12
+    (Mueller et al. 2019, "Neural importance sampling"). Inputs must lie in [0, 1]."""
+
+    def __init__(self, mask, bins=5, hidden=(64, 64), activation="relu", seed=None):
+        super().__init__(mask, PiecewiseLinearTransformer(bins), hidden=hidden, activation=activation, seed=seed)

@@ -478,3 +478,110 @@ def _check_sizes(tensor, total, function, name):
 def _check_bound(bound, function):
     if isinstance(bound, bool) or not isinstance(bound, numbers.Real) or not 0 < bound < math.inf:
         raise ValueError(f"{function}: bound must be a positive finite number, got {bound!r}")
+
+
+# --- transformers as objects: what a conditioner must predict ---------------------------------
+# A coupling or autoregressive layer computes the transformer's parameters with a network
+# and needs to know how many to predict per coordinate. These small classes pair that count
+# (``params_per_dim``) with the functions above, reading the parameters theta from the last
+# axis of a (..., params_per_dim) tensor.
+class AffineTransformer:
+    """g(h; shift, s) = h * exp(log_scale) + shift, log_scale = scale_bound * tanh(s / scale_bound).
+
+    Bounding the log-scale with a tanh (RealNVP does the same) keeps one unlucky step of
+    training from producing exp(50): the scale stays within exp(+-scale_bound). Near 0 the
+    tanh is the identity, so a zero-initialised conditioner still starts at the identity.
+    """
+
+    params_per_dim = 2
+    domain = (-math.inf, math.inf)
+
+    def __init__(self, scale_bound=2.0):
+        if not scale_bound > 0:
+            raise ValueError(f"scale_bound must be positive, got {scale_bound!r}")
+        self.scale_bound = float(scale_bound)
+
+    def _shift_and_log_scale(self, theta):
+        bound = self.scale_bound
+        return theta[..., 0], bound * ops.tanh(theta[..., 1] / bound)
+
+    def forward(self, h, theta):
+        return affine(h, *self._shift_and_log_scale(theta))
+
+    def inverse(self, z, theta):
+        return affine_inverse(z, *self._shift_and_log_scale(theta))
+
+
+class AdditiveTransformer:
+    """g(h; shift) = h + shift: volume preserving, log|g'| = 0 (NICE)."""
+
+    params_per_dim = 1
+    domain = (-math.inf, math.inf)
+
+    def forward(self, h, theta):
+        return h + theta[..., 0], _zeros_like(h)
+
+    def inverse(self, z, theta):
+        return z - theta[..., 0], _zeros_like(z)
+
+
+def _zeros_like(h):
+    return Tensor(backend.array_module(h.data).zeros(h.shape, dtype=h.dtype))
+
+
+class SplineTransformer:
+    """The rational-quadratic spline on [-bound, bound] with ``bins`` bins, identity tails.
+
+    3K - 1 parameters per coordinate: K widths, K heights, K - 1 interior derivatives
+    (mapped to valid ones by ``rational_quadratic_parameters``). All zeros
+    would give equal bins with derivative ~0.69; the identity offset below makes a
+    zero-initialised conditioner start at the identity map.
+    """
+
+    min_derivative = 1e-3
+    domain = (-math.inf, math.inf)
+
+    def __init__(self, bins=8, bound=4.0):
+        if not isinstance(bins, int) or bins < 2:
+            raise ValueError(f"bins must be an int >= 2, got {bins!r}")
+        if not bound > 0:
+            raise ValueError(f"bound must be positive, got {bound!r}")
+        self.bins, self.bound = bins, float(bound)
+        self.params_per_dim = 3 * bins - 1
+        # softplus(u) + min_derivative = 1  <=>  u = log(e^{1 - min_derivative} - 1)
+        self.identity_derivative = math.log(math.expm1(1.0 - self.min_derivative))
+
+    def _spline(self, theta):
+        k = self.bins
+        return rational_quadratic_parameters(
+            theta[..., :k], theta[..., k : 2 * k], theta[..., 2 * k :] + self.identity_derivative,
+            self.bound, min_derivative=self.min_derivative,
+        )
+
+    def forward(self, h, theta):
+        return rational_quadratic_spline(h, *self._spline(theta), self.bound)
+
+    def inverse(self, z, theta):
+        return rational_quadratic_spline_inverse(z, *self._spline(theta), self.bound)
+
+
+class PiecewiseLinearTransformer:
+    """The piecewise-linear map of [0, 1] (UDL eq. 16.12) with ``bins`` bins.
+
+    K parameters per coordinate, the bin masses' logits: phi = softmax(theta). All zeros
+    give equal masses, the identity, so a zero-initialised conditioner starts there.
+    Domain and range [0, 1]: put a Sigmoid in front of it to use it on real data.
+    """
+
+    domain = (0.0, 1.0)
+
+    def __init__(self, bins=5):
+        if not isinstance(bins, int) or bins < 1:
+            raise ValueError(f"bins must be a positive int, got {bins!r}")
+        self.bins = self.params_per_dim = bins
+
+    def forward(self, h, theta):
+        return piecewise_linear(h, ops.softmax(theta, axis=-1))
+
+    def inverse(self, z, theta):
+        return piecewise_linear_inverse(z, ops.softmax(theta, axis=-1))
