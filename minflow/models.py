@@ -80,7 +80,7 @@ def realnvp(dim, layers=8, hidden=64, depth=2, scale_bound=2.0, seed=None):
     return NormalizingFlow(Sequential(couplings))
 
 
-def spline_flow(dim, layers=4, bins=8, bound=4.0, hidden=64, depth=2, seed=None):
+def spline_coupling_flow(dim, layers=4, bins=8, bound=4.0, hidden=64, depth=2, seed=None):
     """Neural spline flow (Durkan et al. 2019): rational-quadratic spline couplings with an
     LU-parametrised linear layer after each, so that every coordinate mixes with every other.
     Splines act on [-bound, bound] (standardised data lives there) and are the identity outside.
@@ -98,6 +98,69 @@ def spline_flow(dim, layers=4, bins=8, bound=4.0, hidden=64, depth=2, seed=None)
     return NormalizingFlow(Sequential(flows))
 
 
+spline_flow = spline_coupling_flow  # the name issue 3's builder went by
+
+
+def nice(dim, layers=4, hidden=64, depth=2, seed=None):
+    """NICE (Dinh et al. 2014): additive couplings alternating halves, then one diagonal
+    scaling layer - the only part that can change volume, since every coupling has log-det 0."""
+    from .flows.base import Sequential
+    from .flows.coupling import AdditiveCoupling, half_mask
+    from .flows.elementwise import ElementwiseAffine
+
+    _check_builder(dim, layers)
+    rng = backend.rng(seed)
+    flows = [AdditiveCoupling(half_mask(dim, first=i % 2 == 0), hidden=(hidden,) * depth, seed=rng) for i in range(layers)]
+    return NormalizingFlow(Sequential(flows + [ElementwiseAffine(dim)]))
+
+
+def _autoregressive_stack(dim, layers, make_layer):
+    """Autoregressive layers with the order reversed between them (MAF's choice), so each
+    coordinate is conditioned on the others somewhere in the stack."""
+    from .flows.base import Sequential
+    from .flows.linear import Reverse
+
+    flows = []
+    for i in range(layers):
+        flows.append(make_layer())
+        if i < layers - 1:
+            flows.append(Reverse(dim))
+    return NormalizingFlow(Sequential(flows))
+
+
+def maf(dim, layers=5, hidden=64, depth=2, seed=None):
+    """Masked autoregressive flow (Papamakarios et al. 2017): affine MAF layers, order reversed
+    between them. Density in one pass per layer; sampling in D passes per layer."""
+    from .flows.autoregressive import MaskedAutoregressive
+
+    _check_builder(dim, layers)
+    rng = backend.rng(seed)
+    return _autoregressive_stack(dim, layers, lambda: MaskedAutoregressive(dim, hidden=(hidden,) * depth, seed=rng))
+
+
+def iaf(dim, layers=5, hidden=64, depth=2, seed=None):
+    """Inverse autoregressive flow (Kingma et al. 2016): MAF's mirror. Sampling in one pass
+    per layer; density in D passes per layer (cheap for 2-D data, slow in high dimension)."""
+    from .flows.autoregressive import InverseAutoregressive
+
+    _check_builder(dim, layers)
+    rng = backend.rng(seed)
+    return _autoregressive_stack(dim, layers, lambda: InverseAutoregressive(dim, hidden=(hidden,) * depth, seed=rng))
+
+
+def spline_autoregressive_flow(dim, layers=3, bins=8, bound=4.0, hidden=64, depth=2, seed=None):
+    """Autoregressive neural spline flow (Durkan et al. 2019): MAF layers whose transformer is
+    a rational-quadratic spline, order reversed between them."""
+    from .flows.autoregressive import MaskedAutoregressive
+    from .flows.transformers import SplineTransformer
+
+    _check_builder(dim, layers)
+    rng = backend.rng(seed)
+    return _autoregressive_stack(
+        dim, layers, lambda: MaskedAutoregressive(dim, SplineTransformer(bins, bound), hidden=(hidden,) * depth, seed=rng)
+    )
+
+
 def _check_builder(dim, layers):
     if not isinstance(dim, int) or dim < 2:
         raise ValueError(f"dim must be an int >= 2 (a coupling needs a coordinate on each side), got {dim!r}")
@@ -105,7 +168,14 @@ def _check_builder(dim, layers):
         raise ValueError(f"layers must be a positive int, got {layers!r}")
 
 
-MODELS = {"realnvp": realnvp, "spline": spline_flow}
+MODELS = {
+    "nice": nice,
+    "realnvp": realnvp,
+    "maf": maf,
+    "iaf": iaf,
+    "spline": spline_coupling_flow,
+    "spline_maf": spline_autoregressive_flow,
+}
 
 
 def build(name, dim, **options):

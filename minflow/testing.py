@@ -208,7 +208,8 @@ def _perturb(flow, rng, scale):
 
 def _builders():
     # Imported here, not at the top, so that minflow.testing imports before every flow exists.
-    from .flows import coupling, elementwise, linear
+    from .flows import autoregressive, coupling, elementwise, linear
+    from .flows.transformers import SplineTransformer
     from .flows.base import Inverse, Sequential
 
     def activated(actnorm):
@@ -246,8 +247,23 @@ def _builders():
         "AdditiveCoupling": (lambda d, rng: coupling.AdditiveCoupling(coupling.alternating_mask(d), hidden=(8, 8), activation="tanh", seed=rng), 0.5, 2),
         "AffineCoupling": (lambda d, rng: coupling.AffineCoupling(coupling.alternating_mask(d, even=False), hidden=(8, 8), activation="tanh", seed=rng), 0.5, 2),
         "SplineCoupling": (lambda d, rng: coupling.SplineCoupling(coupling.half_mask(d, first=False), bins=4, bound=3.0, hidden=(8,), activation="tanh", seed=rng), 0.25, 2),
+        "MaskedAutoregressive": (
+            lambda d, rng: autoregressive.MaskedAutoregressive(d, hidden=(8, 8), order=_order(d, rng), activation="tanh", seed=rng),
+            0.5,
+        ),
+        "InverseAutoregressive": (
+            lambda d, rng: autoregressive.InverseAutoregressive(
+                d, SplineTransformer(bins=4, bound=3.0), hidden=(8,), activation="tanh", seed=rng
+            ),
+            0.25,
+        ),
         "PiecewiseLinearCoupling": (lambda d, rng: coupling.PiecewiseLinearCoupling(coupling.alternating_mask(d), bins=4, hidden=(8,), activation="tanh", seed=rng), 1.0, 2),
     }
+
+
+def _order(dim, rng):
+    """A random autoregressive order (argsort of uniforms is a uniform permutation)."""
+    return backend.to_numpy(backend.xp().argsort(rng.random(dim))).tolist()
 
 
 def _moving_permutation(linear, dim, rng):

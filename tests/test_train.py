@@ -161,3 +161,14 @@ def test_evaluate_nll_matches_the_mean_log_prob(moons):
         p.data = p.data + 0.1
     expected = -float(ops.mean(model.log_prob(moons.test)).data)
     assert train.evaluate_nll(model, moons.test, batch_size=300) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_every_builder_makes_a_valid_flow(name):
+    model = models.build(name, 3, layers=2, hidden=8, seed=0)
+    rng = np.random.default_rng(1)
+    for p in model.parameters():  # away from the identity start, so the check proves something
+        p.data = p.data + 0.2 * rng.standard_normal(p.shape)
+    from minflow import testing
+
+    testing.check_flow(model.flow, n=5, seed=2)

@@ -1,0 +1,89 @@
+"""Autoregressive flows: the properties that only they have (the universal suite covers the rest)."""
+
+import numpy as np
+import pytest
+
+from minflow import testing
+from minflow.flows import autoregressive
+from minflow.flows.base import Inverse
+from minflow.flows.transformers import SplineTransformer
+
+
+def _random_made(dim, order, seed=0):
+    made = autoregressive.MADE(dim, params_per_dim=2, hidden=(16, 16), order=order, activation="tanh", seed=seed)
+    rng = np.random.default_rng(seed)
+    for p in made.parameters():
+        p.data = p.data + 0.5 * rng.standard_normal(p.shape)  # the last layer starts at zero
+    return made
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2, 3, 4], [3, 0, 4, 1, 2]])
+def test_made_output_never_sees_its_own_or_later_inputs(order):
+    made = _random_made(5, order)
+    degree = {coordinate: position + 1 for position, coordinate in enumerate(order)}
+    x = np.random.default_rng(1).standard_normal((3, 5))
+    base = made(x).data
+    for d in range(5):
+        moved = x.copy()
+        moved[:, d] += 1.7
+        change = np.abs(made(moved).data - base).max(axis=(0, 2))  # per output coordinate
+        for i in range(5):
+            if degree[i] <= degree[d]:
+                assert change[i] == 0, f"output {i} (degree {degree[i]}) moved when input {d} (degree {degree[d]}) did"
+            else:
+                assert change[i] > 1e-6, f"output {i} should depend on input {d}: the test would prove nothing"
+
+
+def test_made_degrees_cycle_through_the_usable_values():
+    inputs, layers = autoregressive.made_degrees(4, (5,), order=[2, 0, 3, 1])
+    assert inputs == [2, 4, 1, 3] and layers == [[1, 2, 3, 1, 2]]
+    with pytest.raises(ValueError, match="permutation"):
+        autoregressive.made_degrees(3, (4,), order=[0, 0, 1])
+
+
+@pytest.mark.parametrize("name", ["MaskedAutoregressive", "InverseAutoregressive"])
+def test_jacobian_is_triangular_in_the_autoregressive_order(name):
+    flow = testing.example_flows(5, seed=2)[name]
+    maf = flow.flow if isinstance(flow, Inverse) else flow
+    degree = maf.made.degrees.data
+    x = testing.sample_inputs(flow, 4, seed=3)
+    jacobian = testing.numerical_jacobian(lambda a: flow.forward(a)[0].data, x)
+    later_or_same = degree[None, :] >= degree[:, None]  # [i, j]: x_j comes at or after x_i
+    np.fill_diagonal(later_or_same, False)
+    assert np.abs(jacobian[:, later_or_same]).max() < 1e-8, "z_i must not depend on x_j for j at or after i"
+    earlier = degree[None, :] < degree[:, None]
+    assert np.abs(jacobian[:, earlier]).max() > 1e-3, "and does depend on earlier coordinates"
+
+
+def test_maf_inverse_is_exact_after_D_passes_and_not_before():
+    flow = testing.example_flows(4, seed=5)["MaskedAutoregressive"]
+    x = testing.sample_inputs(flow, 6, seed=0)
+    z, log_det = flow.forward(x)
+    x_back, inverse_log_det = flow.inverse(z)  # D = 4 passes
+    # exact up to rounding: a few float64 ulps per pass, amplified by the transformer
+    np.testing.assert_allclose(x_back.data, x, atol=1e-12)
+    np.testing.assert_allclose(inverse_log_det.data, -log_det.data, atol=1e-12)
+    short, _ = flow.inverse(z, passes=3)
+    assert np.abs(short.data - x).max() > 1e-6, "D - 1 passes leave the last coordinate wrong"
+
+
+def test_iaf_is_the_inverse_of_the_same_machinery():
+    iaf = autoregressive.InverseAutoregressive(3, SplineTransformer(bins=4), hidden=(8,), seed=0)
+    assert isinstance(iaf, Inverse) and isinstance(iaf.flow, autoregressive.MaskedAutoregressive)
+    assert iaf.parameters() == iaf.flow.parameters()
+
+
+@pytest.mark.parametrize("transformer", [None, SplineTransformer(bins=4)])
+def test_new_layers_start_as_the_identity(transformer):
+    flow = autoregressive.MaskedAutoregressive(3, transformer, hidden=(8,), seed=0)
+    x = np.random.default_rng(0).standard_normal((5, 3))
+    z, log_det = flow.forward(x)
+    np.testing.assert_allclose(z.data, x, atol=1e-12)
+    np.testing.assert_allclose(log_det.data, 0, atol=1e-12)
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="hidden layer"):
+        autoregressive.MADE(3, 2, hidden=())
+    with pytest.raises(ValueError, match="dim"):
+        autoregressive.MaskedAutoregressive(0)
