@@ -14,7 +14,6 @@ NLLs are in nats per sample of the *standardised* data (the space the model sees
 import argparse
 import json
 import os
-import sys
 
 from . import backend, data, models, train
 

@@ -39,7 +39,7 @@ from .. import backend
 from ..autodiff import ops
 from ..nn import ACTIVATIONS, Buffer, Linear, Module
 from .base import Flow, Inverse, check_dim
-from .transformers import AffineTransformer, SplineTransformer
+from .transformers import AffineTransformer
 
 
 def made_degrees(dim, hidden, order=None):
