@@ -59,9 +59,12 @@ def test_flow_properties_float64(name, dim, seed):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_flow_properties_float32(name):
-    # float32 flows pass the same checks with float32 tolerances (see minflow.testing).
+    # float32 flows pass the same checks with float32 tolerances (see minflow.testing),
+    # except the gradient one: a float32 finite difference needs a step (3e-3) so wide that
+    # it straddles a spline's moving knots, where the loss is only once differentiable.
+    # float32 gradients are compared with float64 ones instead (next test).
     flow = testing.example_flows(3, seed=4, dtype="float32")[name]
-    testing.check_flow(flow, n=6, seed=4)
+    testing.check_flow(flow, n=6, seed=4, gradients=False)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -76,6 +79,13 @@ def test_float32_stays_close_to_float64(name):
     # most two of them on these well-conditioned examples.
     assert abs(z32.data - z64.data).max() <= 1e-4 * (1 + abs(z64.data).max())
     assert abs(log_det32.data - log_det64.data).max() <= 1e-4 * (1 + abs(log_det64.data).max())
+    for flow, x_ in ((flow64, x), (flow32, x.astype("float32"))):
+        z, log_det = flow.forward(x_)
+        (0.5 * (z * z).sum() - log_det.sum()).backward()
+    for p64, p32 in zip(flow64.parameters(), flow32.parameters()):
+        assert p32.grad.dtype == "float32"
+        scale = 1 + abs(p64.grad).max()
+        assert abs(p32.grad - p64.grad).max() <= 1e-3 * scale, f"{name}: float32 gradient drifts from float64"
 
 
 @given(testing.flows(), st.integers(0, 2**16))
