@@ -208,7 +208,7 @@ def _perturb(flow, rng, scale):
 
 def _builders():
     # Imported here, not at the top, so that minflow.testing imports before every flow exists.
-    from .flows import autoregressive, coupling, elementwise, linear, residual
+    from .flows import autoregressive, coupling, elementwise, linear, planar, residual
     from .flows.transformers import SplineTransformer
     from .flows.base import Inverse, Sequential
 
@@ -259,6 +259,8 @@ def _builders():
         ),
         "AdditiveResidualCoupling": (lambda d, rng: residual.AdditiveResidualCoupling(d, hidden=(8,), activation="tanh", seed=rng), 0.5, 2),
         "ContractiveResidual": (lambda d, rng: residual.ContractiveResidual(d, hidden=(8,), activation="tanh", seed=rng), 0.5),
+        "Planar": (lambda d, rng: planar.Planar(d, seed=rng), 0.5),
+        "Radial": (lambda d, rng: planar.Radial(d, seed=rng), 0.5),
         "PiecewiseLinearCoupling": (lambda d, rng: coupling.PiecewiseLinearCoupling(coupling.alternating_mask(d), bins=4, hidden=(8,), activation="tanh", seed=rng), 1.0, 2),
     }
 

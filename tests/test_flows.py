@@ -14,7 +14,7 @@ from hypothesis import given, strategies as st
 
 import minflow
 from minflow import backend, testing
-from minflow.flows import autoregressive, base, coupling, elementwise, linear, residual
+from minflow.flows import autoregressive, base, coupling, elementwise, linear, planar, residual
 
 NAMES = testing.example_flow_names()
 
@@ -22,7 +22,7 @@ NAMES = testing.example_flow_names()
 def _concrete_flow_classes():
     """Every Flow subclass defined in minflow.flows (the ones example_flows must cover)."""
     found = set()
-    for module in (autoregressive, base, coupling, elementwise, linear, residual):
+    for module in (autoregressive, base, coupling, elementwise, linear, planar, residual):
         for name, cls in inspect.getmembers(module, inspect.isclass):
             if issubclass(cls, base.Flow) and cls is not base.Flow and cls.__module__ == module.__name__:
                 found.add(name)
