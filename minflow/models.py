@@ -16,7 +16,8 @@ from .nn import Module
 
 
 class NormalizingFlow(Module):
-    """``NormalizingFlow(flow, base=None)``; the base defaults to N(0, I) on the flow's event shape."""
+    """``NormalizingFlow(flow, base=None)``; the base defaults to N(0, I) on the flow's event shape
+    (on its ``latent_shape`` for a flow whose z has another shape than x, such as ``Squeeze``)."""
 
     def __init__(self, flow, base=None):
         if not isinstance(flow, Flow):
@@ -30,7 +31,7 @@ class NormalizingFlow(Module):
                     "on the whole real line; end the flow with a map onto it (a Logit after a "
                     "Sigmoid, say) or pass a base distribution on that domain"
                 )
-            base = StandardNormal(flow.event_shape)
+            base = StandardNormal(getattr(flow, "latent_shape", flow.event_shape))
         self.flow, self.base = flow, base
 
     def log_prob(self, x):
@@ -161,6 +162,55 @@ def spline_autoregressive_flow(dim, layers=3, bins=8, bound=4.0, hidden=64, dept
     )
 
 
+def glow(shape=(1, 8, 8), scales=2, steps_per_scale=4, hidden=128, depth=2, scale_bound=2.0, seed=None):
+    """Glow-style multi-scale flow for images of ``shape`` (C, H, W) (Kingma & Dhariwal 2018).
+
+    ``scales`` times: squeeze, ``steps_per_scale`` steps of [ActNormImage, InvertibleConv1x1,
+    AffineCoupling on a channel mask], factor out half the channels (not after the last).
+    Conditioners are MLPs with ``depth`` hidden layers of ``hidden`` units on the flattened
+    kept half (minflow has no convolutions). See ``minflow/flows/multiscale.py``.
+
+    Start: every ActNormImage waits for its first batch (data-dependent initialisation),
+    every 1x1 convolution is a random rotation and every coupling is the identity, so
+    before any data the model is an orthogonal map of N(0, I): ``sample`` returns base
+    samples rotated, with the same norms.
+    """
+    from .flows.multiscale import MultiScale
+
+    flow = MultiScale(shape, scales=scales, steps_per_scale=steps_per_scale, hidden=(hidden,) * depth,
+                      scale_bound=scale_bound, seed=seed)
+    return NormalizingFlow(flow)
+
+
+def planar_flow(dim, layers=16, seed=None):
+    """Planar flows (Rezende & Mohamed 2015): ``layers`` Planar layers. Sampling (inverse) is
+    closed form, O(D) per layer; density (forward) solves a 1-D root per layer, so these suit
+    reverse-KL fitting (``train.fit_to_density``) better than maximum likelihood."""
+    from .flows.base import Sequential
+    from .flows.planar import Planar
+
+    _check_layers(dim, layers)
+    rng = backend.rng(seed)
+    return NormalizingFlow(Sequential([Planar(dim, seed=rng) for _ in range(layers)]))
+
+
+def radial_flow(dim, layers=16, seed=None):
+    """Radial flows (Rezende & Mohamed 2015): ``layers`` Radial layers, closed form both ways."""
+    from .flows.base import Sequential
+    from .flows.planar import Radial
+
+    _check_layers(dim, layers)
+    rng = backend.rng(seed)
+    return NormalizingFlow(Sequential([Radial(dim, seed=rng) for _ in range(layers)]))
+
+
+def _check_layers(dim, layers):
+    if not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"dim must be a positive int, got {dim!r}")
+    if not isinstance(layers, int) or layers < 1:
+        raise ValueError(f"layers must be a positive int, got {layers!r}")
+
+
 def _check_builder(dim, layers):
     if not isinstance(dim, int) or dim < 2:
         raise ValueError(f"dim must be an int >= 2 (a coupling needs a coordinate on each side), got {dim!r}")
@@ -177,9 +227,23 @@ MODELS = {
     "spline_maf": spline_autoregressive_flow,
 }
 
+# Builders whose first argument is an image shape (C, H, W), not a dimension. They are kept
+# apart from MODELS, whose every entry is called as MODELS[name](dim, layers=..., hidden=...).
+IMAGE_MODELS = {
+    "glow": glow,
+}
+
 
 def build(name, dim, **options):
-    """``MODELS[name](dim, **options)``, with a clear error for an unknown name."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    return MODELS[name](dim, **options)
+    """``MODELS[name](dim, **options)``, with a clear error for an unknown name.
+
+    ``dim`` is the dimension of a vector model (``MODELS``), or the image shape (C, H, W)
+    of an image model (``IMAGE_MODELS``).
+    """
+    builders = {**MODELS, **IMAGE_MODELS}
+    if name not in builders:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(builders)}")
+    if (name in IMAGE_MODELS) != isinstance(dim, (tuple, list)):
+        kind = "an image shape (C, H, W)" if name in IMAGE_MODELS else "an int dimension"
+        raise ValueError(f"model {name!r} is built for {kind}, got {dim!r}")
+    return builders[name](tuple(dim) if isinstance(dim, list) else dim, **options)

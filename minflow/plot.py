@@ -11,8 +11,12 @@ writes the figure as a PNG (:func:`save`). What each figure teaches:
     energy           an unnormalised target exp(log p~(x)) (reverse-KL training), with model samples
     training_curves  the NLL against the training step, train and validation
 
-All of them are for models of 2-D points (event shape (2,)); anything else raises a
-``ValueError``. Images will get figures of their own.
+All of these are for models of 2-D points (event shape (2,)); anything else raises a
+``ValueError``. Images have two figures of their own:
+
+    image_grid       a batch of images (N, C, H, W) tiled into one picture (samples, data)
+    interpolations   x_a and x_b mapped to z, the straight line between the z's, mapped back:
+                     what the model puts between two images
 
 Host and device. This is host-side code: the model computes on its own backend (NumPy or
 CuPy). Grid points go to the device with ``backend.to_device`` in the dtype of the model's
@@ -349,6 +353,74 @@ def training_curves(history, path=None):
         axes[1].grid(alpha=0.3)
     axes[-1].set_xlabel("step")
     return _finish(figure, path)
+
+
+def image_grid(images, path=None, columns=None, value_range=None, title=None):
+    """Images (N, C, H, W) with C = 1 (grey) or 3 (RGB), or (N, H, W), tiled row by row.
+
+    ``columns`` defaults to about sqrt(N). ``value_range`` (low, high) maps to black and
+    white (default: the images' own min and max); values outside are clipped. Tiles are
+    separated by one blank pixel. Returns the Figure: one panel whose image array is the
+    mosaic (tile k at rows r (H + 1) .., columns c (W + 1) .., r, c = divmod(k, columns)).
+    """
+    where = "image_grid"
+    array = numpy.asarray(backend.to_numpy(images), dtype=float)
+    if array.ndim == 3:
+        array = array[:, None]
+    if array.ndim != 4 or array.shape[1] not in (1, 3) or len(array) == 0:
+        raise ValueError(f"{where}: images must have shape (N, C, H, W) with C = 1 or 3 (or (N, H, W)), N >= 1; "
+                         f"got shape {numpy.shape(backend.to_numpy(images))}")
+    count, channels, height, width = array.shape
+    columns = _check_count(columns, "columns", where, 1) if columns is not None else int(numpy.ceil(numpy.sqrt(count)))
+    rows = -(-count // columns)
+    low, high = value_range if value_range is not None else (numpy.nanmin(array), numpy.nanmax(array))
+    if not (numpy.isfinite(low) and numpy.isfinite(high)) or high <= low:
+        low, high = (low, low + 1.0) if numpy.isfinite(low) else (0.0, 1.0)  # a constant batch still shows
+    scaled = numpy.clip((array - low) / (high - low), 0.0, 1.0).transpose(0, 2, 3, 1)  # channels last
+    mosaic = numpy.ones((rows * (height + 1) - 1, columns * (width + 1) - 1, channels))  # blank = white
+    for k in range(count):
+        r, c = divmod(k, columns)
+        mosaic[r * (height + 1) : r * (height + 1) + height, c * (width + 1) : c * (width + 1) + width] = scaled[k]
+    figure, axes = _figure(1, width=min(0.6 * columns, 10.0), height=min(0.6 * rows, 10.0) + (0.3 if title else 0))
+    ax = axes[0, 0]
+    ax.imshow(mosaic[..., 0] if channels == 1 else mosaic, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return _finish(figure, path)
+
+
+def interpolations(model, x_pairs, steps=8, path=None, to_image=None, value_range=None):
+    """Latent interpolation: for each pair (x_a, x_b), decode z_t = (1 - t) f(x_a) + t f(x_b).
+
+    ``x_pairs`` (P, 2, *event_shape): P pairs of inputs in the model's space. Row p of the
+    figure shows x_t = f^{-1}(z_t) for t = 0, 1/(steps - 1), ..., 1, so its first and last
+    tiles are x_a and x_b themselves (the round trip). ``to_image`` maps decoded inputs to
+    the pictures shown (e.g. ``minflow.data.from_model_space`` for digits); ``value_range``
+    as in :func:`image_grid`. A straight line in z passes nearer the origin than its ends,
+    where N(0, I) has its mode, so middle tiles tend to look smoother than the ends.
+    Returns the Figure.
+    """
+    where = "interpolations"
+    if not hasattr(model, "flow") or not hasattr(model, "base"):
+        raise ValueError(f"{where}: expected a NormalizingFlow (with .flow and .base), got {type(model).__name__}")
+    _check_initialised(model, where)
+    steps = _check_count(steps, "steps", where, 2)
+    shape = tuple(model.flow.event_shape or ())
+    pairs = numpy.asarray(backend.to_numpy(x_pairs), dtype=float)
+    if pairs.ndim < 3 or pairs.shape[1] != 2 or (shape and pairs.shape[2:] != shape) or len(pairs) == 0:
+        raise ValueError(f"{where}: x_pairs must have shape (P, 2, *event_shape) = (P, 2, {', '.join(map(str, shape))}), "
+                         f"P >= 1; got {pairs.shape}")
+    dtype = _model_dtype(model)
+    with no_grad():
+        z = backend.to_numpy(model.flow.forward(backend.to_device(pairs.reshape((-1,) + pairs.shape[2:]), dtype))[0].data)
+        z = z.reshape(pairs.shape)
+        t = numpy.linspace(0.0, 1.0, steps).reshape((1, steps) + (1,) * (z.ndim - 2))
+        path_z = (1 - t) * z[:, :1] + t * z[:, 1:]  # (P, steps, *event_shape)
+        decoded = model.flow.inverse(backend.to_device(path_z.reshape((-1,) + pairs.shape[2:]), dtype))[0].data
+    decoded = backend.to_numpy(decoded)
+    shown = to_image(decoded) if to_image is not None else decoded
+    return image_grid(shown, path=path, columns=steps, value_range=value_range)
 
 
 def save(figure, path, dpi=DPI):

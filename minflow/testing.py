@@ -208,13 +208,19 @@ def _perturb(flow, rng, scale):
 
 def _builders():
     # Imported here, not at the top, so that minflow.testing imports before every flow exists.
-    from .flows import autoregressive, coupling, elementwise, linear, planar, residual
+    from .flows import autoregressive, coupling, elementwise, linear, multiscale, planar, residual
     from .flows.transformers import SplineTransformer
     from .flows.base import Inverse, Sequential
 
     def activated(actnorm):
         actnorm.initialized.data[...] = True  # random parameters, no data-dependent init
         return actnorm
+
+    def activated_all(flow):
+        for module in flow.modules():
+            if isinstance(module, multiscale.ActNormImage):
+                activated(module)
+        return flow
 
     return {
         # name: (build(dim, rng), perturbation scale[, smallest dim it can be built for])
@@ -261,6 +267,16 @@ def _builders():
         "ContractiveResidual": (lambda d, rng: residual.ContractiveResidual(d, hidden=(8,), activation="tanh", seed=rng), 0.5),
         "Planar": (lambda d, rng: planar.Planar(d, seed=rng), 0.5),
         "Radial": (lambda d, rng: planar.Radial(d, seed=rng), 0.5),
+        # image flows: d channels of a small image (the finite-difference Jacobian stays small)
+        "Squeeze": (lambda d, rng: multiscale.Squeeze((d, 4, 2)), 0.0),
+        "ActNormImage": (lambda d, rng: activated(multiscale.ActNormImage(d, 2, 3)), 0.5),
+        "InvertibleConv1x1": (lambda d, rng: multiscale.InvertibleConv1x1(d, 2, 2, seed=rng), 0.5),
+        "MultiScale": (
+            lambda d, rng: activated_all(
+                multiscale.MultiScale((1, 4, 4), scales=2, steps_per_scale=1, hidden=(8,), activation="tanh", seed=rng)
+            ),
+            0.3,
+        ),
         "PiecewiseLinearCoupling": (lambda d, rng: coupling.PiecewiseLinearCoupling(coupling.alternating_mask(d), bins=4, hidden=(8,), activation="tanh", seed=rng), 1.0, 2),
     }
 

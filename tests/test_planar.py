@@ -250,3 +250,13 @@ def test_reverse_kl_on_u1_lowers_the_loss(name, measured_first, measured_last):
     assert last < measured_last + 0.3, f"{name}: final loss {last:.3f}, measured {measured_last}"
     assert first - last > 0.8 * (measured_first - measured_last), f"{name}: loss {first:.3f} -> {last:.3f}"
     assert last > -1.878 - 0.1, "the loss cannot go below -log Z (beyond Monte-Carlo noise)"
+
+
+def test_planar_and_radial_builders_make_stacks():
+    from minflow import models
+
+    for build in (models.planar_flow, models.radial_flow):
+        model = build(2, layers=3, seed=0)
+        assert len(model.flow) == 3 and model.sample(4, seed=1).shape == (4, 2)
+        with pytest.raises(ValueError, match="layers"):
+            build(2, layers=0)

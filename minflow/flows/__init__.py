@@ -17,6 +17,7 @@ from .base import Flow, Inverse, Sequential
 from .coupling import AdditiveCoupling, AffineCoupling, Coupling, PiecewiseLinearCoupling, SplineCoupling
 from .elementwise import ElementwiseAffine, LeakyReLU, Logit, PiecewiseLinear, RationalQuadraticSpline, Sigmoid
 from .linear import ActNorm, Linear, LULinear, Permutation, Reverse
+from .multiscale import ActNormImage, InvertibleConv1x1, MultiScale, Squeeze
 from .planar import Planar, Radial
 from .residual import AdditiveResidualCoupling, ContractiveResidual
 
@@ -28,4 +29,5 @@ __all__ = [
     "MADE", "InverseAutoregressive", "MaskedAutoregressive",
     "AdditiveResidualCoupling", "ContractiveResidual",
     "Planar", "Radial",
+    "ActNormImage", "InvertibleConv1x1", "MultiScale", "Squeeze",
 ]
