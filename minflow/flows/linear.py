@@ -27,6 +27,18 @@ from ..nn import Buffer, Parameter
 from .base import Flow, check_dim, zero_log_det
 
 
+def unit_lower(lower, lower_mask):
+    """L: the strictly lower entries of ``lower`` (where ``lower_mask``), ones on the diagonal."""
+    identity = backend.array_module(lower.data).eye(lower.shape[0], dtype=lower.dtype)
+    return ops.where(lower_mask, lower, identity)
+
+
+def upper_with_diagonal(upper, upper_mask, diagonal):
+    """U: the strictly upper entries of ``upper`` (where ``upper_mask``), ``diagonal`` on the diagonal."""
+    identity = backend.array_module(upper.data).eye(upper.shape[0], dtype=upper.dtype)
+    return ops.where(upper_mask, upper, 0) + diagonal * identity
+
+
 def _per_sample(log_det, x):
     """A log-det that is the same for every sample, copied to shape (B,)."""
     return ops.broadcast_to(log_det, (x.shape[0],))
@@ -157,18 +169,15 @@ class LULinear(Flow):
         self.upper_mask = Buffer(xp.triu(xp.ones((dim, dim), dtype=bool), k=1))
         self.event_shape = (dim,)
 
-    def _identity(self):
-        return backend.array_module(self.lower.data).eye(self.event_shape[0], dtype=self.lower.dtype)
-
     @property
     def L(self):
         """The unit lower triangular factor (a Tensor in the graph)."""
-        return ops.where(self.lower_mask, self.lower, self._identity())
+        return unit_lower(self.lower, self.lower_mask)
 
     @property
     def U(self):
         """The upper triangular factor, diagonal e^{log_diag} (a Tensor in the graph)."""
-        return ops.where(self.upper_mask, self.upper, 0) + ops.exp(self.log_diag) * self._identity()
+        return upper_with_diagonal(self.upper, self.upper_mask, ops.exp(self.log_diag))
 
     @property
     def weight(self):

@@ -41,6 +41,7 @@ from ..autodiff import Tensor, no_grad, ops
 from ..nn import Buffer, Parameter
 from .base import Flow, Sequential, check_dim, zero_log_det
 from .coupling import AffineCoupling, channel_mask
+from .linear import unit_lower, upper_with_diagonal
 
 
 def _check_image_shape(shape, owner):
@@ -283,18 +284,15 @@ class InvertibleConv1x1(Flow):
         self.lower_mask = Buffer(xp.tril(xp.ones((channels, channels), dtype=bool), k=-1))
         self.upper_mask = Buffer(xp.triu(xp.ones((channels, channels), dtype=bool), k=1))
 
-    def _identity(self):
-        return backend.array_module(self.lower.data).eye(self.event_shape[0], dtype=self.lower.dtype)
-
     @property
     def L(self):
-        """The unit lower triangular factor (a Tensor in the graph)."""
-        return ops.where(self.lower_mask, self.lower, self._identity())
+        """The unit lower triangular factor (a Tensor in the graph), as in LULinear."""
+        return unit_lower(self.lower, self.lower_mask)
 
     @property
     def U(self):
         """The upper triangular factor, diagonal sign * e^{log_diag} (a Tensor in the graph)."""
-        return ops.where(self.upper_mask, self.upper, 0) + self.sign * ops.exp(self.log_diag) * self._identity()
+        return upper_with_diagonal(self.upper, self.upper_mask, self.sign * ops.exp(self.log_diag))
 
     @property
     def weight(self):
