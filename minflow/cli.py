@@ -171,32 +171,39 @@ def run_training(args):
     splits = _splits(config)
     config["standardizer"] = {k: v.tolist() for k, v in splits.standardizer.state_dict().items()}
     model = _build(config)
-    try:
-        history = train.fit(model, splits.train, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                            schedule=args.schedule, val_data=splits.val, val_every=max(args.steps // 20, 1),
-                            seed=args.seed, progress=not args.no_progress)
-    except train.NonFiniteLossError as error:
-        raise TrainingFailed(f"{error}; nothing was written to {args.out!r}") from error
-    os.makedirs(args.out, exist_ok=True)
-    model.save(os.path.join(args.out, "model.npz"))
-    _write_json(os.path.join(args.out, "config.json"), config)
+    history = _fit(args, model, splits.train, splits.val)
     test_nll = train.evaluate_nll(model, splits.test)
     metrics = {
         "train_nll": train.evaluate_nll(model, splits.train),
         "val_nll": train.evaluate_nll(model, splits.val),
         "test_nll": test_nll,
         "test_nll_original_units": test_nll - splits.standardizer.log_det,
-        "steps": args.steps,
-        "steps_run": len(history["step"]),
-        "best_step": history["best_step"],
-        "stopped": history["stopped"],
-        "wall_time_seconds": history["wall_time"],
     }
+    return _write_run(args, model, config, metrics, history, lambda: write_figures(model, splits, history, args.out, args.seed),
+                      f"test NLL {test_nll:.4f} nats (standardised data)")
+
+
+def _fit(args, model, train_data, val_data):
+    """``train.fit`` with the command's options; a diverging run becomes a one-line error."""
+    try:
+        return train.fit(model, train_data, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                         schedule=args.schedule, val_data=val_data, val_every=max(args.steps // 20, 1),
+                         seed=args.seed, progress=not args.no_progress)
+    except train.NonFiniteLossError as error:
+        raise TrainingFailed(f"{error}; nothing was written to {args.out!r}") from error
+
+
+def _write_run(args, model, config, metrics, history, draw_figures, summary):
+    """Write the run folder: checkpoint, config, metrics (plus steps and wall time), history, figures."""
+    os.makedirs(args.out, exist_ok=True)
+    model.save(os.path.join(args.out, "model.npz"))
+    _write_json(os.path.join(args.out, "config.json"), config)
+    metrics.update({"steps": args.steps, "steps_run": len(history["step"]), "best_step": history["best_step"],
+                    "stopped": history["stopped"], "wall_time_seconds": history["wall_time"]})
     _write_json(os.path.join(args.out, "metrics.json"), metrics)
     _write_json(os.path.join(args.out, "history.json"), history)
-    figures = [] if args.no_figures else write_figures(model, splits, history, args.out, args.seed)
-    print(f"{args.model} on {args.data}: test NLL {test_nll:.4f} nats (standardised data), "
-          f"{metrics['wall_time_seconds']:.1f} s for {metrics['steps_run']} steps")
+    figures = [] if args.no_figures else draw_figures()
+    print(f"{args.model} on {args.data}: {summary}, {metrics['wall_time_seconds']:.1f} s for {metrics['steps_run']} steps")
     print(f"wrote {os.path.join(args.out, 'model.npz')}, metrics.json" + "".join(f", {os.path.basename(f)}" for f in figures))
     return metrics
 
@@ -263,33 +270,16 @@ def run_image_training(args):
     except ValueError as error:
         raise UsageError(str(error)) from error
     train_images = fresh_dequantizations(args.seed, splits.alpha, config["train_copies"])
-    try:
-        history = train.fit(model, train_images, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                            schedule=args.schedule, val_data=splits.val, val_every=max(args.steps // 20, 1),
-                            seed=args.seed, progress=not args.no_progress)
-    except train.NonFiniteLossError as error:
-        raise TrainingFailed(f"{error}; nothing was written to {args.out!r}") from error
-    os.makedirs(args.out, exist_ok=True)
-    model.save(os.path.join(args.out, "model.npz"))
-    _write_json(os.path.join(args.out, "config.json"), config)
+    history = _fit(args, model, train_images, splits.val)
     metrics = {  # train_bpd: on splits.train, the training digits with data.digits' own noise
         "train_bpd": _bits_per_dim(model, splits.train, splits.train_log_det),
         "val_bpd": _bits_per_dim(model, splits.val, splits.val_log_det),
         "test_bpd": _bits_per_dim(model, splits.test, splits.test_log_det),
         "test_nll": train.evaluate_nll(model, splits.test),
-        "steps": args.steps,
-        "steps_run": len(history["step"]),
-        "best_step": history["best_step"],
-        "stopped": history["stopped"],
-        "wall_time_seconds": history["wall_time"],
     }
-    _write_json(os.path.join(args.out, "metrics.json"), metrics)
-    _write_json(os.path.join(args.out, "history.json"), history)
-    figures = [] if args.no_figures else write_image_figures(model, splits, history, args.out, args.seed)
-    print(f"{args.model} on {args.data}: test {metrics['test_bpd']:.3f} bits/dim, "
-          f"{metrics['wall_time_seconds']:.1f} s for {metrics['steps_run']} steps")
-    print(f"wrote {os.path.join(args.out, 'model.npz')}, metrics.json" + "".join(f", {os.path.basename(f)}" for f in figures))
-    return metrics
+    return _write_run(args, model, config, metrics, history,
+                      lambda: write_image_figures(model, splits, history, args.out, args.seed),
+                      f"test {metrics['test_bpd']:.3f} bits/dim")
 
 
 def write_image_figures(model, splits, history, folder, seed=0, pairs=4, steps=8):
