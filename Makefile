@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 INSTALLED = $(VENV)/.installed
 
-.PHONY: install demo test test-all clean
+.PHONY: install demo test test-all lectures clean
 
 install: $(INSTALLED)
 
@@ -27,6 +27,10 @@ test: install
 # The thorough hypothesis profile (more examples per property).
 test-all: install
 	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q
+
+# The course as executed notebooks (with their figures) in build/lectures; not committed.
+lectures: install
+	$(BIN)/python lectures/build.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis runs

@@ -1,0 +1,630 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Lecture 2 — Linear and elementwise flows
+#
+# A normalizing flow is an invertible map $f$ from data $x$ to a latent $z = f(x)$ whose
+# density we know, usually $p_Z = \mathcal{N}(0, I)$. The change of variables gives the
+# density of the data:
+#
+# $$p_X(x) = p_Z(f(x))\,\lvert\det J_f(x)\rvert, \qquad J_f(x) = \frac{\partial f}{\partial x}.$$
+#
+# Throughout the course $f: x \mapsto z$ is the **normalizing** direction (minflow's
+# `forward`) and $f^{-1}: z \mapsto x$ the **generative** one (minflow's `inverse`, used to
+# sample). *Understanding Deep Learning* (UDL, Prince 2023, ch. 16) writes its flows in
+# the generative direction, $x = f[z, \phi]$; when we quote UDL we say so.
+#
+# A flow layer must do two things cheaply: be inverted, and give $\log\lvert\det J\rvert$.
+# This lecture studies the two simplest families, which between them contain the two
+# ingredients of every flow in the course:
+#
+# * **linear flows** $z = Wx + b$ *mix* the coordinates; their Jacobian is the constant
+#   matrix $W$, and the whole question is what $\det W$ costs;
+# * **elementwise flows** $z_i = g(x_i)$ *bend* each coordinate on its own; their Jacobian
+#   is diagonal, so the log-determinant is a sum of scalar log-derivatives.
+#
+# Keep `minflow/flows/linear.py`, `minflow/flows/transformers.py` and
+# `minflow/flows/elementwise.py` open beside this notebook: their docstrings are the
+# written half of this lecture.
+
+# %%
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from minflow import NormalizingFlow, Sequential
+from minflow.autodiff import no_grad, ops
+from minflow.flows import (ElementwiseAffine, Flow, Linear, LULinear, PiecewiseLinear,
+                           RationalQuadraticSpline, Reverse)
+from minflow.flows.transformers import (piecewise_linear, piecewise_linear_inverse,
+                                        rational_quadratic_spline, rational_quadratic_spline_inverse)
+from minflow.nn import Parameter
+from minflow.testing import check_flow
+
+from _common import QUICK, budget, check, show
+
+rng = np.random.default_rng(0)
+print("quick mode: small samples and sizes" if QUICK else "full mode")
+
+# %% [markdown]
+# ## 1. Linear flows: a Gaussian stays Gaussian
+#
+# Open `minflow/flows/linear.py` and read `Linear.forward`: per sample,
+#
+# $$z = W x + b, \qquad J_f(x) = W \text{ at every } x, \qquad
+#   \log\lvert\det J_f\rvert = \log\lvert\det W\rvert .$$
+#
+# **Claim.** If $x \sim \mathcal{N}(m, S)$ then $z = Wx + b \sim \mathcal{N}(Wm + b,\; W S W^\top)$.
+#
+# *Mean and covariance* follow from linearity of expectation:
+# $\mathbb{E}[z] = W\mathbb{E}[x] + b = Wm + b$, and
+# $\operatorname{Cov}[z] = \mathbb{E}[(W(x-m))(W(x-m))^\top] = W\,\mathbb{E}[(x-m)(x-m)^\top]\,W^\top = WSW^\top$.
+#
+# *Gaussianity* follows from the change of variables itself, run the other way:
+# $x = W^{-1}(z-b)$, so
+# $p_Z(z) = \mathcal{N}(W^{-1}(z-b);\, m, S)\,/\,\lvert\det W\rvert$. In the exponent,
+# $(W^{-1}(z-b) - m)^\top S^{-1} (W^{-1}(z-b) - m) = (z - \mu)^\top (W S W^\top)^{-1} (z - \mu)$
+# with $\mu = Wm + b$, and in the normaliser
+# $\lvert\det W\rvert\sqrt{\det S} = \sqrt{\det(W S W^\top)}$: this is exactly the density of
+# $\mathcal{N}(\mu, WSW^\top)$.
+#
+# Let us check it with minflow's own `Linear` layer: sample $x$, push it through
+# `forward`, and compare the sample covariance of $z$ with $WSW^\top$.
+
+# %%
+n_samples = budget(200_000, 20_000)
+m = np.array([1.0, -0.5])
+S = np.array([[1.0, 0.6], [0.6, 0.5]])
+x = rng.multivariate_normal(m, S, size=n_samples)
+
+layer = Linear(2, seed=0)
+layer.weight.data = np.array([[1.5, -0.8], [0.4, 0.9]])  # any invertible W
+layer.bias.data = np.array([0.5, 1.0])
+W, b = layer.weight.data, layer.bias.data
+
+with no_grad():
+    z, log_det = layer.forward(x)
+z = z.data
+
+predicted_mean, predicted_cov = W @ m + b, W @ S @ W.T
+print("sample mean of z      ", z.mean(axis=0), "  predicted W m + b   ", predicted_mean)
+print("sample covariance of z\n", np.cov(z.T), "\npredicted W S W^T\n", predicted_cov)
+print("log-det of the layer", log_det.data[0], " log|det W| =", np.log(abs(np.linalg.det(W))))
+
+# The sample mean and covariance have standard errors of order 1/sqrt(n); 6/sqrt(n) is a safe band.
+tolerance = 6.0 * np.abs(predicted_cov).max() / np.sqrt(n_samples)
+assert np.allclose(z.mean(axis=0), predicted_mean, atol=tolerance)
+assert np.allclose(np.cov(z.T), predicted_cov, atol=2 * tolerance)
+assert np.allclose(log_det.data, np.log(abs(np.linalg.det(W))))
+
+# %% [markdown]
+# The picture: the ellipse that holds a Gaussian's mass is carried by $W$ onto the ellipse of
+# the new covariance (dashed: drawn from the formulas, not from the samples).
+
+# %%
+def ellipse(mean, cov, radius=2.0, points=200):
+    """The curve {mean + radius * C u : |u| = 1} with C C^T = cov: a 2-sigma contour."""
+    angle = np.linspace(0, 2 * np.pi, points)
+    return mean + radius * np.stack([np.cos(angle), np.sin(angle)], 1) @ np.linalg.cholesky(cov).T
+
+
+fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+shown = slice(0, 3000)
+for ax, points, mean, cov, title in (
+    (axes[0], x, m, S, r"data $x \sim \mathcal{N}(m, S)$"),
+    (axes[1], z, predicted_mean, predicted_cov, r"$z = Wx + b \sim \mathcal{N}(Wm+b,\ WSW^\top)$"),
+):
+    ax.scatter(points[shown, 0], points[shown, 1], s=2, alpha=0.4)
+    curve = ellipse(mean, cov)
+    ax.plot(curve[:, 0], curve[:, 1], "k--", lw=1.5, label="2-sigma ellipse from the formula")
+    ax.set_title(title)
+    ax.set_aspect("equal", adjustable="datalim")
+axes[0].legend(loc="lower right", fontsize=8)
+fig.tight_layout()
+plt.close(fig)  # free pyplot's reference; the returned figure still displays in a notebook
+show(fig, "02_linear_gaussian.png")
+
+# %% [markdown]
+# **What a linear flow can model.** Put the base $\mathcal{N}(0, I)$ at the latent end. By
+# the claim with $x \leftrightarrow z$ swapped, $x = W^{-1}(z - b)$ is Gaussian with mean
+# $-W^{-1}b$ and covariance $W^{-1}W^{-\top} = (W^\top W)^{-1}$. So the model density
+# `NormalizingFlow(Linear).log_prob` must equal that Gaussian's log-density everywhere:
+
+# %%
+model = NormalizingFlow(layer)
+points = rng.normal(size=(5, 2)) * 2
+gaussian_mean = -np.linalg.solve(W, b)
+gaussian_cov = np.linalg.inv(W.T @ W)
+centred = points - gaussian_mean
+by_hand = (-0.5 * np.einsum("bi,ij,bj->b", centred, np.linalg.inv(gaussian_cov), centred)
+           - 0.5 * np.log(np.linalg.det(2 * np.pi * gaussian_cov)))
+with no_grad():
+    by_model = model.log_prob(points).data
+print("model log p(x)   ", by_model)
+print("Gaussian log p(x)", by_hand)
+assert np.allclose(by_model, by_hand, atol=1e-12)
+
+# %% [markdown]
+# And stacking does not help: two linear layers are one linear layer with matrix
+# $W_2W_1$, so a flow made of linear layers only, however deep, still models a single
+# full-covariance Gaussian. To model two moons we need *nonlinear* layers between them
+# (section 3, and the coupling layers of lecture 3).
+
+# %%
+first, second = Linear(3, seed=1), Linear(3, seed=2)
+for lin in (first, second):
+    lin.bias.data = rng.normal(size=3)
+merged = Linear(3, seed=3)
+merged.weight.data = second.weight.data @ first.weight.data
+merged.bias.data = second.weight.data @ first.bias.data + second.bias.data
+probe = rng.normal(size=(4, 3))
+with no_grad():
+    z_stack, log_det_stack = Sequential([first, second]).forward(probe)
+    z_merged, log_det_merged = merged.forward(probe)
+assert np.allclose(z_stack.data, z_merged.data) and np.allclose(log_det_stack.data, log_det_merged.data)
+print("two linear layers == one linear layer with W = W2 W1: True")
+
+# %% [markdown]
+# ## 2. The price of a determinant: dense $O(D^3)$ versus LU $O(D)$
+#
+# `Linear.forward` computes $\log\lvert\det W\rvert$ with `ops.slogdet`, which factorises
+# $W = PLU$ (Gaussian elimination) and sums $\log\lvert U_{ii}\rvert$: $O(D^3)$ work, and
+# the gradient $\partial \log\lvert\det W\rvert / \partial W = W^{-\top}$ costs $O(D^3)$ too.
+#
+# Glow's trick (Kingma & Dhariwal 2018) is to *store* the factors instead. Open
+# `minflow/flows/linear.py` and read `LULinear`: $W = LU$ with $L$ unit lower triangular
+# and $U$ upper triangular with diagonal $e^{s_i}$. The determinant of a triangular matrix
+# is the product of its diagonal, and $\det(LU) = \det L \det U$, so
+#
+# $$\log\lvert\det W\rvert = \underbrace{\log 1}_{L} + \sum_i s_i \quad\text{— } O(D).$$
+#
+# First the formula, checked against a brute-force `slogdet` of the matrix $W = LU$ for
+# random (non-identity) parameters:
+
+# %%
+D = 8
+lu = LULinear(D)
+for p in lu.parameters():
+    p.data = p.data + 0.5 * rng.normal(size=p.shape)
+with no_grad():
+    _, lu_log_det = lu.forward(rng.normal(size=(3, D)))
+    W_lu = lu.weight.data
+sign, brute_force = np.linalg.slogdet(W_lu)
+print("LULinear log-det", lu_log_det.data[0], "   slogdet(L U)", brute_force, "   sign", sign)
+assert np.allclose(lu_log_det.data, brute_force, atol=1e-12)
+assert np.isclose(lu_log_det.data[0], lu.log_diag.data.sum())
+assert sign > 0  # det W = exp(sum s) > 0: LU reaches only matrices with positive determinant
+
+# %% [markdown]
+# Now the cost. We time the log-determinant each layer computes in its `forward`: the
+# dense `ops.slogdet(W)` against the LU layer's `ops.sum(log_diag)`, for growing $D$
+# (best of several repeats, so a busy machine adds little noise).
+#
+# *A note on the inverse.* In exact arithmetic $W^{-1}z$ costs two triangular solves,
+# $O(D^2)$ per sample for LU. NumPy has no triangular solver, so on this backend
+# `ops.solve_triangular` calls the general $O(D^3)$ solver (see the comment in
+# `minflow/autodiff/ops.py`): the inverse is not where the CPU speed-up shows, so we time
+# only the log-determinant.
+
+# %%
+def best_time(fn, repeats=5, min_seconds=0.01):
+    """Seconds per call: the best of ``repeats`` runs of as many calls as fit in min_seconds."""
+    fn()
+    best = np.inf
+    for _ in range(repeats):
+        calls, start = 0, time.perf_counter()
+        while time.perf_counter() - start < min_seconds:
+            fn()
+            calls += 1
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best
+
+
+dims = budget([16, 32, 64, 128, 256, 512], [16, 32, 64, 128, 256])
+dense_times, lu_times = [], []
+with no_grad():
+    for dim in dims:
+        dense, triangular = Linear(dim, seed=0), LULinear(dim)
+        dense_times.append(best_time(lambda dense=dense: ops.slogdet(dense.weight)))
+        lu_times.append(best_time(lambda triangular=triangular: ops.sum(triangular.log_diag)))
+for dim, t_dense, t_lu in zip(dims, dense_times, lu_times):
+    print(f"D = {dim:4d}   dense slogdet {t_dense * 1e6:9.1f} us   LU sum {t_lu * 1e6:6.1f} us   ratio {t_dense / t_lu:7.1f}")
+
+# %%
+fig, ax = plt.subplots(figsize=(5.5, 4))
+ax.loglog(dims, np.array(dense_times) * 1e6, "o-", label=r"Linear: slogdet(W), $O(D^3)$")
+ax.loglog(dims, np.array(lu_times) * 1e6, "s-", label=r"LULinear: $\sum_i s_i$, $O(D)$")
+reference = np.array(dims, dtype=float)
+ax.loglog(reference, dense_times[-1] * 1e6 * (reference / reference[-1]) ** 3, "k:", lw=1,
+          label=r"slope 3 (through the last point)")
+ax.set_xticks(dims, [str(dim) for dim in dims])
+ax.xaxis.set_minor_locator(plt.NullLocator())  # no crowded minor labels on the log axis
+ax.set_xlabel("dimension D")
+ax.set_ylabel("time per log-det (microseconds)")
+ax.set_title("cost of log|det W| per forward pass")
+ax.legend(fontsize=8)
+fig.tight_layout()
+plt.close(fig)  # free pyplot's reference; the returned figure still displays in a notebook
+show(fig, "02_logdet_cost.png")
+
+# %% [markdown]
+# What the measurements say, and what the cell below checks: at the largest $D$ the dense
+# log-determinant is more than ten times slower than the LU one; over the range of $D$ the
+# dense cost grows by more than 30x, while the LU cost (a sum of $D$ numbers, dominated by
+# Python's fixed overhead at these sizes) grows by less than 4x. At small $D$ both are
+# overhead; the dense curve bends towards the slope-3 line as $D$ grows.
+
+# %%
+ratio_at_largest = dense_times[-1] / lu_times[-1]
+dense_growth, lu_growth = dense_times[-1] / dense_times[0], lu_times[-1] / lu_times[0]
+print(f"ratio at D = {dims[-1]}: {ratio_at_largest:.0f}; dense grew {dense_growth:.0f}x, LU grew {lu_growth:.1f}x")
+assert ratio_at_largest > 10 and dense_growth > 30 and lu_growth < 4
+
+# %% [markdown]
+# Which matrices can `LULinear` reach? $U_{ii} = e^{s_i} > 0$, so exactly those with
+# positive leading principal minors (the docstring explains why). Every invertible matrix
+# is $PLUS$ with a permutation $P$ and a diagonal of signs $S$; a `Permutation` between
+# layers supplies $P$, and for density modelling the sign never matters.
+#
+# ## 3. Elementwise flows and the piecewise-linear map (UDL eq. 16.12)
+#
+# An elementwise flow applies a strictly monotonic scalar map — a *transformer* — to each
+# coordinate: $z_i = g(x_i; \theta_i)$. Coordinate $i$ of $z$ depends on $x_i$ only, so
+#
+# $$J_f = \operatorname{diag}\big(g'(x_1), \dots, g'(x_D)\big), \qquad
+#   \log\lvert\det J_f\rvert = \sum_i \log\lvert g'(x_i)\rvert \quad\text{— } O(D).$$
+#
+# Every transformer in `minflow/flows/transformers.py` returns the pair
+# `(g(x), log|g'(x)|)`, so the log-determinant is one `sum` away.
+#
+# UDL (section 16.3.2) builds one from $K$ bins of equal width $1/K$ on $[0, 1]$ and
+# positive masses $\phi_1, \dots, \phi_K$ summing to 1. UDL applies it as a layer of its
+# generative map; as a monotone bijection of $[0,1]$ it serves either direction, and
+# minflow's `PiecewiseLinear` flow uses it as $z = f(x)$. A point $h$ lies in bin
+# $b = \lfloor hK \rfloor + 1$ and (UDL eq. 16.12)
+#
+# $$f(h) = \sum_{k=1}^{b-1} \phi_k + (hK - b + 1)\,\phi_b .$$
+#
+# So $f$ sends the knot $k/K$ to the cumulative mass $\phi_1 + \dots + \phi_k$; in particular
+# $f(0) = 0$ and $f(1) = \sum_k\phi_k = 1$. Inside bin $b$ it is a straight line of slope
+# $f'(h) = K\phi_b > 0$, hence increasing and invertible. The inverse is analytic: find the
+# bin $b$ whose cumulative masses bracket $y$, then solve the line for $h$.
+#
+# Read `piecewise_linear` and `piecewise_linear_inverse` in `minflow/flows/transformers.py`,
+# then evaluate them with the masses $\phi = (0.2, 0.1, 0.4, 0.05, 0.25)$:
+
+# %%
+phi = np.array([0.2, 0.1, 0.4, 0.05, 0.25])
+K = len(phi)
+h = np.linspace(0.0, 1.0, 1001)
+y, log_derivative = piecewise_linear(h, phi)
+y, log_derivative = y.data, log_derivative.data
+
+knots = np.arange(K + 1) / K
+cumulative = np.concatenate([[0.0], np.cumsum(phi)])
+y_at_knots = piecewise_linear(knots, phi)[0].data
+print("f at the knots k/5:", y_at_knots, "\ncumulative masses: ", cumulative)
+middles = (np.arange(K) + 0.5) / K
+slopes = np.exp(piecewise_linear(middles, phi)[1].data)
+print("f' in each bin:", slopes, "  5 phi_b:", K * phi)
+h_back = piecewise_linear_inverse(y, phi)[0].data
+
+assert y[0] == 0.0 and y[-1] == 1.0  # exactly: minflow normalises the knots so that C_K = 1
+assert np.allclose(y_at_knots, cumulative, atol=1e-15)
+assert np.allclose(slopes, K * phi)
+assert np.all(np.diff(y) > 0)  # strictly increasing
+assert np.allclose(h_back, h, atol=1e-14)  # the analytic inverse undoes f
+
+# %% [markdown]
+# A flow's density view makes this map memorable. Take a **uniform** base on $[0,1]$ in
+# the normalizing direction, $z = f(x)$: then $p_X(x) = p_Z(f(x))\,f'(x) = K\phi_b$ in bin
+# $b$ — the piecewise-linear flow is a histogram with bar heights $K\phi_b$. Sampling is the
+# generative direction $x = f^{-1}(z)$, $z \sim U(0,1)$; the cell checks the histogram of
+# the samples against $K\phi_b$.
+
+# %%
+n_uniform = budget(200_000, 20_000)
+x_samples = piecewise_linear_inverse(rng.random(n_uniform), phi)[0].data
+histogram, _ = np.histogram(x_samples, bins=K, range=(0, 1), density=True)
+print("histogram of f^{-1}(U(0,1)):", np.round(histogram, 3), "  K phi_b:", K * phi)
+assert np.allclose(histogram, K * phi, atol=8 * np.sqrt(K * phi.max() * K / n_uniform))
+
+# %% [markdown]
+# The figure below reproduces UDL's figure of this map: (a) the slope $K\phi_b$ of each
+# bin, (b) the map $f$ itself, with each equal-width bin stretched to height $\phi_b$,
+# (c) its inverse, the same curve reflected in the diagonal, and (d) the density of
+# $x = f^{-1}(z)$ for uniform $z$.
+
+# %%
+fig, axes = plt.subplots(1, 4, figsize=(15, 3.7))
+colors = plt.cm.viridis(np.linspace(0.1, 0.9, K))
+for k in range(K):
+    axes[0].bar(middles[k], K * phi[k], width=1 / K, color=colors[k], edgecolor="k")
+    inside = (h >= knots[k]) & (h <= knots[k + 1])
+    axes[1].plot(h[inside], y[inside], color=colors[k], lw=2.5)
+    axes[2].plot(y[inside], h[inside], color=colors[k], lw=2.5)
+    axes[3].bar(middles[k], histogram[k], width=1 / K, color=colors[k], alpha=0.7, edgecolor="k")
+axes[0].set(title=r"(a) slope in each bin, $K\phi_b$", xlabel="h", ylabel=r"$f'(h)$", xlim=(0, 1))
+axes[1].plot(knots, cumulative, "ko", ms=4)
+for k in range(1, K):
+    axes[1].axhline(cumulative[k], color="0.8", lw=0.8, zorder=0)
+    axes[1].axvline(knots[k], color="0.8", lw=0.8, zorder=0)
+axes[1].set(title=r"(b) $f(h)$: knots $k/K \mapsto \phi_1+\dots+\phi_k$", xlabel="h", ylabel="f(h)")
+axes[2].plot([0, 1], [0, 1], "k:", lw=0.8)
+axes[2].set(title=r"(c) the inverse $f^{-1}(y)$", xlabel="y", ylabel=r"$f^{-1}(y)$")
+axes[3].step(knots, np.append(K * phi, K * phi[-1]), where="post", color="k", lw=1.2, label=r"$K\phi_b$")
+axes[3].set(title=r"(d) histogram of $f^{-1}(U(0,1))$", xlabel="x", ylabel="density")
+axes[3].legend(fontsize=8)
+for ax in axes[1:3]:
+    ax.set_aspect("equal")
+fig.tight_layout()
+plt.close(fig)  # free pyplot's reference; the returned figure still displays in a notebook
+show(fig, "02_piecewise_linear.png")
+
+# %% [markdown]
+# The price of straight pieces: $f'$ jumps at every knot, so the density of a
+# piecewise-linear flow is a staircase, and $f$ only works on $[0, 1]$ (a real-valued
+# input needs a sigmoid in front). The next transformer fixes both.
+#
+# ## 4. The rational-quadratic spline, with identity tails
+#
+# Neural Spline Flows (Durkan et al. 2019) replace each straight piece by a ratio of two
+# quadratics. The spline lives on $[-B, B]$ with $K$ bins of widths $w_k$ and heights $h_k$
+# (each summing to $2B$) and a positive derivative $d_k$ at every knot $(x_k, y_k)$. For
+# $x$ in bin $k$, with $\xi = (x - x_k)/w_k$ and the bin's slope $s_k = h_k / w_k$,
+#
+# $$g(x) = y_k + \frac{h_k\,[\,s_k\xi^2 + d_k\,\xi(1-\xi)\,]}{s_k + (d_{k+1} + d_k - 2s_k)\,\xi(1-\xi)} ,$$
+#
+# which passes through the knots with slope exactly $d_k$ there, so $g'$ is continuous.
+# Outside $[-B, B]$ it is the identity ("linear tails"), and with $d_0 = d_K = 1$ the
+# slope is continuous at $\pm B$ as well. Its inverse solves a quadratic in $\xi$
+# analytically. The derivation (and the numerically stable root) is in the docstring of
+# `rational_quadratic_spline` in `minflow/flows/transformers.py`; read it now.
+#
+# We set the parameters by hand ($B = 3$, $K = 4$):
+
+# %%
+B = 3.0
+widths = np.array([1.0, 2.0, 2.0, 1.0])   # sum 2B
+heights = np.array([2.0, 0.5, 1.5, 2.0])  # sum 2B
+derivatives = np.array([1.0, 0.4, 2.5, 0.7, 1.0])  # d_0 = d_K = 1: matches the identity tails
+x_grid = np.linspace(-5, 5, 2001)
+g, log_g_prime = rational_quadratic_spline(x_grid, widths, heights, derivatives, B)
+g, g_prime = g.data, np.exp(log_g_prime.data)
+
+knot_x = -B + np.concatenate([[0.0], np.cumsum(widths)])
+knot_y = -B + np.concatenate([[0.0], np.cumsum(heights)])
+g_knots, log_d_knots = rational_quadratic_spline(knot_x, widths, heights, derivatives, B)
+tails = np.abs(x_grid) > B
+eps = 1e-6
+finite_difference = (rational_quadratic_spline(x_grid + eps, widths, heights, derivatives, B)[0].data
+                     - rational_quadratic_spline(x_grid - eps, widths, heights, derivatives, B)[0].data) / (2 * eps)
+near_knots = np.abs(x_grid[:, None] - knot_x[None, :]).min(axis=1) < 2 * eps  # g'' jumps at a knot: skip those points
+x_back = rational_quadratic_spline_inverse(g, widths, heights, derivatives, B)[0].data
+
+print("g at the knots:", g_knots.data, "  knot heights y_k:", knot_y)
+print("g' at the knots:", np.exp(log_d_knots.data), "  d_k:", derivatives)
+assert np.allclose(g_knots.data, knot_y, atol=1e-12)
+assert np.allclose(np.exp(log_d_knots.data), derivatives)
+assert np.all(g[tails] == x_grid[tails]) and np.all(log_g_prime.data[tails] == 0.0)  # exactly the identity
+assert np.allclose(g_prime[~near_knots], finite_difference[~near_knots], atol=1e-6)  # the log-derivative formula
+assert np.all(np.diff(g) > 0)
+assert np.allclose(x_back, x_grid, atol=1e-12)  # the analytic inverse
+
+# %% [markdown]
+# And the slope has no jump at any knot: just left and just right of each knot (and of
+# $\pm B$, where the spline meets the tails) it is $d_k$ to within $10^{-6}$.
+
+# %%
+for side in (-1e-7, 1e-7):
+    slope_beside = np.exp(rational_quadratic_spline(knot_x + side, widths, heights, derivatives, B)[1].data)
+    assert np.allclose(slope_beside, derivatives, atol=1e-6)
+print("g' is continuous at every knot: True")
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+axes[0].plot(x_grid, x_grid, color="0.75", lw=1, ls="--", label="identity")
+axes[0].plot(x_grid, g, lw=2, label="spline g(x)")
+axes[0].plot(knot_x, knot_y, "ko", ms=4, label="knots $(x_k, y_k)$")
+for edge in (-B, B):
+    axes[0].axvline(edge, color="0.6", lw=0.8, ls=":")
+    axes[1].axvline(edge, color="0.6", lw=0.8, ls=":")
+axes[0].set(title=rf"rational-quadratic spline, $K={len(widths)}$, $B={B:g}$", xlabel="x", ylabel="g(x)")
+axes[0].legend(fontsize=8)
+axes[0].set_aspect("equal")
+axes[1].plot(x_grid, g_prime, lw=2, label="g'(x) (formula)")
+axes[1].plot(knot_x, derivatives, "ko", ms=4, label="$d_k$ at the knots")
+axes[1].set(title="its derivative: positive, continuous, 1 in the tails", xlabel="x", ylabel="g'(x)")
+axes[1].legend(fontsize=8)
+fig.tight_layout()
+plt.close(fig)  # free pyplot's reference; the returned figure still displays in a notebook
+show(fig, "02_rq_spline.png")
+
+# %% [markdown]
+# ## 5. Elementwise flows as layers
+#
+# `minflow/flows/elementwise.py` wraps each transformer into a flow with trainable
+# parameters (one set per dimension): `ElementwiseAffine`, `PiecewiseLinear`,
+# `RationalQuadraticSpline`, .... Their parameters are *unconstrained* arrays mapped to
+# valid ones (softmax for masses and bin sizes, softplus for derivatives), so an optimizer
+# can move them freely. Each starts as the identity map; we perturb them and let
+# `minflow.testing.check_flow` verify every property: round trips, the log-determinant
+# against a finite-difference Jacobian, batch independence, and gradients.
+#
+# A useful pattern is already the skeleton of a neural spline flow: a linear layer that
+# mixes, an elementwise spline that bends, a permutation.
+
+# %%
+def perturbed(flow, scale=0.5, seed=0):
+    generator = np.random.default_rng(seed)
+    for p in flow.parameters():
+        p.data = p.data + scale * generator.normal(size=p.shape)
+    return flow
+
+
+for name, flow in {
+    "ElementwiseAffine": perturbed(ElementwiseAffine(3)),
+    "PiecewiseLinear": perturbed(PiecewiseLinear(3, bins=5)),
+    "RationalQuadraticSpline": perturbed(RationalQuadraticSpline(3, bins=6, bound=3.0)),
+    "LULinear + spline + Reverse": perturbed(Sequential([LULinear(3), RationalQuadraticSpline(3), Reverse(3)])),
+}.items():
+    check_flow(flow)  # raises AssertionError, naming the property, if anything is wrong
+    print(f"check_flow({name}): all properties hold")
+
+# %% [markdown]
+# ## Exercises
+#
+# ### Exercise 2.1 — $f(0.5)$ by hand
+#
+# With $\phi = (0.2, 0.1, 0.4, 0.05, 0.25)$ and $K = 5$, compute $f(0.5)$ from eq. 16.12 with
+# pen and paper: which bin $b$ is $h = 0.5$ in, what is $hK - b + 1$, and what is the sum?
+# Put your number in `f_half`.
+
+# %%
+f_half = None  # your number here
+
+# %% [markdown]
+# #### Solution (try it yourself first)
+#
+# $hK = 2.5$, so $b = \lfloor 2.5 \rfloor + 1 = 3$ and $hK - b + 1 = 0.5$:
+# $f(0.5) = \phi_1 + \phi_2 + 0.5\,\phi_3 = 0.2 + 0.1 + 0.2 = 0.5$.
+# (A coincidence of these masses: the map crosses the diagonal at $h = 0.5$.)
+
+# %%
+f_half = 0.2 + 0.1 + (0.5 * 5 - 3 + 1) * 0.4
+
+# %%
+check("Exercise 2.1", f_half is not None and abs(f_half - piecewise_linear(np.array([0.5]), phi)[0].data[0]) < 1e-12,
+      "find the bin b = floor(hK) + 1 first, then add the masses of the bins before it and the fraction hK - b + 1 of phi_b")
+
+# %% [markdown]
+# ### Exercise 2.2 — invert one bin
+#
+# Write `inverse_in_bin(y, b, phi)`: for values $y$ known to lie in bin $b$ (1-based, as in
+# UDL), return $h = f^{-1}(y)$ by solving the straight line of eq. 16.12 for $h$. Use NumPy
+# only (not minflow).
+
+# %%
+def inverse_in_bin(y, b, phi):
+    return None  # your code here
+
+
+# %% [markdown]
+# #### Solution (try it yourself first)
+#
+# In bin $b$, $y = C_{b-1} + (hK - b + 1)\phi_b$ with $C_{b-1} = \phi_1 + \dots + \phi_{b-1}$.
+# Solve for $h$: $h = \big(b - 1 + (y - C_{b-1})/\phi_b\big)/K$.
+
+# %%
+def inverse_in_bin(y, b, phi):
+    below = np.sum(phi[: b - 1])  # C_{b-1}
+    return (b - 1 + (y - below) / phi[b - 1]) / len(phi)
+
+
+# %%
+y_in_bin_3 = np.linspace(0.3, 0.7, 9, endpoint=False)  # C_2 = 0.3 <= y < C_3 = 0.7
+answer = inverse_in_bin(y_in_bin_3, 3, phi)
+check("Exercise 2.2",
+      answer is not None
+      and np.allclose(answer, piecewise_linear_inverse(y_in_bin_3, phi)[0].data, atol=1e-12)
+      and np.allclose(piecewise_linear(np.asarray(answer), phi)[0].data, y_in_bin_3, atol=1e-12),
+      "h = (b - 1 + (y - C_{b-1}) / phi_b) / K, with C_{b-1} the mass of the bins before b")
+
+# %% [markdown]
+# ### Exercise 2.3 — your own elementwise flow
+#
+# Write a flow `ScaledSinh(dim)` (a subclass of `minflow.flows.Flow`) with one trainable
+# log-scale per dimension, $a$ (a `Parameter` of shape `(dim,)`), and
+#
+# $$z_i = e^{a_i}\sinh(x_i), \qquad x_i = \operatorname{asinh}(e^{-a_i} z_i).$$
+#
+# Derive its log-determinant (diagonal Jacobian!), implement `forward(x) -> (z, log_det)` and
+# `inverse(z) -> (x, log_det)` with `minflow.autodiff.ops` (there is no `ops.sinh`: build it
+# from `ops.exp`; and $\operatorname{asinh}(u) = \log(u + \sqrt{u^2 + 1})$), set
+# `self.event_shape = (dim,)`, and return an instance with non-zero $a$ from `make_flow`.
+# `check_flow` will then test it like any flow in minflow. Hints: copy the shape of
+# `ElementwiseAffine` in `minflow/flows/elementwise.py`; $\log\cosh x$ is
+# $\log\frac{e^x + e^{-x}}{2}$.
+
+# %%
+def make_flow(dim):
+    return None  # your code here
+
+
+# %% [markdown]
+# #### Solution (try it yourself first)
+#
+# $\partial z_i / \partial x_i = e^{a_i}\cosh x_i > 0$, so
+# $\log\lvert\det J\rvert = \sum_i \big(a_i + \log\cosh x_i\big)$, and the inverse's
+# log-determinant is minus that at the matching point. For negative $u$,
+# $\log(u + \sqrt{u^2+1})$ subtracts nearly equal numbers; using the odd symmetry
+# $\operatorname{asinh}(u) = \operatorname{sign}(u)\operatorname{asinh}(\lvert u\rvert)$ avoids it.
+
+# %%
+class ScaledSinh(Flow):
+    """z = exp(a) * sinh(x), elementwise; log|det dz/dx| = sum_i (a_i + log cosh x_i)."""
+
+    def __init__(self, dim):
+        self.event_shape = (dim,)
+        self.log_scale = Parameter(np.zeros(dim))
+
+    def forward(self, x):
+        x = self._check_input(x)
+        sinh = 0.5 * (ops.exp(x) - ops.exp(-x))
+        log_cosh = ops.log(0.5 * (ops.exp(x) + ops.exp(-x)))
+        return ops.exp(self.log_scale) * sinh, ops.sum(self.log_scale + log_cosh, axis=1)
+
+    def inverse(self, z):
+        z = self._check_input(z, "z")
+        u = z * ops.exp(-self.log_scale)
+        magnitude = ops.absolute(u)
+        x = ops.where(u.data >= 0, 1.0, -1.0) * ops.log(magnitude + ops.sqrt(magnitude * magnitude + 1.0))
+        log_cosh = ops.log(0.5 * (ops.exp(x) + ops.exp(-x)))
+        return x, -ops.sum(self.log_scale + log_cosh, axis=1)
+
+
+def make_flow(dim):
+    flow = ScaledSinh(dim)
+    flow.log_scale.data = np.linspace(-0.5, 0.5, dim)
+    return flow
+
+
+# %%
+def passes_check_flow(flow):
+    if not isinstance(flow, Flow):
+        return False
+    try:
+        check_flow(flow)
+    except AssertionError as error:
+        print(error)
+        return False
+    return True
+
+
+check("Exercise 2.3", passes_check_flow(make_flow(4)),
+      "check_flow names the property that fails; the log-det of an elementwise map is a sum of log-derivatives")
+
+# %% [markdown]
+# ## Summary
+#
+# * A linear flow keeps Gaussians Gaussian ($\mathcal{N}(m,S) \mapsto \mathcal{N}(Wm+b, WSW^\top)$);
+#   stacked linear layers collapse to one. Linear layers mix coordinates; they cannot bend.
+# * A dense $\log\lvert\det W\rvert$ costs $O(D^3)$; storing $W = LU$ makes it
+#   $\sum_i s_i$, $O(D)$ — structure in the Jacobian is what makes flows affordable.
+# * Elementwise flows bend each coordinate; their Jacobian is diagonal and the log-det a sum.
+#   UDL's piecewise-linear map is a learnable histogram; the rational-quadratic spline is
+#   smooth, analytically invertible, and the identity outside $[-B, B]$.
+# * Neither family alone can model two moons: linear layers cannot bend, elementwise layers
+#   cannot let one coordinate depend on another. Lecture 3 combines them: a *coupling layer*
+#   transforms half of the coordinates elementwise, with parameters computed from the other half.

@@ -1,0 +1,444 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Lecture 6 — Multi-scale flows and images
+#
+# So far every flow worked on vectors $x \in \mathbb{R}^D$. An image is also a vector — the
+# $8 \times 8$ digits of this lecture have $D = 64$ numbers — but it has a *layout*: pixels
+# have neighbours, and channels sit on top of each other. This lecture builds the pieces that
+# respect that layout and the architecture that makes deep image flows affordable:
+#
+# 1. images as tensors of shape $(B, C, H, W)$;
+# 2. **squeeze** (space to depth) and **factor-out** — the multi-scale architecture of RealNVP
+#    (Dinh, Sohl-Dickstein & Bengio 2017, §3.6);
+# 3. Glow's **invertible $1 \times 1$ convolution** and **actnorm** (Kingma & Dhariwal 2018, §3);
+# 4. **dequantization** and **bits per dimension**: how to fit a *continuous* density to
+#    *discrete* pixels, and the unit image models are compared in;
+# 5. a multi-scale model trained on the digits: its test bits/dim, its samples, and straight
+#    lines in its latent space.
+#
+# Notation, as in every lecture: $x$ is data, $z$ latent, and $f: x \mapsto z$ is the
+# *normalizing* direction (minflow's `forward`), so
+#
+# $$p_X(x) = p_Z(f(x))\,\lvert\det J_f(x)\rvert, \qquad \log p_X(x) = \log p_Z(z) + \log\lvert\det J_f(x)\rvert .$$
+#
+# Understanding Deep Learning (UDL, Prince 2023, ch. 16, the section on multi-scale flows)
+# writes flows in the *generative* direction $x = f(z)$; its $f$ is our $f^{-1}$.
+#
+# The source for this lecture is `minflow/flows/multiscale.py` — open it now and read its
+# module docstring; every class below is defined there.
+
+# %%
+import math
+
+import numpy
+
+from minflow import backend, cli, data, models, plot, testing, train
+from minflow.autodiff import no_grad
+from minflow.flows.multiscale import ActNormImage, InvertibleConv1x1, MultiScale, Squeeze
+
+from _common import QUICK, budget, check, show
+
+print("quick mode" if QUICK else "full mode")
+
+# %% [markdown]
+# ## 1. Images as $(B, C, H, W)$
+#
+# minflow stores a batch of images batch first: $B$ images, each with $C$ channels of
+# $H$ rows and $W$ columns. A grey image has $C = 1$. A flow on images is still a bijection of
+# $\mathbb{R}^D$ with $D = CHW$, and `log_det` is still one number per image, shape $(B,)$.
+#
+# Our data set is scikit-learn's 1,797 handwritten digits, $8 \times 8$ pixels with 17 grey levels
+# $0, 1, \dots, 16$. They ship inside scikit-learn, so nothing is downloaded.
+
+# %%
+pixels = data.digit_pixels()
+print("digits:", pixels.shape, pixels.dtype, "grey levels", pixels.min(), "..", pixels.max())
+assert pixels.shape == (1797, 1, 8, 8) and pixels.min() == 0 and pixels.max() == data.LEVELS - 1 == 16
+
+fig = plot.image_grid(pixels[:32], columns=8, value_range=(0, 16), title="32 real digits (grey levels 0..16)")
+show(fig, "06_real_digits.png")
+
+# %% [markdown]
+# ## 2. Squeeze: trading resolution for channels
+#
+# Coupling layers on images need a *mask*: which coordinates are kept ($h_1$) and which are
+# transformed ($h_2$). minflow's image couplings split the **channels** (`coupling.channel_mask`).
+# With $C = 1$ there is nothing to split — so we first **squeeze**: every $2 \times 2$ block of
+# pixels becomes one pixel with 4 channels,
+#
+# $$z[b,\; 4c + 2d_i + d_j,\; i,\; j] = x[b,\; c,\; 2i + d_i,\; 2j + d_j], \qquad d_i, d_j \in \{0, 1\},$$
+#
+# so $(C, H, W) \to (4C, H/2, W/2)$. Read `Squeeze.forward`: two reshapes around one transpose.
+# Watch it on a $1 \times 4 \times 4$ image holding the numbers $0..15$:
+
+# %%
+squeeze = Squeeze((1, 4, 4))
+x_small = numpy.arange(16, dtype=float).reshape(1, 1, 4, 4)
+z_small, squeeze_log_det = squeeze.forward(x_small)
+print("before, shape", x_small.shape)
+print(x_small[0, 0])
+print("after, shape", z_small.shape, "- channel k holds position (d_i, d_j) = divmod(k, 2) of every 2x2 block")
+for k in range(4):
+    print(f"channel {k}:", z_small.data[0, k].tolist())
+
+# %% [markdown]
+# Channel 0 holds the top-left pixel of every block (0, 2, 8, 10), channel 1 the top-right, and
+# so on. Squeeze is a **pure rearrangement**: every output is exactly one input, so its
+# Jacobian is a permutation matrix and $\log\lvert\det\rvert = 0$. We check all of that:
+
+# %%
+z_values = z_small.data
+assert sorted(z_values.ravel().tolist()) == sorted(x_small.ravel().tolist())  # same numbers, moved
+for c, di, dj, i, j in numpy.ndindex(1, 2, 2, 2, 2):
+    assert z_values[0, 4 * c + 2 * di + dj, i, j] == x_small[0, c, 2 * i + di, 2 * j + dj]
+assert numpy.all(squeeze_log_det.data == 0)
+x_back, _ = squeeze.inverse(z_small)
+assert numpy.array_equal(x_back.data, x_small)  # depth to space undoes it exactly
+jacobian = testing.numerical_jacobian(lambda a: squeeze.forward(a)[0].data, x_small)[0]
+assert numpy.allclose(numpy.sort(jacobian, axis=1)[:, -1], 1) and numpy.allclose(jacobian.sum(axis=0), 1)
+print("squeeze: a permutation of the 16 numbers, log-det 0, inverted exactly")
+
+# %% [markdown]
+# After a squeeze, the 4 channels of a pixel are 4 neighbouring pixels of the original image, so
+# a channel-wise coupling now conditions pixels on their neighbours, and a layer that mixes
+# channels (the $1 \times 1$ convolution of §4) mixes a $2 \times 2$ neighbourhood.
+#
+# ## 3. Factor-out: not every number needs the whole depth
+#
+# A flow keeps the dimension: a plain stack of $L$ layers on $D$ numbers costs $\propto L D$.
+# RealNVP's multi-scale architecture (Dinh et al. 2017, §3.6) **factors out** half the
+# channels after each scale of $K$ steps: they are declared part of the latent $z$ and leave the
+# computation, and only the other half goes through the next scale. Two reasons:
+#
+# * **compute and memory**: scale $s$ works on $D / 2^{s-1}$ numbers, so the whole pass costs
+#   $K D (1 + \tfrac12 + \tfrac14 + \dots) < 2 K D$ however many scales there are;
+# * **a hierarchy**: the coordinates factored out early model local detail; those that went
+#   through every scale (after repeated squeezing, each of their pixels sees the whole image)
+#   model the coarse, global structure.
+#
+# Because a factored-out $z_s$ never meets another layer, the map $x \mapsto (z_1, \dots, z_S)$ is
+# still a bijection with a block-triangular Jacobian, and with $p_Z = N(0, I)$
+#
+# $$\log p(x) = \sum_s \log N(z_s; 0, I) + \sum_{\text{layers}} \log\lvert\det J_\text{layer}\rvert .$$
+#
+# `MultiScale` (read `MultiScale.forward`) packs $z_1, \dots, z_S$ back into one $(C, H, W)$
+# array so that the base $N(0, I)$ computes that sum in one call. For the digits, with 2 scales:
+
+# %%
+steps_per_scale = 8
+model = models.glow((1, 8, 8), scales=2, steps_per_scale=steps_per_scale, hidden=64, seed=0)
+flow = model.flow
+print("factored-out parts:", flow.part_shapes)
+print("numbers each scale's steps work on:", [step.event_shape for step in (s[0] for s in flow.steps)])
+
+per_scale = [math.prod(steps[0].event_shape) for steps in flow.steps]  # each step's event size
+work_multiscale = sum(steps_per_scale * d for d in per_scale)
+work_plain = steps_per_scale * len(per_scale) * 64  # the same steps, all on D = 64 numbers
+print(f"coordinates pushed through steps: multi-scale {work_multiscale}, without factor-out {work_plain}, "
+      f"ratio {work_multiscale / work_plain:.2f}")
+assert flow.part_shapes == [(2, 4, 4), (8, 2, 2)] and sum(map(math.prod, flow.part_shapes)) == 64
+assert per_scale == [64, 32] and work_multiscale / work_plain == 0.75  # (64 + 32) / (64 + 64)
+assert work_multiscale < 2 * steps_per_scale * 64  # the bound K D (1 + 1/2 + ...) < 2 K D
+
+# %% [markdown]
+# With only two scales the saving is $1 - 96/128 = 25\%$; with $S$ scales the work is
+# $K D (2 - 2^{1-S})$ against $K D S$. Everything above is still one flow: `check_flow` runs
+# minflow's whole property suite (round trips, log-det against finite differences, batch
+# independence, gradients) on a small multi-scale flow with 2 scales.
+
+# %%
+testing.check_flow(MultiScale((1, 4, 4), scales=2, steps_per_scale=1, hidden=(8,), seed=0))
+print("MultiScale((1, 4, 4), scales=2) passes check_flow")
+
+# %% [markdown]
+# ## 4. The invertible $1 \times 1$ convolution
+#
+# Between couplings we used fixed permutations. Glow (Kingma & Dhariwal 2018, §3.2) *learns* the
+# mixing instead: the same $C \times C$ matrix $W$ is applied to the channel vector of every pixel,
+# $z[:, i, j] = W x[:, i, j]$ — a convolution with a $1 \times 1$ kernel. Ordering the $D = CHW$
+# coordinates pixel by pixel, its Jacobian is block diagonal with $HW$ copies of $W$, hence
+#
+# $$\log\lvert\det J\rvert = H W \log\lvert\det W\rvert .$$
+#
+# minflow stores $W = P L U$ (a fixed permutation, a unit lower and an upper triangular factor),
+# so $\log\lvert\det W\rvert = \sum_i s_i$ costs $O(C)$ instead of $O(C^3)$ (read
+# `InvertibleConv1x1`). We check the formula against a finite-difference Jacobian of the whole
+# $D \times D$ map, for $C = 4$ channels on a $3 \times 2$ image, after training-like random
+# changes to the parameters (at initialisation $W$ is a rotation and every log-det is 0).
+
+# %%
+conv = InvertibleConv1x1(4, 3, 2, seed=1)
+rng = numpy.random.default_rng(0)
+for parameter in (conv.lower, conv.upper, conv.log_diag):
+    parameter.data = parameter.data + 0.3 * rng.standard_normal(parameter.data.shape)
+weight = conv.weight.data
+x_conv = rng.standard_normal((5, 4, 3, 2))
+with no_grad():
+    z_conv, conv_log_det = conv.forward(x_conv)
+jacobian = testing.numerical_jacobian(lambda a: conv.forward(a)[0].data, x_conv)  # (5, 24, 24)
+numeric = numpy.linalg.slogdet(jacobian)[1]
+formula = 3 * 2 * numpy.linalg.slogdet(weight)[1]
+print(f"H W log|det W| = {formula:.6f}; finite differences: {numeric.round(6)}; forward: {conv_log_det.data[0]:.6f}")
+assert numpy.allclose(numeric, formula, atol=1e-6) and numpy.allclose(conv_log_det.data, formula, atol=1e-10)
+assert abs(formula) > 0.1  # not the trivial log-det 0 of a rotation
+testing.check_flow(conv)
+
+# %% [markdown]
+# ## 5. ActNorm for images
+#
+# `ActNormImage` is a per-channel affine map $z[c] = (x[c] - \mu_c)\, e^{a_c}$. Its Jacobian is
+# diagonal; channel $c$'s entry $e^{a_c}$ appears once per pixel, so
+# $\log\lvert\det\rvert = HW \sum_c a_c$. Its first `forward` sets $\mu_c, a_c$ from the batch so
+# that this batch comes out standardised per channel (data-dependent initialisation), after which
+# they are ordinary trained parameters.
+
+# %%
+actnorm = ActNormImage(4, 3, 2)
+x_act = 3.0 + 2.0 * rng.standard_normal((64, 4, 3, 2))
+with no_grad():
+    z_act, act_log_det = actnorm.forward(x_act)
+print("per-channel mean after init:", z_act.data.mean(axis=(0, 2, 3)).round(12))
+print("per-channel std after init: ", z_act.data.std(axis=(0, 2, 3)).round(6))
+assert numpy.allclose(z_act.data.mean(axis=(0, 2, 3)), 0, atol=1e-12)
+assert numpy.allclose(z_act.data.std(axis=(0, 2, 3)), 1, atol=1e-5)
+assert numpy.allclose(act_log_det.data, 3 * 2 * actnorm.log_scale.data.sum())
+testing.check_flow(actnorm)
+
+# %% [markdown]
+# One Glow step is `[ActNormImage, InvertibleConv1x1, AffineCoupling on a channel mask]`
+# (`multiscale.glow_step`); `MultiScale` puts $K$ of them in each scale.
+#
+# ## 6. Dequantization: a continuous density for discrete pixels
+#
+# Pixels are integers. A *continuous* density fitted to integer data has a degenerate optimum:
+# it can pile its mass into ever narrower spikes on the integers, and its likelihood grows without
+# bound. Watch it happen with a mixture of 17 Gaussians of width $\sigma$ centred on the grey
+# levels (weights: how often each level occurs) — the average log-likelihood of the integer
+# pixels climbs forever as $\sigma \to 0$:
+
+# %%
+train_pixels = data.split(pixels, seed=0)[0]
+values = train_pixels.ravel().astype(float)
+weights = numpy.bincount(train_pixels.ravel(), minlength=data.LEVELS) / values.size
+dequantized_values = data.dequantize(values[None], seed=0)[0]
+
+
+def spike_mixture_loglik(points, sigma):
+    """Average log density of a mixture of N(k, sigma^2), k = 0..16, weighted by `weights`."""
+    exponents = (numpy.log(weights + 1e-300) - 0.5 * ((points[:, None] - numpy.arange(data.LEVELS)) / sigma) ** 2
+                 - math.log(sigma * math.sqrt(2 * math.pi)))
+    peak = exponents.max(axis=1, keepdims=True)
+    return float(numpy.mean(peak[:, 0] + numpy.log(numpy.exp(exponents - peak).sum(axis=1))))
+
+
+sigmas = [0.3, 0.1, 0.03, 0.01]
+on_integers = [spike_mixture_loglik(values, s) for s in sigmas]
+on_dequantized = [spike_mixture_loglik(dequantized_values, s) for s in sigmas]
+for s, a, b in zip(sigmas, on_integers, on_dequantized):
+    print(f"sigma {s:5.2f}: log-lik per pixel on integers {a:7.3f}   on dequantized pixels {b:9.3f}")
+assert all(a < b for a, b in zip(on_integers, on_integers[1:]))  # grows without bound
+assert all(a > b for a, b in zip(on_dequantized, on_dequantized[1:]))  # the spikes are punished
+
+# %% [markdown]
+# **Dequantization** (Uria et al. 2013; Theis et al. 2016) removes that optimum: replace each
+# pixel $k$ by $y = k + u$, $u \sim U[0, 1)$, so the data fill the unit cells $[k, k+1)$ instead
+# of sitting on their corners (`data.dequantize`). Now spikes are punished (right column above),
+# and for any density $p$ on $[0, 17)^D$ the discrete model $P(k) = \int_{[0,1)^D} p(k + u)\,du$
+# satisfies, by Jensen's inequality,
+#
+# $$\log P(k) \ge \mathbb{E}_u[\log p(k + u)],$$
+#
+# so the continuous log-likelihood of dequantized data is a *lower bound* on an honest discrete
+# log-likelihood. Models are then trained in **model space**: RealNVP's logit trick
+# (`data.to_model_space`, read its docstring) maps $y \in [0, 17]$ to
+# $h = \operatorname{logit}(\alpha + (1 - 2\alpha) y / 17)$ on the real line, and returns the
+# log-determinant $\log\lvert dh/dy\rvert$ that converts a model-space density back:
+# $\log p_y(y) = \log p_h(h) + \log\lvert dh/dy\rvert$.
+#
+# ## 7. Bits per dimension
+#
+# An NLL in nats per image depends on the number of pixels and on the preprocessing. Image models
+# are compared in **bits per dimension** of the dequantized pixels on the original $0..17$ scale,
+#
+# $$\text{bits/dim} = \frac{-\frac1N \sum_n \log p_y(y_n)}{D \ln 2},$$
+#
+# (`data.bits_per_dim`): per pixel, so images of any size compare; in bits, so it reads as a code
+# length — by the bound above, an upper bound on the bits per pixel a lossless compressor built
+# from the model would need. It has a reference point: the uniform density on $[0, 17)^D$ has
+# $p_y = 17^{-D}$, i.e. $\log_2 17 \approx 4.09$ bits/dim (Exercise 6.2 derives it through
+# `bits_per_dim`). A second baseline is a per-pixel Gaussian in model space (independent pixels,
+# no structure at all):
+
+# %%
+splits = data.digits(seed=0)
+print("model-space splits:", splits.train.shape, splits.val.shape, splits.test.shape, "alpha", splits.alpha)
+uniform_bpd = math.log2(data.LEVELS)
+mean, std = splits.train.mean(axis=0), splits.train.std(axis=0)
+gaussian_log_prob = (-0.5 * ((splits.test - mean) / std) ** 2 - numpy.log(std)
+                     - 0.5 * math.log(2 * math.pi)).reshape(len(splits.test), -1).sum(axis=1)
+gaussian_bpd = data.bits_per_dim(gaussian_log_prob, splits.test_log_det)
+print(f"uniform over the 17 levels: {uniform_bpd:.3f} bits/dim; per-pixel Gaussian: {gaussian_bpd:.3f} bits/dim")
+assert abs(uniform_bpd - 4.09) < 0.005 and abs(gaussian_bpd - 2.90) < 0.01
+
+# %% [markdown]
+# ## 8. Training a multi-scale model on the digits
+#
+# We train the Glow-style model of §3 (2 scales, 8 steps per scale, MLP conditioners of 64 units;
+# `models.glow`) by maximum likelihood in model space with `train.fit`, exactly as the command
+# line does (read `minflow/cli.py`, `run_image_training`): batch 64, Adam with learning rate
+# $10^{-3}$ and a cosine schedule, validation on the validation digits.
+#
+# One detail matters. With a single dequantization of the training set, the flow soon models
+# *that noise draw* rather than the digits and its validation NLL climbs. So we train on **fresh
+# noise**: `cli.fresh_dequantizations` stacks several independently dequantized copies of the
+# training digits, and `fit` walks through them in shuffled epochs.
+
+# %%
+steps = budget(1000, 50)
+batch_size = 64
+copies = min(64, -(-steps * batch_size // len(splits.train)))  # enough that nearly every batch has new noise
+train_images = cli.fresh_dequantizations(0, splits.alpha, copies)
+print(f"{steps} steps on {copies} dequantized copies of the training digits: {train_images.shape}")
+history = train.fit(model, train_images, steps=steps, batch_size=batch_size, lr=1e-3, schedule="cosine",
+                    val_data=splits.val, val_every=max(steps // 20, 1), seed=0, progress=False)
+
+
+def bits_per_dim(model, images, log_det):
+    with no_grad():
+        log_prob = model.log_prob(backend.to_device(images)).data
+    return data.bits_per_dim(log_prob, log_det)
+
+
+test_bpd = bits_per_dim(model, splits.test, splits.test_log_det)
+print(f"trained in {history['wall_time']:.1f} s: test {test_bpd:.3f} bits/dim "
+      f"(uniform {uniform_bpd:.2f}, per-pixel Gaussian {gaussian_bpd:.2f})")
+assert test_bpd < uniform_bpd
+if not QUICK:
+    assert test_bpd < gaussian_bpd  # the flow has learned how pixels depend on each other
+
+fig = plot.training_curves({"step": history["step"], "train_nll": history["loss"],
+                            "val_step": history["val_step"], "val_nll": history["val_nll"]})
+show(fig, "06_training.png")
+
+# %% [markdown]
+# Samples are $x = f^{-1}(z)$ with $z \sim N(0, I)$, mapped from model space back to grey levels
+# with `data.from_model_space`:
+
+# %%
+grey = (0.0, float(data.LEVELS))
+samples = data.from_model_space(model.sample(64, seed=1), splits.alpha)
+fig = plot.image_grid(samples, columns=8, value_range=grey, title=f"64 samples after {steps} steps")
+show(fig, "06_samples.png")
+assert samples.shape == (64, 1, 8, 8) and numpy.all(numpy.isfinite(samples))
+
+# %% [markdown]
+# **Latent interpolations.** Map two test digits to $z_a = f(x_a)$, $z_b = f(x_b)$, walk the straight
+# line $z_t = (1 - t) z_a + t z_b$, and decode each point with $f^{-1}$ (`plot.interpolations`).
+# The first and last tile of each row are the digits themselves (the round trip); in between is
+# what the model puts between them.
+
+# %%
+pairs = splits.test[:8].reshape((4, 2) + splits.test.shape[1:])
+fig = plot.interpolations(model, pairs, steps=8, to_image=lambda h: data.from_model_space(h, splits.alpha),
+                          value_range=grey)
+show(fig, "06_interpolations.png")
+
+# %% [markdown]
+# ## Exercises
+#
+# ### Exercise 6.1 — squeeze by hand
+#
+# Write `my_squeeze(x)` for a NumPy array $(B, C, H, W)$ using only `reshape` and `transpose`,
+# returning $(B, 4C, H/2, W/2)$ with the channel order of `Squeeze`
+# ($4c + 2 d_i + d_j$). Compare it with `Squeeze` on random images with 3 channels.
+
+# %%
+def my_squeeze(x):
+    return None  # your code here
+
+
+# %% [markdown]
+# #### Solution (try it yourself first)
+
+# %%
+def my_squeeze(x):
+    b, c, h, w = x.shape
+    blocks = x.reshape(b, c, h // 2, 2, w // 2, 2)  # axes (b, c, i, d_i, j, d_j)
+    return blocks.transpose(0, 1, 3, 5, 2, 4).reshape(b, 4 * c, h // 2, w // 2)  # (b, c, d_i, d_j, i, j)
+
+
+# %%
+x_test = numpy.random.default_rng(3).standard_normal((2, 3, 6, 4))
+mine = my_squeeze(x_test)
+check("Exercise 6.1", mine is not None and numpy.array_equal(mine, Squeeze((3, 6, 4)).forward(x_test)[0].data),
+      "reshape to (B, C, H/2, 2, W/2, 2), move the two block axes next to C, reshape to (B, 4C, H/2, W/2)")
+
+# %% [markdown]
+# ### Exercise 6.2 — the uniform model in bits/dim
+#
+# The uniform density on $[0, 17)^{64}$ gives every dequantized image $p_y(y) = 17^{-64}$. Compute
+# the model-space log-density $\log p_h(h)$ it implies for each test image (use
+# `splits.test_log_det`, the $\log\lvert dh/dy\rvert$ of each image), pass it to
+# `data.bits_per_dim`, and confirm that the answer is $\log_2 17$.
+
+# %%
+uniform_log_prob_h = None  # your code here: an array (N,)
+
+# %% [markdown]
+# #### Solution (try it yourself first)
+
+# %%
+# log p_y(y) = log p_h(h) + log|dh/dy|, so log p_h(h) = -64 log 17 - log|dh/dy|.
+uniform_log_prob_h = -data.DIGIT_DIM * math.log(data.LEVELS) - splits.test_log_det
+
+# %%
+ok = uniform_log_prob_h is not None and abs(data.bits_per_dim(uniform_log_prob_h, splits.test_log_det)
+                                            - math.log2(17)) < 1e-12
+check("Exercise 6.2", ok, "bits_per_dim adds log_det back: pass log p_h = log p_y - log_det, with log p_y = -64 log 17")
+
+# %% [markdown]
+# ### Exercise 6.3 — the Jacobian of a $1 \times 1$ convolution
+#
+# In minflow's channel-first layout, coordinate $(c, p)$ of an image ($p$ = pixel index, $HW$ of
+# them) is number $c \cdot HW + p$ of the flattened vector. Write the $D \times D$ Jacobian of
+# `conv` (from §4: $C = 4$, $H W = 6$) explicitly with `numpy.kron`, check it equals the
+# finite-difference `jacobian` from §4, and that its log-determinant is $HW \log\lvert\det W\rvert$.
+
+# %%
+my_jacobian = None  # your code here: a (24, 24) array
+
+# %% [markdown]
+# #### Solution (try it yourself first)
+
+# %%
+# z[c, p] = sum_c' W[c, c'] x[c', p]: the block (c, c') of the Jacobian is W[c, c'] times I_{HW}.
+my_jacobian = numpy.kron(weight, numpy.eye(3 * 2))
+
+# %%
+ok = (my_jacobian is not None and numpy.allclose(my_jacobian, jacobian[0], atol=1e-6)
+      and abs(numpy.linalg.slogdet(my_jacobian)[1] - 3 * 2 * numpy.linalg.slogdet(weight)[1]) < 1e-9)
+check("Exercise 6.3", ok, "the block for output channel c and input channel c' is W[c, c'] times the identity on pixels")
+
+# %% [markdown]
+# ## Summary
+#
+# * Squeeze is a free permutation that turns neighbouring pixels into channels; factor-out sends
+#   half the channels to the latent after each scale, so a pass costs $< 2KD$ for any depth.
+# * The $1 \times 1$ convolution is a learned channel mixing with $\log\lvert\det\rvert = HW\log\lvert\det W\rvert$,
+#   $O(C)$ with an LU parametrisation; actnorm is its per-channel affine partner.
+# * Dequantize discrete data, or the likelihood is unbounded; report bits/dim of the dequantized
+#   pixels, a bound on a discrete code length, with $\log_2 17 \approx 4.09$ for a uniform model.
+#
+# Next: applications — anomaly detection by likelihood, and fitting a flow to a density known only
+# up to a constant.

@@ -1,0 +1,423 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Lecture 9 — The same code on a GPU
+#
+# Every lecture so far ran on NumPy. minflow runs the *same* code on a GPU through CuPy, a
+# library that copies NumPy's interface for CUDA arrays. This lecture shows how that works
+# (it is two rules in one file), how to move data between host and device, and what a GPU
+# does to the time of one training step — and why it does not always help.
+#
+# This lecture runs everywhere. If CuPy and a CUDA device are present it times both
+# backends; otherwise (a laptop, the CI machine) it says so, times NumPy only and explains
+# what a GPU would change. CuPy is never imported at the top: `import minflow` needs NumPy
+# only, and so does this lecture.
+#
+# Notation as before: $x$ data, $z = f(x)$ latent, $f$ the normalizing direction (minflow's
+# `forward`), and the loss is the mean negative log-likelihood
+# $-\frac1B\sum_b \big[\log p_Z(f(x_b)) + \log\lvert\det J_f(x_b)\rvert\big]$ of a batch of $B$ points.
+
+# %% [markdown]
+# One line comes before any import. NumPy's matrix products run on a BLAS library that starts
+# one thread per core; on a small machine shared with other programs those threads fight for
+# the cores and the timings become erratic. We pin BLAS to one thread (before NumPy is
+# imported; `setdefault`, so your own setting wins): the timings then measure minflow, not
+# the operating system's scheduler. Try the lecture without it on a busy machine.
+
+# %%
+import os
+
+for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(variable, "1")
+
+import importlib.util
+import inspect
+import subprocess
+import sys
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+import minflow
+from _common import QUICK, budget, check, show
+from minflow import backend, data, models, train
+from minflow.optim import Adam
+
+
+def gpu_available():
+    """True when CuPy is installed *and* sees at least one CUDA device; never raises."""
+    if importlib.util.find_spec("cupy") is None:
+        return False
+    try:
+        import cupy  # imported here, lazily: the lecture must run where CuPy is absent
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # CuPy installed without a driver or a device raises CUDA errors
+        return False
+
+
+HAS_GPU = gpu_available()
+print(f"quick mode: {QUICK}; CuPy installed: {importlib.util.find_spec('cupy') is not None}; GPU present: {HAS_GPU}")
+if not HAS_GPU:
+    print("No GPU here: this lecture times NumPy only and explains what a GPU would change.")
+
+# %% [markdown]
+# ## 1. Two rules: creation uses the default backend, ops follow their data
+#
+# Open `minflow/backend.py` and read its docstring. No compute module of minflow imports
+# `numpy` or `cupy`; they ask `backend` for an array namespace `xp`:
+#
+# 1. **Creation uses the default backend.** New parameters, random numbers and data moved to
+#    the device come from `backend.xp()`, chosen by `minflow.set_backend("cupy")` or by the
+#    environment variable `MINFLOW_BACKEND=cupy` (read once, at import).
+# 2. **Ops follow their data.** An op asks its inputs which namespace owns them,
+#    `backend.array_module(*arrays)`, and computes there. So a model built on the GPU computes
+#    on the GPU without any `if gpu:` in the flow's code.
+#
+# This is CuPy's and Chainer's idiom (`cupy.get_array_module`). Here is rule 2 on NumPy
+# arrays, and rule 1 through the environment variable, in a fresh Python process:
+
+# %%
+x_host = np.linspace(-1.0, 1.0, 6).reshape(3, 2)
+print("array_module(numpy array) is numpy:", backend.array_module(x_host) is np)
+print("array_module(a number) is numpy:", backend.array_module(2.0) is np)  # numbers carry no namespace
+print("default backend:", backend.backend_name())
+assert backend.array_module(x_host) is np and backend.backend_name() == "numpy"
+
+probe = "import minflow; print(minflow.backend.backend_name())"
+for value in ("numpy", "cupy"):
+    env = dict(os.environ, MINFLOW_BACKEND=value)
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    said = done.stdout.strip() or done.stderr.strip().splitlines()[-1]
+    print(f"MINFLOW_BACKEND={value}: {said}")
+    if value == "numpy" or HAS_GPU:
+        assert done.returncode == 0 and said == value
+    else:  # without CuPy the import fails loudly, with the install hint: never a silent fallback to NumPy
+        assert done.returncode != 0
+
+# %% [markdown]
+# Without CuPy, asking for it fails loudly and says what to install — it never quietly falls
+# back to NumPy (you would think you were timing a GPU):
+
+# %%
+if importlib.util.find_spec("cupy") is None:
+    try:
+        minflow.set_backend("cupy")
+    except ImportError as error:
+        print("ImportError:", error)
+        assert "minflow[gpu]" in str(error)
+    assert backend.backend_name() == "numpy"  # the failed switch changed nothing
+
+# %% [markdown]
+# ## 2. Moving data: `to_device`, `to_numpy`, and what mixing does
+#
+# `backend.to_device(array)` copies a host array onto the default backend (a no-op copy on
+# NumPy); `backend.to_numpy(array_or_tensor)` copies anything back to the host. Both are
+# **host ↔ device copies** over the PCIe bus, slow compared with GPU arithmetic: a training
+# loop should copy the data set once (minflow's `train.fit` does, in `_on_device`) and never
+# per step.
+#
+# Mixing a NumPy and a CuPy array in one op is an error, not a silent copy:
+# `array_module(numpy_array, cupy_array)` raises a `ValueError` that names the fix. (NumPy
+# itself would raise a less helpful `TypeError`, and a silent copy would hide a slow
+# transfer inside your training loop.)
+
+# %%
+moved = backend.to_device(x_host)
+back = backend.to_numpy(minflow.Tensor(moved))
+assert isinstance(back, np.ndarray) and np.array_equal(back, x_host)
+mixing_message = "cannot mix NumPy and CuPy arrays in one operation"
+assert mixing_message in inspect.getsource(backend.array_module)  # the error the text quotes
+if HAS_GPU:
+    import cupy
+
+    try:
+        backend.array_module(x_host, cupy.asarray(x_host))
+    except ValueError as error:
+        print("ValueError:", error)
+        assert mixing_message in str(error)
+    else:
+        raise AssertionError("mixing NumPy and CuPy should raise")
+else:
+    print(f"(no GPU: the mixing error, from minflow/backend.py, reads: {mixing_message!r}; "
+          "move data with minflow.backend.to_device(...) or minflow.backend.to_numpy(...))")
+
+# %% [markdown]
+# ## 3. One training step, timed
+#
+# A step is: forward through the flow, NLL, backward through the graph, Adam update. We time
+# it for RealNVP (8 couplings, conditioners with two hidden layers of 64 units) at batch sizes
+# from tiny to large. Two details matter for honest timings:
+#
+# - **Warm up** first: the first call allocates memory (and on a GPU compiles kernels).
+# - **Synchronise** before stopping the clock. A GPU runs *asynchronously*: Python queues
+#   kernels and moves on, so a loop can "finish" long before the GPU does. `float(x)`,
+#   `x.item()` and `to_numpy(x)` wait for the device (they need the value), so we end every
+#   measurement with one `to_numpy(loss)`. On NumPy this costs nothing.
+
+# %%
+LAYERS, HIDDEN = 8, 64
+BATCHES = budget([16, 64, 256, 1024, 4096, 16384, 65536], [16, 128, 1024])
+MIN_TIME = budget(0.5, 0.1)  # seconds of timed steps per batch size
+
+
+def make_step(seed=0):
+    """A fresh RealNVP on the default backend and a function doing one Adam step on a batch."""
+    model = models.realnvp(2, layers=LAYERS, hidden=HIDDEN, seed=seed)
+    optimizer = Adam(model.parameters(), lr=1e-3)
+
+    def step(batch):
+        optimizer.zero_grad()
+        loss = model.nll(batch)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return model, step
+
+
+def time_per_step(step, batch, min_time=MIN_TIME, min_repeats=3, windows=3):
+    """Seconds per step: the best of ``windows`` averages, each over at least ``min_repeats``
+    steps and ``min_time`` seconds (the best window is the one least disturbed by other programs)."""
+    backend.to_numpy(step(batch).data)  # warm-up, then wait for it
+    averages = []
+    for _ in range(windows):
+        repeats, started = 0, time.perf_counter()
+        while repeats < min_repeats or time.perf_counter() - started < min_time / windows:
+            loss = step(batch)
+            repeats += 1
+        backend.to_numpy(loss.data)  # synchronise: the device must finish before the clock stops
+        averages.append((time.perf_counter() - started) / repeats)
+    return min(averages)
+
+
+host_points = data.moons(max(BATCHES), seed=0)
+timings = {}
+for name in ["numpy"] + (["cupy"] if HAS_GPU else []):
+    minflow.set_backend(name)
+    try:
+        model, step = make_step()
+        device_points = backend.to_device(host_points)  # copied once, not per step
+        timings[name] = [time_per_step(step, device_points[:b]) for b in BATCHES]
+    finally:
+        minflow.set_backend("numpy")
+    for b, t in zip(BATCHES, timings[name]):
+        print(f"{name:5s}  batch {b:6d}: {1e3 * t:8.2f} ms/step  {b / t:12,.0f} samples/s")
+
+# %% [markdown]
+# ## 4. What the numbers say
+#
+# Count the primitive ops in one step's graph: each is one NumPy call on the CPU, and one
+# (or a few) **kernel launches** on a GPU. We walk the graph from the loss through each
+# node's inputs (the same walk as `_reverse_topological_order` in
+# `minflow/autodiff/tensor.py`).
+
+# %%
+def count_ops(loss):
+    """Number of distinct op nodes in the graph that produced ``loss``."""
+    seen, stack = set(), [loss]
+    while stack:
+        tensor = stack.pop()
+        if tensor.node is None or id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        stack.extend(parent for parent in tensor.node.inputs if parent is not None)
+    return len(seen)
+
+
+model, _ = make_step()
+ops_per_forward = count_ops(model.nll(host_points[:16]))
+print(f"one forward + NLL builds {ops_per_forward} op nodes; backward runs about as many VJPs, "
+      f"and Adam adds a few array ops per parameter ({len(model.parameters())} parameters)")
+assert ops_per_forward > 100
+
+numpy_times = np.array(timings["numpy"])
+batches = np.array(BATCHES)
+growth = numpy_times[-1] / numpy_times[0]
+print(f"NumPy: {batches[-1] // batches[0]}x more samples cost {growth:.1f}x the time per step")
+assert growth < batches[-1] / batches[0]  # sub-linear: part of a step's cost does not depend on B
+throughput = batches / numpy_times
+assert throughput[-1] > 2 * throughput[0]  # large batches use the machine far better
+# a two-point model of the cost, t(B) = fixed + per_sample * B, from the two smallest batches
+per_sample = (numpy_times[1] - numpy_times[0]) / (batches[1] - batches[0])
+fixed = numpy_times[0] - per_sample * batches[0]
+print(f"at batch {batches[0]} a step takes {1e3 * numpy_times[0]:.2f} ms, of which about "
+      f"{100 * fixed / numpy_times[0]:.0f}% does not depend on B: "
+      f"{1e6 * fixed / (2 * ops_per_forward):.1f} us per op (forward and backward) of pure overhead")
+assert fixed / numpy_times[0] > 0.5  # at the smallest batch, overhead dominates
+
+# %% [markdown]
+# **On NumPy**, the time per step grows far more slowly than $B$ at small batches: a step
+# costs a fixed amount per op (the Python of the autodiff engine, NumPy's dispatch) whatever
+# $B$ is — more than half of the step at the smallest batch, as checked above — and only at
+# large batches does the arithmetic, proportional to $B$, dominate: there the curve bends up
+# towards slope 1 on the log-log plot.
+#
+# **On a GPU**, expect the same shape, more so:
+#
+# - *Small batches:* each op is a kernel launch costing a few microseconds of overhead before
+#   any arithmetic happens, and the GPU's thousands of cores sit mostly idle on a batch of 16.
+#   The step time is (number of ops) × (launch overhead + Python), so at small $B$ a GPU is
+#   usually *no faster*, often slower, than NumPy. The floor is computed below for an
+#   assumed launch cost.
+# - *Large batches:* the arithmetic is spread over the cores, so the GPU's curve stays flat
+#   far longer and its throughput (samples per second) ends up many times NumPy's. A 2-D flow
+#   is about the smallest model there is; wider conditioners and images move the crossover
+#   to smaller batches.
+# - *Synchronisation and copies:* every `float(loss)` or `.item()` stalls Python until the GPU
+#   has drained its queue, so the next kernels cannot be queued while the current ones run.
+#   Once per step is tolerable; once per op is not. A copy of the data set to the device per
+#   step can cost more than the step.
+
+# %%
+ASSUMED_LAUNCH_US = 5.0  # an assumption, typical of CUDA kernel launches; not measured here
+floor_ms = 2 * ops_per_forward * ASSUMED_LAUNCH_US / 1e3
+print(f"GPU floor per step if every op is one launch of {ASSUMED_LAUNCH_US:.0f} us: about {floor_ms:.1f} ms "
+      f"(NumPy at batch {batches[0]}: {1e3 * numpy_times[0]:.1f} ms)")
+if HAS_GPU:
+    cupy_times = np.array(timings["cupy"])
+    faster = batches[cupy_times < numpy_times]
+    print("batch sizes where CuPy beats NumPy:", faster.tolist() if len(faster) else "none")
+
+# %%
+fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+for name, times in timings.items():
+    left.loglog(batches, 1e3 * np.array(times), "o-", label=name)
+    right.loglog(batches, batches / np.array(times), "o-", label=name)
+reference = 1e3 * numpy_times[-1] * batches / batches[-1]
+left.loglog(batches, reference, "k:", label="slope 1 (cost proportional to B)")
+left.set_xlabel("batch size B")
+left.set_ylabel("ms per training step")
+left.set_title("time per step (forward + NLL + backward + Adam)")
+right.set_xlabel("batch size B")
+right.set_ylabel("samples per second")
+right.set_title("throughput")
+for ax in (left, right):
+    ax.legend(fontsize=8)
+if not HAS_GPU:
+    fig.suptitle("no GPU on this machine: NumPy only", fontsize=10)
+show(fig, "09_time_per_step.png")
+plt.close(fig)
+
+# %% [markdown]
+# ## Exercises
+#
+# ### Exercise 9.1 — a backend-agnostic function
+#
+# Write `log_standard_normal(x)`: the log-density of $\mathcal N(0, I)$ at each row of a plain
+# array `x` of shape $(B, D)$,
+# $\log p(x) = -\tfrac12 \lvert x\rvert^2 - \tfrac D2 \log 2\pi$, returning an array of
+# shape $(B,)$ **in the same namespace as `x`**. Do not use `np.` inside: get the namespace
+# with `backend.array_module(x)`. It is checked against minflow's `StandardNormal` on NumPy
+# arrays; on a GPU the same function would run on CuPy arrays unchanged.
+
+# %%
+def log_standard_normal(x):
+    return None  # your code here
+
+
+# %% [markdown]
+# #### Solution (try it yourself first)
+
+# %%
+def log_standard_normal(x):
+    xp = backend.array_module(x)
+    dim = x.shape[1]
+    return -0.5 * xp.sum(x * x, axis=1) - 0.5 * dim * xp.log(2 * xp.pi)
+
+
+# %%
+x_check = np.random.default_rng(0).standard_normal((5, 3))
+mine = log_standard_normal(x_check)
+reference = minflow.StandardNormal((3,)).log_prob(x_check)
+reference = backend.to_numpy(reference)
+source = inspect.getsource(log_standard_normal)
+check("Exercise 9.1", isinstance(mine, np.ndarray) and mine.shape == (5,) and np.allclose(mine, reference)
+      and "np." not in source and "numpy." not in source,
+      "xp = backend.array_module(x), then -0.5 * xp.sum(x * x, axis=1) - 0.5 * D * xp.log(2 * xp.pi)")
+
+# %% [markdown]
+# ### Exercise 9.2 — where does this loop wait for the GPU?
+#
+# In the loop below, which line (give its number) forces a device synchronisation **on every
+# step**? Line 6 runs only every 100 steps.
+#
+# ```
+# 1  for step in range(steps):
+# 2      optimizer.zero_grad()
+# 3      loss = model.nll(batch)
+# 4      loss.backward()
+# 5      optimizer.step()
+# 6      if step % 100 == 0: print("step", step)
+# 7      history.append(float(loss.data))
+# ```
+#
+# Then: minflow's own `train.fit` — open `minflow/train.py` and read `_train_loop` — does the
+# same thing. Why is it worth it there? (Not checked; the answer is in the docstring of
+# `minflow/train.py`: the loss of every step is checked to be finite, so training stops at
+# the first NaN.)
+
+# %%
+sync_line = None  # your answer: an int
+
+# %% [markdown]
+# #### Solution (try it yourself first)
+
+# %%
+sync_line = 7  # float() needs the value on the host: Python waits until the GPU has computed the loss
+
+# %%
+loop_source = inspect.getsource(train._train_loop)
+assert "float(loss.data)" in loop_source  # minflow's fit does the same, once per step
+check("Exercise 9.2", sync_line == 7,
+      "a line that turns a device value into a Python number: float(...), .item(), to_numpy(...)")
+
+# %% [markdown]
+# A cheaper pattern keeps the losses on the device and brings them back in one copy every
+# $k$ steps (`xp.stack(losses)` then one `to_numpy`), at the price of noticing a NaN up to $k$
+# steps late.
+#
+# ### Exercise 9.3 — throughput
+#
+# From the NumPy timings above (`BATCHES` and `timings["numpy"]`, seconds per step), compute
+# the throughput in samples per second at each batch size, and the batch size where it is
+# largest. Return `(throughputs, best_batch)`.
+
+# %%
+def throughput_table(batch_sizes, seconds_per_step):
+    return None, None  # your code here
+
+
+# %% [markdown]
+# #### Solution (try it yourself first)
+
+# %%
+def throughput_table(batch_sizes, seconds_per_step):
+    throughputs = [b / t for b, t in zip(batch_sizes, seconds_per_step)]
+    return throughputs, batch_sizes[int(np.argmax(throughputs))]
+
+
+# %%
+throughputs, best_batch = throughput_table(BATCHES, timings["numpy"])
+print("NumPy throughput:", ", ".join(f"B={b}: {s:,.0f}/s" for b, s in zip(BATCHES, throughputs or [])),
+      f"-> best at B = {best_batch}")
+check("Exercise 9.3", throughputs is not None and np.allclose(throughputs, batches / numpy_times)
+      and best_batch == BATCHES[int(np.argmax(batches / numpy_times))],
+      "throughput = batch size / seconds per step; best_batch is where it peaks")
+
+# %% [markdown]
+# NumPy's throughput stops growing once the arithmetic dominates the step (look at the
+# right panel); on a GPU, expect it to keep rising to much larger batches. The best batch for
+# *throughput* is not the best batch for *training*, which is another question: more,
+# noisier steps often beat fewer, exact ones at equal compute.
