@@ -52,7 +52,7 @@ from minflow.flows.transformers import (piecewise_linear, piecewise_linear_inver
 from minflow.nn import Parameter
 from minflow.testing import check_flow
 
-from _common import QUICK, budget, check, show
+from _common import QUICK, budget, check, passes_check_flow, show
 
 rng = np.random.default_rng(0)
 print("quick mode: small samples and sizes" if QUICK else "full mode")
@@ -598,18 +598,6 @@ def make_flow(dim):
     flow = ScaledSinh(dim)
     flow.log_scale.data = np.linspace(-0.5, 0.5, dim)
     return flow
-
-
-# %%
-def passes_check_flow(flow):
-    if not isinstance(flow, Flow):
-        return False
-    try:
-        check_flow(flow)
-    except AssertionError as error:
-        print(error)
-        return False
-    return True
 
 
 check("Exercise 2.3", passes_check_flow(make_flow(4)),

@@ -42,7 +42,7 @@ from minflow.flows.transformers import AffineTransformer
 from minflow.nn import MLP, Module
 from minflow.testing import check_flow, numerical_jacobian
 
-from _common import QUICK, budget, check, show
+from _common import QUICK, budget, check, passes_check_flow, show
 
 rng = np.random.default_rng(0)
 print("quick mode: short training" if QUICK else "full mode")
@@ -414,18 +414,6 @@ class MyAdditiveCoupling(Flow):
 
 def make_additive(dim):
     return MyAdditiveCoupling(dim, hidden=16, seed=0)
-
-
-# %%
-def passes_check_flow(flow):
-    if not isinstance(flow, Flow):
-        return False
-    try:
-        check_flow(flow)
-    except AssertionError as error:
-        print(error)
-        return False
-    return True
 
 
 additive = make_additive(5)

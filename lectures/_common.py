@@ -35,3 +35,18 @@ def check(exercise, condition, hint):
     if not condition:
         raise AssertionError(f"{exercise}: not yet - {hint}")
     print(f"{exercise}: correct")
+
+
+def passes_check_flow(flow):
+    """True if ``flow`` is a minflow Flow that passes minflow.testing.check_flow; prints why not."""
+    from minflow import Flow
+    from minflow.testing import check_flow
+
+    if not isinstance(flow, Flow):
+        return False
+    try:
+        check_flow(flow)
+    except AssertionError as error:
+        print(error)
+        return False
+    return True
