@@ -314,6 +314,14 @@ def matmul_case(draw):
 
 
 @st.composite
+def linear_case(draw):
+    """x (B, n), W (n, m), b (m,); n = 1 included, since linear takes another path there."""
+    batch, n, m = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    rng = np.random.default_rng(draw(SEEDS))
+    return Case((values(rng, (batch, n)), values(rng, (n, m)), values(rng, (m,))), {})
+
+
+@st.composite
 def solve_case(draw, triangular=False):
     """A (..., n, n) well conditioned, B (..., n, k); for a triangular solve, which triangle."""
     a_shape, b_shape = draw(gufunc_shapes("(n,n),(n,k)->(n,k)")).input_shapes
@@ -377,6 +385,7 @@ SPECS = {
     "neg": Spec(ops.neg, anp.negative, elementwise()),
     "pow": Spec(ops.power, lambda x, exponent: anp.power(x, exponent), power_case()),
     "matmul": Spec(ops.matmul, anp.matmul, matmul_case()),
+    "linear": Spec(ops.linear, lambda x, w, b: anp.dot(x, w) + b, linear_case()),
     # elementwise functions
     "exp": Spec(ops.exp, anp.exp, elementwise()),
     "log": Spec(ops.log, anp.log, elementwise("positive")),

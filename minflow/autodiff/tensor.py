@@ -208,20 +208,28 @@ class Primitive:
         return f"<primitive {self.name}>"
 
     def __call__(self, *inputs, **options):
-        tensors = [_as_tensor(x, inputs) for x in inputs]
+        # This runs for every op of every step, so it is written for speed: a few hundred
+        # calls per train step make its overhead visible next to small matmuls.
+        tensors = [x if isinstance(x, Tensor) else _as_tensor(x, inputs) for x in inputs]
         arrays = [t.data for t in tensors]
-        backend.array_module(*arrays)  # raises if NumPy and CuPy arrays mix
-        dtype = arrays[0].dtype
+        array_type, dtype = type(arrays[0]), arrays[0].dtype
         for array in arrays[1:]:
+            if type(array) is not array_type:
+                backend.array_module(*arrays)  # raises if NumPy and CuPy arrays mix
             if array.dtype != dtype:
                 raise TypeError(f"{self.name}: cannot mix {dtype} and {array.dtype}; cast one explicitly")
         out, saved = self.forward(*arrays, **options)
-        out = backend.array_module(*arrays).asarray(out)  # NumPy reductions return scalars
+        if type(out) is not array_type:  # NumPy reductions return NumPy scalars, not 0-d arrays
+            out = backend.array_module(*arrays).asarray(out)
         result = Tensor.__new__(Tensor)
         result.data, result.grad, result.node = out, None, None
-        result.requires_grad = _recording[0] and any(t.requires_grad for t in tensors)
-        if result.requires_grad:
-            result.node = Node(self, tuple(tensors), saved)
+        result.requires_grad = False
+        if _recording[0]:
+            for tensor in tensors:
+                if tensor.requires_grad:
+                    result.requires_grad = True
+                    result.node = Node(self, tensors, saved)
+                    break
         return result
 
 
