@@ -46,33 +46,90 @@ class Adam(Optimizer):
 
         m <- b1 m + (1 - b1) g        v <- b2 v + (1 - b2) g^2
         theta <- theta - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+
+    How it is made fast (the formulas above are all there is to the method):
+
+    - **One flat array for all parameters.** A model has dozens of small weight and bias
+      arrays, and a dozen array operations each would cost more than the arithmetic. So at
+      its first step Adam copies every parameter into one flat array and makes each
+      ``p.data`` a *view* into it: updating the flat array updates every parameter, in a
+      handful of whole-array operations. m and v are flat arrays of the same layout. If a
+      parameter's ``data`` is replaced later (``load_state_dict``, ``astype``), the view is
+      gone; the next step notices (``p.data is not view``) and flattens again.
+    - **In place.** m, v and theta are updated with ``*=``, ``+=``, ``-=``: no temporaries
+      the size of the model beyond the one step.
+    - **No denormal floats.** For a parameter whose gradient is 0 (a dead ReLU unit) m
+      decays by b1 every step and after ~700 float32 steps falls below the smallest normal
+      float (1.2e-38). Such *denormal* numbers are handled by a slow path in the CPU, and
+      one update full of them was measured 2.8 times slower. m and v entries that small
+      are 0 for every practical purpose, so each step sets them to exactly 0.
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr)
         self.beta1, self.beta2 = betas
         self.eps, self.weight_decay = eps, weight_decay
-        self.m = [None] * len(self.params)
-        self.v = [None] * len(self.params)
         self.t = 0
+        self.theta = self.m = self.v = None  # flat arrays, made at the first step
+        self.views = []  # params[i].data is views[i] while the layout holds
 
     def step(self):
         self.t += 1
-        correction1 = 1 - self.beta1 ** self.t
-        correction2 = 1 - self.beta2 ** self.t
-        for i, p in enumerate(self.params):
-            g = p.grad
-            if g is None:
-                continue
-            if self.weight_decay:
-                g = g + self.weight_decay * p.data
-            if self.m[i] is None:
-                self.m[i] = backend.array_module(g).zeros_like(g)
-                self.v[i] = backend.array_module(g).zeros_like(g)
-            self.m[i] = self.beta1 * self.m[i] + (1 - self.beta1) * g
-            self.v[i] = self.beta2 * self.v[i] + (1 - self.beta2) * g * g
-            step = (self.m[i] / correction1) / (backend.array_module(g).sqrt(self.v[i] / correction2) + self.eps)
-            p.data -= self.lr * step.astype(p.dtype, copy=False)
+        if any(p.data is not view for p, view in zip(self.params, self.views)) or not self.views:
+            self._flatten()
+        xp = backend.array_module(self.theta)
+        # Every gradient, in the flat layout. A parameter without one (unused by the loss)
+        # gets 0 and, below, keeps its value, m and v: it is skipped, as in PyTorch.
+        grads = [p.grad.reshape(-1) if p.grad is not None else xp.zeros(p.size, self.theta.dtype) for p in self.params]
+        g = xp.concatenate(grads)
+        if self.weight_decay:
+            g += self.weight_decay * self.theta
+        beta1, beta2, skipping = self.beta1, self.beta2, any(p.grad is None for p in self.params)
+        if skipping:  # decay factors of 1 leave m and v of the gradient-less entries as they were
+            has_grad = self._has_grad_mask(xp)
+            beta1, beta2 = xp.where(has_grad, beta1, 1), xp.where(has_grad, beta2, 1)
+        m, v = self.m, self.v
+        m *= beta1
+        m += (1 - beta1) * g
+        v *= beta2
+        v += (1 - beta2) * (g * g)
+        tiny = xp.finfo(m.dtype).tiny  # the smallest normal float: below it, flush to 0
+        m *= xp.abs(m) >= tiny
+        v *= v >= tiny
+        # sqrt(v / c2) + eps  =  sqrt(v) / sqrt(c2) + eps, and lr * (m / c1) folds lr / c1
+        # into one number: the same update, two fewer passes over the model.
+        denominator = xp.sqrt(v)
+        denominator *= 1 / math.sqrt(1 - self.beta2 ** self.t)
+        denominator += self.eps
+        update = m / denominator
+        update *= self.lr / (1 - self.beta1 ** self.t)
+        if skipping:
+            update *= has_grad
+        self.theta -= update
+
+    def _flatten(self):
+        """Copy the parameters into one flat array and point each ``p.data`` at its slice."""
+        arrays = [p.data for p in self.params]
+        xp = backend.array_module(*arrays)
+        dtypes = {a.dtype for a in arrays}
+        if len(dtypes) != 1:
+            raise ValueError(f"Adam needs parameters of one dtype, got {sorted(str(d) for d in dtypes)}")
+        self.theta = xp.concatenate([a.reshape(-1) for a in arrays])
+        if self.m is None:
+            self.m, self.v = xp.zeros_like(self.theta), xp.zeros_like(self.theta)
+        elif backend.array_module(self.m) is not xp:
+            raise ValueError("the parameters moved between NumPy and CuPy after Adam was made; make a new optimizer")
+        else:
+            self.m, self.v = self.m.astype(self.theta.dtype), self.v.astype(self.theta.dtype)
+        self.views, offset = [], 0
+        for p in self.params:
+            p.data = self.theta[offset:offset + p.size].reshape(p.shape)
+            self.views.append(p.data)
+            offset += p.size
+
+    def _has_grad_mask(self, xp):
+        """1 on the entries of parameters that have a gradient this step, 0 on the others."""
+        return xp.concatenate([xp.full(p.size, p.grad is not None, dtype=self.theta.dtype) for p in self.params])
 
 
 def clip_grad_norm(params, max_norm):

@@ -91,3 +91,32 @@ def test_piecewise_linear_coupling_lives_on_the_unit_cube():
     assert layer.input_domain == layer.output_domain == (0.0, 1.0)
     with pytest.raises(ValueError, match=r"must lie in \[0.0, 1.0\]"):
         layer.forward(np.array([[0.5, 1.5]]))
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_the_block_fast_path_equals_the_general_gather(first):
+    # Half masks take the slicing fast path; with it switched off, the same layer gathers with
+    # index arrays and restores the order by a permutation. Values, log-dets and parameter
+    # gradients must be identical (the same float operations, only the copies differ).
+
+    layer = coupling.AffineCoupling(coupling.half_mask(5, first=first), hidden=(8,), seed=0)
+    for p in layer.parameters():  # non-zero last layer, so the transform is not the identity
+        p.data = p.data + np.random.default_rng(1).normal(0, 0.3, p.shape)
+    assert layer._blocks is not None
+    x = np.random.default_rng(2).normal(size=(6, 5))
+
+    def run(fast):
+        layer._blocks = blocks if fast else None
+        layer.zero_grad()
+        z, log_det = layer.forward(x)
+        ((z * z).sum() + log_det.sum()).backward()
+        x_back, _ = layer.inverse(z.data)
+        return z.data, log_det.data, x_back.data, [p.grad.copy() for p in layer.parameters()]
+
+    blocks = layer._blocks
+    fast, general = run(True), run(False)
+    for a, b in zip(fast[:3], general[:3]):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(fast[3], general[3]):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(fast[2], x, atol=1e-12)

@@ -386,6 +386,10 @@ SPECS = {
     "pow": Spec(ops.power, lambda x, exponent: anp.power(x, exponent), power_case()),
     "matmul": Spec(ops.matmul, anp.matmul, matmul_case()),
     "linear": Spec(ops.linear, lambda x, w, b: anp.dot(x, w) + b, linear_case()),
+    "affine": Spec(ops.affine, lambda x, s, t: x * anp.exp(s) + t, broadcasting("real", "real", "real")),
+    "soft_clamp": Spec(
+        ops.soft_clamp, lambda x, bound: bound * anp.tanh(x / bound), elementwise(bound=st.sampled_from([0.5, 2.0]))
+    ),
     # elementwise functions
     "exp": Spec(ops.exp, anp.exp, elementwise()),
     "log": Spec(ops.log, anp.log, elementwise("positive")),

@@ -105,6 +105,41 @@ def linear(x, w, b):
     return y, (x, w)
 
 
+def _affine_vjp(g, x, scale):
+    # y = x e^s + t:  dy/dx = e^s,  dy/ds = x e^s,  dy/dt = 1.
+    return g * scale, g * x * scale, g
+
+
+@primitive("affine", _affine_vjp)
+def affine(x, log_scale, shift):
+    """x * exp(log_scale) + shift, elementwise (broadcasting): the affine coupling's map as one op.
+
+    Composed of mul, exp and add it would record three nodes; fused, it records one, and its
+    VJP (above) reuses exp(log_scale) from the forward pass.
+    """
+    scale = _xp(x).exp(log_scale)
+    return x * scale + shift, (x, scale)
+
+
+def _soft_clamp_vjp(g, y, bound):
+    # y = b tanh(x / b):  dy/dx = 1 - tanh(x / b)^2 = 1 - (y / b)^2.
+    return (g * (1 - (y / bound) ** 2),)
+
+
+@primitive("soft_clamp", _soft_clamp_vjp)
+def _soft_clamp(x, bound):
+    y = bound * _xp(x).tanh(x / bound)
+    return y, (y, bound)
+
+
+def soft_clamp(x, bound):
+    """bound * tanh(x / bound): about x near 0, never beyond +-bound (``bound`` a positive constant).
+
+    RealNVP and Glow bound their log-scales this way, so that exp(log_scale) cannot overflow.
+    """
+    return _soft_clamp(x, bound=bound)
+
+
 # --- elementwise functions -----------------------------------------------------------------
 @primitive("exp", lambda g, y: (g * y,))
 def exp(x):
@@ -325,8 +360,17 @@ def _broadcast_to(x, shape):
 
 def _getitem_vjp(g, shape, index):
     grad = _xp(g).zeros(shape, dtype=g.dtype)
-    backend.scatter_add(grad, index, g)  # repeated indices must add up, not overwrite
+    if _is_basic(index):  # slices and integers pick each entry at most once: plain assignment
+        grad[index] = g
+    else:
+        backend.scatter_add(grad, index, g)  # an index array may repeat entries: they must add up
     return (grad,)
+
+
+def _is_basic(index):
+    """True for NumPy's *basic* indexing (integers, slices, ``...``, ``None``), which makes a view."""
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(part is None or part is Ellipsis or isinstance(part, (int, slice)) for part in parts)
 
 
 @primitive("getitem", _getitem_vjp)

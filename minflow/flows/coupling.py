@@ -65,6 +65,11 @@ def checkerboard_mask(channels, height, width, even=True):
     return [[[((i + j) % 2 == 0) == even for j in range(width)] for i in range(height)] for _ in range(channels)]
 
 
+def _is_block(positions):
+    """True if the sorted ``positions`` are consecutive: 3, 4, 5 but not 0, 2, 4."""
+    return positions[-1] - positions[0] == len(positions) - 1
+
+
 # --- the coupling layer -----------------------------------------------------------------------
 class Coupling(Flow):
     """z1 = h1, z2 = g(h2; theta(h1)) with h1 = x[mask], h2 = x[~mask] (see the module docstring).
@@ -95,6 +100,12 @@ class Coupling(Flow):
         # indexing with the inverse of that order puts them back where they came from.
         order = kept + changed
         self.restore = Buffer(xp.asarray(sorted(range(len(flat)), key=order.__getitem__), dtype=xp.int64))
+        # Fast path for masks whose two parts are each one contiguous block (the half masks):
+        # slices make views instead of gathered copies, and concatenating the blocks in
+        # their order puts every coordinate back where it was, with no gather at all.
+        self._blocks = None
+        if _is_block(kept) and _is_block(changed):
+            self._blocks = (slice(kept[0], kept[-1] + 1), slice(changed[0], changed[-1] + 1), kept[0] == 0)
         self.transformer = transformer
         if conditioner is None:
             sizes = [len(kept), *hidden, len(changed) * transformer.params_per_dim]
@@ -110,12 +121,18 @@ class Coupling(Flow):
 
     def _couple(self, x, transform):
         """Split the flattened event, transform h2 with parameters from h1, reassemble."""
-        batch = x.shape[0]
-        flat = ops.reshape(x, (batch, -1))
-        h1, h2 = flat[:, self.kept.data], flat[:, self.changed.data]
-        out2, log_derivative = transform(h2, self._theta(h1))
-        out = ops.concatenate([h1, out2], axis=1)[:, self.restore.data]
-        return ops.reshape(out, x.shape), ops.sum(log_derivative, axis=1)
+        flat = x if x.ndim == 2 else ops.reshape(x, (x.shape[0], -1))
+        if self._blocks is not None:
+            kept, changed, kept_first = self._blocks
+            h1, h2 = flat[:, kept], flat[:, changed]
+            out2, log_derivative = transform(h2, self._theta(h1))
+            out = ops.concatenate([h1, out2] if kept_first else [out2, h1], axis=1)
+        else:
+            h1, h2 = flat[:, self.kept.data], flat[:, self.changed.data]
+            out2, log_derivative = transform(h2, self._theta(h1))
+            out = ops.concatenate([h1, out2], axis=1)[:, self.restore.data]
+        out = out if x.ndim == 2 else ops.reshape(out, x.shape)
+        return out, ops.sum(log_derivative, axis=1)
 
     def forward(self, x):
         return self._couple(self._check_input(x), self.transformer.forward)

@@ -42,8 +42,8 @@ def affine(x, shift, log_scale):
     Reference: Dinh, Sohl-Dickstein, Bengio 2017, "Density estimation using Real NVP".
     """
     x, shift, log_scale = as_tensor(x), as_tensor(shift), as_tensor(log_scale)
-    y = x * ops.exp(log_scale) + shift
-    return y, ops.broadcast_to(log_scale, y.shape)
+    y = ops.affine(x, log_scale, shift)  # one fused op; see ops.affine for its VJP
+    return y, log_scale if log_scale.shape == y.shape else ops.broadcast_to(log_scale, y.shape)
 
 
 def affine_inverse(y, shift, log_scale):
@@ -503,7 +503,7 @@ class AffineTransformer:
 
     def _shift_and_log_scale(self, theta):
         bound = self.scale_bound
-        return theta[..., 0], bound * ops.tanh(theta[..., 1] / bound)
+        return theta[..., 0], ops.soft_clamp(theta[..., 1], bound)  # bound * tanh(s / bound)
 
     def forward(self, h, theta):
         return affine(h, *self._shift_and_log_scale(theta))
