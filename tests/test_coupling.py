@@ -98,7 +98,6 @@ def test_the_block_fast_path_equals_the_general_gather(first):
     # Half masks take the slicing fast path; with it switched off, the same layer gathers with
     # index arrays and restores the order by a permutation. Values, log-dets and parameter
     # gradients must be identical (the same float operations, only the copies differ).
-
     layer = coupling.AffineCoupling(coupling.half_mask(5, first=first), hidden=(8,), seed=0)
     for p in layer.parameters():  # non-zero last layer, so the transform is not the identity
         p.data = p.data + np.random.default_rng(1).normal(0, 0.3, p.shape)

@@ -246,15 +246,13 @@ def where(condition, a, b):
 
 # --- reductions ----------------------------------------------------------------------------
 def _expand_reduced(g, shape, axis, keepdims):
-    """Give a reduced cotangent back the axes the reduction removed, ready to broadcast."""
+    """Give a reduced cotangent back the axes the reduction removed (as size 1), ready to broadcast."""
+    if keepdims:
+        return g
     if axis is None:
-        return g.reshape((1,) * len(shape)) if not keepdims else g
-    if not keepdims:
-        axes = (axis,) if isinstance(axis, int) else axis
-        axes = sorted(a % len(shape) for a in axes)
-        for a in axes:
-            g = _xp(g).expand_dims(g, a)
-    return g
+        return g.reshape((1,) * len(shape))
+    axes = {a % len(shape) for a in ((axis,) if isinstance(axis, int) else axis)}
+    return g.reshape(tuple(1 if i in axes else n for i, n in enumerate(shape)))
 
 
 def _sum_vjp(g, shape, axis, keepdims):
@@ -267,13 +265,14 @@ def _sum(x, axis=None, keepdims=False):
 
 
 def _mean_vjp(g, shape, axis, keepdims, count):
-    return (_sum_vjp(g, shape, axis, keepdims)[0] / count,)
+    return _sum_vjp(g / count, shape, axis, keepdims)  # divide the small array, then broadcast
 
 
 @primitive("mean", _mean_vjp)
 def _mean(x, axis=None, keepdims=False):
-    y = _xp(x).mean(x, axis=axis, keepdims=keepdims)
-    return y, (x.shape, axis, keepdims, x.size // y.size if y.size else 1)
+    total = _xp(x).sum(x, axis=axis, keepdims=keepdims)  # the sum, then one division: what
+    count = x.size // total.size if total.size else 1  # numpy.mean does, minus its Python layers
+    return total / count, (x.shape, axis, keepdims, count)
 
 
 def _max_vjp(g, x, y, axis, keepdims):
@@ -402,8 +401,10 @@ def _take_along_axis(x, indices, axis):
 
 
 def _concatenate_vjp(g, sizes, axis):
-    xp = _xp(g)
-    return tuple(xp.split(g, list(_cumulative(sizes)[:-1]), axis=axis))
+    # Each input gets back its own block of the output (a view): basic slicing along `axis`.
+    axis = axis % g.ndim
+    before, ends = (slice(None),) * axis, _cumulative(sizes)
+    return tuple(g[before + (slice(end - n, end),)] for n, end in zip(sizes, ends))
 
 
 def _cumulative(sizes):
@@ -420,8 +421,8 @@ def _concatenate(*arrays, axis=0):
 
 
 def _stack_vjp(g, count, axis):
-    xp = _xp(g)
-    return tuple(xp.take(g, i, axis=axis) for i in range(count))
+    # Input i became the slice i of the new axis; its cotangent is that slice (a view).
+    return tuple(_xp(g).moveaxis(g, axis, 0))
 
 
 @primitive("stack", _stack_vjp)

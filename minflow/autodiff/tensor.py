@@ -99,17 +99,17 @@ class Tensor:
             if grad.shape != self.shape:
                 raise ValueError(f"cotangent shape {grad.shape} does not match tensor shape {self.shape}")
 
-        cotangents = {id(self): grad}
+        cotangents = {id(self): grad}  # id(tensor) -> the sum of its consumers' cotangents so far
         for tensor in _reverse_topological_order(self):
             g = cotangents.pop(id(tensor), None)
             if g is None:
                 continue
             node = tensor.node
             if node is None:  # a leaf: this is where gradients land
-                total = g if tensor.grad is None else tensor.grad + g
                 # Store a copy: g may be a read-only broadcast view, the very array another
                 # leaf receives (add's VJP is (g, g)), or a NumPy scalar (0-d arithmetic).
-                tensor.grad = backend.array_module(total).array(total)
+                grad = tensor.grad
+                tensor.grad = backend.array_module(g).array(g) if grad is None else grad + g
                 continue
             if node.inputs is None:
                 raise RuntimeError(
@@ -117,10 +117,12 @@ class Tensor:
                 )
             input_grads = node.primitive.vjp(g, *node.saved)
             for parent, parent_grad in zip(node.inputs, input_grads):
-                if parent is None or not parent.requires_grad:
+                if not parent.requires_grad:
                     continue
-                parent_grad = unbroadcast(parent_grad, parent.shape)
-                assert parent_grad.dtype == parent.dtype, (
+                shape = parent.data.shape
+                if parent_grad.shape != shape:
+                    parent_grad = unbroadcast(parent_grad, shape)
+                assert parent_grad.dtype == parent.data.dtype, (
                     f"{node.primitive.name}: gradient dtype {parent_grad.dtype} != input dtype {parent.dtype}"
                 )
                 key = id(parent)
