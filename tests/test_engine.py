@@ -13,7 +13,7 @@ import weakref
 import numpy as np
 import pytest
 
-from minflow.autodiff import Tensor, is_recording, no_grad, ops, unbroadcast
+from minflow.autodiff import OPS, Tensor, is_recording, no_grad, ops, unbroadcast
 
 
 def leaf(values, dtype=np.float64):
@@ -207,6 +207,38 @@ def test_leaf_gradients_are_independent_writable_arrays():
     assert a.grad is not b.grad and a.grad.flags.writeable
     a.grad *= 10.0  # an optimizer may update a gradient in place...
     assert_gradient(b, np.ones(3))  # ...without touching another parameter's
+
+
+def test_leaf_gradients_never_alias_each_other_or_the_callers_cotangent():
+    # The engine stores a fresh cotangent as a leaf's .grad without copying it; these are the
+    # cases where that would be wrong, and each must still give every leaf its own array.
+    a, b, c = leaf([1.0, 2.0]), leaf([3.0, 4.0]), leaf([5.0, 6.0])
+    g = np.array([1.0, -1.0])
+    (a + b).backward(g)  # the caller's g, handed to a and to b by add's VJP
+    assert a.grad is not g and b.grad is not g and a.grad is not b.grad
+    g[:] = 99.0  # the caller reuses its array...
+    assert_gradient(a, [1.0, -1.0])  # ...and the gradients stay what they were
+    assert_gradient(b, [1.0, -1.0])
+    y = (a * 2.0).reshape((2, 1)) + c.reshape((2, 1))  # two reshape views of one cotangent
+    a.grad = b.grad = c.grad = None
+    y.sum().backward()
+    assert not np.shares_memory(a.grad, c.grad)
+    a.grad *= 0.0
+    assert_gradient(c, [1.0, 1.0])
+
+
+def test_a_fresh_cotangent_becomes_the_leaf_gradient_without_a_copy():
+    # mul's VJP makes g * b, a new array no one else holds: a.grad can be that very array.
+    a, b = leaf([1.0, 2.0]), leaf([3.0, 4.0])
+    seen = []
+    original = OPS["mul"].vjp
+    OPS["mul"].vjp = lambda g, x, y: seen.extend(original(g, x, y)) or tuple(seen)
+    try:
+        (a * b).backward(np.array([1.0, 1.0]))
+    finally:
+        OPS["mul"].vjp = original
+    assert a.grad is seen[0] and b.grad is seen[1]
+    assert_gradient(a, [3.0, 4.0])
 
 
 # --- recording ------------------------------------------------------------------------------------
