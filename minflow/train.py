@@ -108,12 +108,16 @@ def _restore(params, snapshot):
 
 
 def _is_finite(value, params):
-    """The loss and every gradient are finite (one device sync for all of them)."""
-    grads = [p.grad for p in params if p.grad is not None]
+    """The loss and every gradient are finite (one device sync for all of them).
+
+    A NaN or an infinity anywhere makes the sum of all gradient entries NaN or infinite, so
+    one sum over all of them (concatenated: one op, not one per parameter) tells.
+    """
+    grads = [p.grad.reshape(-1) for p in params if p.grad is not None]
     if not grads:
         return math.isfinite(value)
     xp = backend.array_module(grads[0])
-    return math.isfinite(value + float(sum(xp.abs(g).sum() for g in grads)))
+    return math.isfinite(value + float(xp.concatenate(grads).sum()))
 
 
 def _progress(steps, progress, description):
@@ -141,13 +145,13 @@ def _train_loop(model, loss_fn, steps, lr, schedule, clip, optimizer, progress, 
     try:
         for step in range(1, steps + 1):
             optimizer.lr = learning_rate(schedule, lr, step - 1, steps)
-            last_good = _snapshot(params)
             optimizer.zero_grad()
             loss = loss_fn(step)
             loss.backward()
             value = float(loss.data)
+            # The parameters change only in optimizer.step(), below: a bad step is caught
+            # before it, so the parameters are still those of the previous step.
             if not _is_finite(value, params):
-                _restore(params, last_good)
                 history["stopped"] = f"non-finite loss or gradient at step {step}"
                 raise NonFiniteLossError(
                     f"training stopped at step {step}: the loss was {value} or a gradient was not finite; "
