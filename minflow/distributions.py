@@ -28,8 +28,8 @@ class StandardNormal:
         z = z if isinstance(z, Tensor) else Tensor(z)
         if tuple(z.shape[1:]) != self.event_shape:
             raise ValueError(f"StandardNormal: z must have shape (B, *{self.event_shape}), got {tuple(z.shape)}")
-        squares = ops.reshape(z * z, (z.shape[0], self.size))
-        return -0.5 * ops.sum(squares, axis=1) - 0.5 * self.size * math.log(2 * math.pi)
+        squares = ops.sum(z * z, axis=tuple(range(1, z.ndim)))  # |z|^2 of each event, any event shape
+        return -0.5 * squares - 0.5 * self.size * math.log(2 * math.pi)
 
     def sample(self, n, seed=None, dtype=None):
         """``n`` samples, an array (n, *event_shape) of the default backend."""

@@ -314,11 +314,20 @@ def matmul_case(draw):
 
 
 @st.composite
-def linear_case(draw):
-    """x (B, n), W (n, m), b (m,); n = 1 included, since linear takes another path there."""
+def linear_case(draw, away_from_kink=False):
+    """x (B, n), W (n, m), b (m,); n = 1 included, since linear takes another path there.
+
+    ``away_from_kink``: b is then chosen so that every entry of x W + b is at least 0.2 away
+    from 0, where relu has its kink (finite differences across it mean nothing).
+    """
     batch, n, m = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
     rng = np.random.default_rng(draw(SEEDS))
-    return Case((values(rng, (batch, n)), values(rng, (n, m)), values(rng, (m,))), {})
+    x, w, b = values(rng, (batch, n)), values(rng, (n, m)), values(rng, (m,))
+    if away_from_kink:
+        u = x @ w  # shift each column so that its entries are at least 0.2 from 0
+        low, high = u.min(axis=0), u.max(axis=0)
+        b = np.where(rng.random(m) < 0.5, 0.2 - low, -0.2 - high)
+    return Case((x, w, b), {})
 
 
 @st.composite
@@ -386,6 +395,7 @@ SPECS = {
     "pow": Spec(ops.power, lambda x, exponent: anp.power(x, exponent), power_case()),
     "matmul": Spec(ops.matmul, anp.matmul, matmul_case()),
     "linear": Spec(ops.linear, lambda x, w, b: anp.dot(x, w) + b, linear_case()),
+    "linear_relu": Spec(ops.linear_relu, lambda x, w, b: anp.maximum(anp.dot(x, w) + b, 0.0), linear_case(away_from_kink=True)),
     "affine": Spec(ops.affine, lambda x, s, t: x * anp.exp(s) + t, broadcasting("real", "real", "real")),
     "soft_clamp": Spec(
         ops.soft_clamp, lambda x, bound: bound * anp.tanh(x / bound), elementwise(bound=st.sampled_from([0.5, 2.0]))

@@ -60,8 +60,8 @@ class Flow(Module):
             )
         x = x if isinstance(x, Tensor) else Tensor(x)
         if self.event_shape is not None:
-            expected = "(B, " + ", ".join(str(n) for n in self.event_shape) + ")"
             if x.ndim != 1 + len(self.event_shape) or tuple(x.shape[1:]) != tuple(self.event_shape):
+                expected = "(B, " + ", ".join(str(n) for n in self.event_shape) + ")"
                 raise ValueError(
                     f"{type(self).__name__}: {name} must have shape {expected}, got {tuple(x.shape)}"
                 )
