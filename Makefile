@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 INSTALLED = $(VENV)/.installed
 
-.PHONY: install demo test test-all lectures clean
+.PHONY: install demo test test-all lectures bench clean
 
 install: $(INSTALLED)
 
@@ -31,6 +31,14 @@ test-all: install
 # The course as executed notebooks (with their figures) in build/lectures; not committed.
 lectures: install
 	$(BIN)/python lectures/build.py
+
+# Timings (after a correctness check): a RealNVP train step in minflow, PyTorch, autograd and hand-written NumPy,
+# then minflow's MAF and digits models, then a train step's memory over 1,000 steps. About 20 minutes.
+bench: install
+	$(BIN)/python -m pip install --quiet 'torch==2.13.0' threadpoolctl || echo "bench: could not install torch and threadpoolctl; the benchmark skips what is missing"
+	$(BIN)/python benchmarks/train_step.py
+	$(BIN)/python benchmarks/minflow_models.py
+	$(BIN)/python benchmarks/memory.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis runs
