@@ -9,7 +9,13 @@ contraction of g with the Jacobian dy/dx, written without ever forming that Jaco
     y = sum(x, ax)   ->  dL/dx = g copied back along ax
 
 A VJP may return a cotangent with a broadcast shape; the engine (``unbroadcast`` in
-tensor.py) sums it back to the input's shape. Everything here works on plain arrays of
+tensor.py) sums it back to the input's shape.
+
+Fused ops. ``linear`` (x W + b), ``linear_relu``, ``affine`` (x e^s + t) and ``soft_clamp``
+(b tanh(x / b)) are compositions of the ops here, given a primitive of their own because a
+flow's train step runs them hundreds of times: one node instead of two or three, and a VJP
+that reuses what the forward pass computed. Each VJP is derived next to its op, and
+tests/test_ops.py checks it like any other. Everything here works on plain arrays of
 whichever namespace the inputs live in (``_xp``), so the same code runs on NumPy and CuPy.
 """
 

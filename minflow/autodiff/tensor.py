@@ -24,6 +24,10 @@ Design choices, each for a reason:
   and dtype.
 - **The graph is freed as it is walked** (unless ``retain_graph=True``), so peak memory
   falls during ``backward`` instead of rising.
+- **Written for speed where it runs per op.** A train step is a few hundred ops, so
+  ``Primitive.__call__`` and the loop in ``backward`` do as little as they can per node,
+  and a fresh cotangent that nothing else holds becomes a leaf's ``.grad`` without a copy
+  (``_is_private``). benchmarks/RESULTS.md measures what this overhead still costs.
 """
 
 import contextlib
