@@ -232,7 +232,7 @@ def keep_freed_memory(mmap_threshold=32 << 20, trim_threshold=256 << 20):
 
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # no C library to ask, or one without mallopt
         return False
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # the constants of glibc's malloc.h
     return bool(mallopt(M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(mallopt(M_TRIM_THRESHOLD, int(trim_threshold)))

@@ -1,6 +1,7 @@
 """The backend: NumPy by default, CuPy on request, and no silent mixing of the two."""
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -116,3 +117,46 @@ def test_every_flow_passes_check_flow_on_the_gpu(name):
         testing.check_flow(flow, n=4)
     finally:
         minflow.set_backend("numpy")
+
+
+# --- the C allocator ---------------------------------------------------------------------
+_RECORD_MALLOPT = """
+import ctypes, json
+calls = []
+real_cdll = ctypes.CDLL
+class Recorder:
+    def __init__(self, name):
+        self.real = real_cdll(name)
+    def mallopt(self, option, value):
+        calls.append([option, value])
+        return self.real.mallopt(option, value)
+ctypes.CDLL = Recorder
+import minflow
+print(json.dumps(calls))
+"""
+
+
+@pytest.mark.parametrize("opt_out", [False, True])
+def test_import_asks_malloc_to_keep_freed_memory_unless_told_not_to(opt_out):
+    # Without this, every large temporary of a train step is mapped afresh from the OS and
+    # page-faulted in (benchmarks/RESULTS.md, section 4a); M_MMAP_THRESHOLD is -3 and
+    # M_TRIM_THRESHOLD -1 in glibc's malloc.h.
+    env = dict(os.environ, MINFLOW_KEEP_FREED_MEMORY="0" if opt_out else "1")
+    out = subprocess.run([sys.executable, "-c", _RECORD_MALLOPT], env=env, capture_output=True, text=True, check=True)
+    calls = [tuple(call) for call in json.loads(out.stdout.strip().splitlines()[-1])]
+    if opt_out:
+        assert calls == []
+    else:
+        assert calls == [(-3, 32 << 20), (-1, 256 << 20)]
+
+
+def _is_glibc():
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION") is not None
+    except (ValueError, OSError, AttributeError):
+        return False
+
+
+@pytest.mark.skipif(not _is_glibc(), reason="mallopt is glibc's")
+def test_keep_freed_memory_succeeds_on_glibc():
+    assert backend.keep_freed_memory() is True
