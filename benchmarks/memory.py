@@ -29,19 +29,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import numpy as np  # noqa: E402
 
-from minflow import backend, models, optim  # noqa: E402
-from minflow.autodiff.tensor import _reverse_topological_order  # noqa: E402
+from minflow import backend, models, optim, testing  # noqa: E402
 
 KIB = 1024
-
-
-def graph_bytes(loss):
-    total = 0
-    for tensor in _reverse_topological_order(loss):
-        total += tensor.data.nbytes
-        if tensor.node is not None:
-            total += sum(a.nbytes for a in tensor.node.saved if hasattr(a, "nbytes"))
-    return total
 
 
 def make_training(batch, hidden, dtype):
@@ -58,7 +48,7 @@ def make_training(batch, hidden, dtype):
         optimizer.step()
 
     def one_graph():
-        return graph_bytes(model.nll(data[:batch]))
+        return testing.graph_nbytes(model.nll(data[:batch]))
 
     return step, one_graph
 
@@ -97,6 +87,8 @@ def main():
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     parser.add_argument("--backend", default="numpy", choices=("numpy", "cupy"))
     args = parser.parse_args()
+    if args.steps < 200:
+        parser.error("--steps must be at least 200 (the first and the last 100 steps are compared)")
     backend.set_backend(args.backend)
     step, one_graph = make_training(args.batch, args.hidden, args.dtype)
     graph = one_graph()

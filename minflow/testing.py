@@ -189,6 +189,22 @@ def check_gradients(fn, *tensors, n_coords=3, seed=0, eps=None, tolerance=None):
         t.grad = None
 
 
+def graph_nbytes(tensor):
+    """Bytes of every array in the graph that made ``tensor``: each recorded tensor's data plus
+    what each node saved for its VJP (views counted at full size, so it overestimates).
+
+    A yardstick for memory: a train step's peak should be of this order, whatever the step.
+    """
+    from .autodiff.tensor import _reverse_topological_order
+
+    total = 0
+    for t in _reverse_topological_order(tensor):
+        total += t.data.nbytes
+        if t.node is not None:
+            total += sum(a.nbytes for a in t.node.saved if hasattr(a, "nbytes"))
+    return total
+
+
 def _unravel(k, shape):
     """The multi-index of flat position k in a C-ordered array of ``shape``."""
     where = []

@@ -22,8 +22,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from minflow import backend, models, optim
-from minflow.autodiff.tensor import Node, Tensor, _reverse_topological_order
+from minflow import backend, models, optim, testing
+from minflow.autodiff.tensor import Node, Tensor
 
 
 def make_training(seed=0, batch=128):
@@ -50,16 +50,6 @@ def live_graph_objects():
     return tensors, nodes
 
 
-def graph_bytes(loss):
-    """Bytes of every array in the graph of ``loss``: tensor data plus what each node saved."""
-    total = 0
-    for tensor in _reverse_topological_order(loss):
-        total += tensor.data.nbytes
-        if tensor.node is not None:
-            total += sum(a.nbytes for a in tensor.node.saved if hasattr(a, "nbytes"))
-    return total
-
-
 def test_nothing_made_during_a_step_survives_it():
     model, _, step = make_training()
     for i in range(5):
@@ -79,7 +69,7 @@ def test_the_peak_of_a_step_is_bounded_by_its_graph_and_does_not_grow():
     for i in range(5):
         step(i)
     x = np.random.default_rng(2).normal(size=(128, 2))
-    bound = 2 * graph_bytes(model.nll(x))
+    bound = 2 * testing.graph_nbytes(model.nll(x))
     peaks = []
     tracemalloc.start()
     try:
