@@ -59,10 +59,11 @@ class Adam(Optimizer):
     - **In place.** m, v and theta are updated with ``*=``, ``+=``, ``-=``: no temporaries
       the size of the model beyond the one step.
     - **No denormal floats.** For a parameter whose gradient is 0 (a dead ReLU unit) m
-      decays by b1 every step and after ~700 float32 steps falls below the smallest normal
-      float (1.2e-38). Such *denormal* numbers are handled by a slow path in the CPU, and
-      one update full of them was measured 2.8 times slower. m and v entries that small
-      are 0 for every practical purpose, so each step sets them to exactly 0.
+      decays by b1 every step and after several hundred float32 steps falls below the
+      smallest normal float (1.2e-38). Many CPUs handle such *denormal* numbers on a slow
+      path (a NumPy step full of them has been measured 2.8 times slower; the AMD CPU of
+      benchmarks/RESULTS.md shows no penalty). m and v entries that small are 0 for every
+      practical purpose, so each step sets them to exactly 0.
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
