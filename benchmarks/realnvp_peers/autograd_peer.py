@@ -5,7 +5,7 @@ gradient of the floor."""
 import autograd
 import autograd.numpy as anp
 
-from .shared import LAYERS, LOG_TWO_PI, SCALE_BOUND, NumpyAdam, kept_and_changed
+from .shared import LAYERS, LOG_TWO_PI, SCALE_BOUND, NumpyPeer, kept_and_changed
 
 
 def nll(params, x):
@@ -28,31 +28,13 @@ def nll(params, x):
 nll_and_grads = autograd.value_and_grad(nll)
 
 
-class Peer:
+class Peer(NumpyPeer):
+    nll_and_grads = staticmethod(nll_and_grads)
+
     def __init__(self, params, dtype, device="cpu"):
         if device != "cpu":
             raise ValueError("autograd runs on the CPU only")
-        self.dtype = dtype
-        self.params = [p.astype(dtype) for p in params]
-        self.optimizer = NumpyAdam(self.params)
-
-    def prepare(self, batch):
-        return batch.astype(self.dtype)
-
-    def step(self, x):
-        loss, grads = nll_and_grads(self.params, x)
-        self.optimizer.step(grads)
-        return loss
-
-    def loss_and_grads(self, x):
-        loss, grads = nll_and_grads(self.params, x)
-        return float(loss), list(grads)
-
-    def parameters(self):
-        return [p.copy() for p in self.params]
-
-    def synchronize(self):
-        pass
+        super().__init__(params, dtype)
 
     def versions(self):
         from importlib.metadata import version

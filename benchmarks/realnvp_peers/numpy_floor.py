@@ -42,7 +42,7 @@ Per layer this is one (B, H) x (H, H) product forward and two backward, as for a
 
 import numpy as np
 
-from .shared import LAYERS, LOG_TWO_PI, SCALE_BOUND, NumpyAdam, kept_and_changed
+from .shared import LAYERS, LOG_TWO_PI, SCALE_BOUND, NumpyPeer, kept_and_changed
 
 
 def relu_in_place(u):
@@ -109,29 +109,11 @@ def nll_and_grads(params, x):
     return loss, backward(params, z, cache)
 
 
-class Peer:
+class Peer(NumpyPeer):
+    nll_and_grads = staticmethod(nll_and_grads)
+
     def __init__(self, params, dtype, device="cpu"):
-        self.dtype = dtype  # the floor always runs on the CPU (on a GPU run too: it is the baseline)
-        self.params = [p.astype(dtype) for p in params]
-        self.optimizer = NumpyAdam(self.params)
-
-    def prepare(self, batch):
-        return batch.astype(self.dtype)
-
-    def step(self, x):
-        loss, grads = nll_and_grads(self.params, x)
-        self.optimizer.step(grads)
-        return loss
-
-    def loss_and_grads(self, x):
-        loss, grads = nll_and_grads(self.params, x)
-        return float(loss), grads
-
-    def parameters(self):
-        return [p.copy() for p in self.params]
-
-    def synchronize(self):
-        pass
+        super().__init__(params, dtype)  # the floor runs on the CPU, on a GPU run too: it is the baseline
 
     def versions(self):
         return {"numpy": np.__version__}

@@ -102,3 +102,33 @@ class NumpyAdam:
             denominator /= root_correction2
             denominator += self.eps
             p -= step_size * (m / denominator)
+
+
+class NumpyPeer:
+    """A peer made of a NumPy function ``nll_and_grads(params, x) -> (loss, grads)`` and
+    :class:`NumpyAdam`: the autograd peer and the floor differ only in that function."""
+
+    nll_and_grads = None  # set by each subclass, as a staticmethod
+
+    def __init__(self, params, dtype):
+        self.dtype = dtype
+        self.params = [p.astype(dtype) for p in params]
+        self.optimizer = NumpyAdam(self.params)
+
+    def prepare(self, batch):
+        return batch.astype(self.dtype)
+
+    def step(self, x):
+        loss, grads = self.nll_and_grads(self.params, x)
+        self.optimizer.step(grads)
+        return loss
+
+    def loss_and_grads(self, x):
+        loss, grads = self.nll_and_grads(self.params, x)
+        return float(loss), list(grads)
+
+    def parameters(self):
+        return [p.copy() for p in self.params]
+
+    def synchronize(self):
+        pass

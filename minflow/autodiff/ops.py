@@ -294,8 +294,9 @@ def _mean_vjp(g, shape, axis, keepdims, count):
 
 @primitive("mean", _mean_vjp)
 def _mean(x, axis=None, keepdims=False):
-    total = _xp(x).sum(x, axis=axis, keepdims=keepdims)  # the sum, then one division: what
-    count = x.size // total.size if total.size else 1  # numpy.mean does, minus its Python layers
+    # The sum, then one division: what numpy.mean does, without its Python layers.
+    total = _xp(x).sum(x, axis=axis, keepdims=keepdims)
+    count = x.size // total.size if total.size else 1
     return total / count, (x.shape, axis, keepdims, count)
 
 
