@@ -109,18 +109,18 @@ def array_module(*arrays):
     return found if found is not None else numpy
 
 
-def asarray(data, dtype=None):
-    """``data`` as an array of the default backend.
+def asarray(data, dtype=None, xp=None):
+    """``data`` as an array of namespace ``xp`` (default: the default backend).
 
     Floating arrays keep their dtype unless ``dtype`` is given; Python numbers, lists and
     integer arrays become the default dtype. An array of the *other* backend raises.
     """
-    module = xp()
+    module = xp or _state["xp"]
     if is_array(data):
         if array_module(data) is not module:
             raise ValueError(
-                f"got a {type(data).__module__}.ndarray but the active backend is "
-                f"{backend_name()!r}; convert it with minflow.backend.to_device(...)"
+                f"got a {type(data).__module__.split('.')[0]} array where a {module.__name__} array is needed; "
+                "convert it with minflow.backend.to_device(...) or minflow.backend.to_numpy(...)"
             )
         if dtype is None and data.dtype.kind != "f":
             dtype = get_default_dtype()
@@ -128,13 +128,17 @@ def asarray(data, dtype=None):
     return module.asarray(data, dtype=dtype or get_default_dtype())
 
 
-def to_device(array, dtype=None):
-    """Copy a host (NumPy) or device array onto the default backend."""
-    if _state["name"] == "cupy" and isinstance(array, numpy.ndarray):
-        array = _cupy.asarray(array)
-    elif _state["name"] == "numpy" and is_cupy_array(array):
-        array = array.get()
-    return asarray(array, dtype)
+def to_device(array, dtype=None, xp=None):
+    """A copy of a host (NumPy) or device array on namespace ``xp`` (default: the default backend).
+
+    To put data where a model lives, pass the model's namespace: ``xp=model.array_module()``.
+    """
+    module = xp or _state["xp"]
+    if module is not numpy and isinstance(array, numpy.ndarray):
+        array = module.asarray(array)  # host -> device
+    elif module is numpy and is_cupy_array(array):
+        array = array.get()  # device -> host
+    return asarray(array, dtype, xp=module)
 
 
 def to_numpy(array):
@@ -146,16 +150,25 @@ def to_numpy(array):
     return numpy.asarray(array)
 
 
-def rng(seed=None):
-    """A random ``Generator`` of the default backend.
+def rng(seed=None, xp=None):
+    """A random ``Generator`` of namespace ``xp`` (default: the default backend).
 
     ``seed`` is an int (same seed, same numbers on a given backend), ``None`` (fresh
     entropy) or an existing Generator, which is passed through unchanged so that a caller
-    can thread one stream through many calls.
+    can thread one stream through many calls. That Generator must belong to ``xp``: a
+    NumPy Generator makes host arrays, so on CuPy it would silently put every sample it
+    draws on the CPU; it raises ``ValueError`` instead.
     """
+    module = xp or _state["xp"]
     if hasattr(seed, "standard_normal"):
+        owner = type(seed).__module__.split(".")[0]
+        if owner != module.__name__:
+            raise ValueError(
+                f"got a {owner} random Generator where a {module.__name__} one is needed; "
+                f"pass an int seed or a Generator made by minflow.backend.rng(seed)"
+            )
         return seed
-    return xp().random.default_rng(seed)
+    return module.random.default_rng(seed)
 
 
 def scatter_add(target, index, values):

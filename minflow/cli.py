@@ -228,7 +228,7 @@ def _log_probs(model, images, batch_size=1024):
     """log p(h) of every image, (N,), in chunks and without a graph."""
     dtype = model.parameters()[0].dtype
     with no_grad():
-        chunks = [model.log_prob(backend.to_device(images[start : start + batch_size], dtype=dtype)).data
+        chunks = [model.log_prob(backend.to_device(images[start : start + batch_size], dtype, model.array_module())).data
                   for start in range(0, len(images), batch_size)]
     return backend.array_module(chunks[0]).concatenate(chunks)
 

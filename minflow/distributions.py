@@ -31,10 +31,10 @@ class StandardNormal:
         squares = ops.sum(z * z, axis=tuple(range(1, z.ndim)))  # |z|^2 of each event, any event shape
         return -0.5 * squares - 0.5 * self.size * math.log(2 * math.pi)
 
-    def sample(self, n, seed=None, dtype=None):
-        """``n`` samples, an array (n, *event_shape) of the default backend."""
+    def sample(self, n, seed=None, dtype=None, xp=None):
+        """``n`` samples, an array (n, *event_shape) of namespace ``xp`` (default: the default backend)."""
         dtype = dtype or backend.get_default_dtype()
-        return backend.rng(seed).standard_normal((n,) + self.event_shape, dtype=dtype)
+        return backend.rng(seed, xp).standard_normal((n,) + self.event_shape, dtype=dtype)
 
     def __repr__(self):
         return f"StandardNormal(event_shape={self.event_shape})"

@@ -47,8 +47,8 @@ class NormalizingFlow(Module):
         return -ops.mean(self.log_prob(x))
 
     def sample(self, n, seed=None):
-        """``n`` samples x = f^{-1}(z), z ~ base, as an array of the default backend."""
-        z = self.base.sample(n, seed=seed, dtype=self._dtype())
+        """``n`` samples x = f^{-1}(z), z ~ base, as an array of the model's backend."""
+        z = self.base.sample(n, seed=seed, dtype=self._dtype(), xp=self.array_module())
         with no_grad():
             x, _ = self.flow.inverse(Tensor(z))
         return x.data

@@ -83,6 +83,29 @@ class Module:
         for _, child in self.named_children():
             yield from child.modules()
 
+    def array_module(self):
+        """The namespace (numpy or cupy) this module lives in: that of its parameters.
+
+        A model lives where its parameters live: samples, data and temporaries it makes
+        are made there, whatever the default backend is now. A module without parameters
+        or buffers uses the default backend.
+        """
+        tensor = self._first_tensor()
+        return backend.xp() if tensor is None else backend.array_module(tensor.data)
+
+    def _first_tensor(self):
+        """The module's first parameter or buffer (None if it has none), found once.
+
+        Walking the module tree on every call would cost more than a small layer's
+        arithmetic, so the first call remembers *which* tensor to ask (in a tuple, so the
+        tree walk does not count it as a parameter); its ``data`` is read afresh each time.
+        """
+        probe = vars(self).get("_backend_probe")
+        if probe is None:
+            tensors = self.named_parameters() + self.named_buffers()
+            probe = self._backend_probe = (tensors[0][1] if tensors else None,)
+        return probe[0]
+
     def zero_grad(self):
         for p in self.parameters():
             p.grad = None
@@ -118,7 +141,7 @@ class Module:
             if value.dtype != tensor.dtype:
                 raise ValueError(f"{name}: checkpoint has dtype {value.dtype}, model has {tensor.dtype}")
         for name, tensor in own.items():
-            tensor.data = backend.to_device(state[name], dtype=tensor.dtype).copy()
+            tensor.data = backend.to_device(state[name], dtype=tensor.dtype, xp=backend.array_module(tensor.data)).copy()
 
     def save(self, path):
         """Write the state to an .npz file, atomically (a crash never leaves half a file)."""

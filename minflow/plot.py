@@ -83,7 +83,7 @@ def density(model, data=None, bounds=None, resolution=200, title=None, path=None
     bounds = _check_bounds(bounds, where) if bounds is not None else _bounds_around(data, DEFAULT_BOUNDS)
     resolution = _check_count(resolution, "resolution", where, minimum=2)
     grid, _ = _grid(bounds, resolution)
-    log_p = _evaluate(model.log_prob, grid, _model_dtype(model)).reshape(resolution, resolution)
+    log_p = _evaluate(model.log_prob, grid, _model_dtype(model), model.array_module()).reshape(resolution, resolution)
     _warn_not_finite(log_p, where, "log_prob")
     p = numpy.exp(log_p)
 
@@ -165,11 +165,11 @@ def warped_grid(model, bounds=None, lines=15, points_per_line=200, data_grid=Fal
     bounds = _check_bounds(bounds, where) if bounds is not None else LATENT_BOUNDS
     lines = _check_count(lines, "lines", where, minimum=2)
     points_per_line = _check_count(points_per_line, "points_per_line", where, minimum=2)
-    dtype = _model_dtype(model)
+    dtype, xp = _model_dtype(model), model.array_module()
 
     latent_lines, colours = _grid_lines(bounds, lines, points_per_line)
     data_lines = _map_lines(lambda z: model.flow.inverse(z)[0], latent_lines, model.flow.output_domain,
-                            bounds, where, "inverse, x = f^{-1}(z), rejected the latent grid", dtype)
+                            bounds, where, "inverse, x = f^{-1}(z), rejected the latent grid", dtype, xp)
     rows = [(latent_lines, data_lines, "latent space: a straight grid in z", "data space: the same lines, x = f\u207b\u00b9(z)", "z", "x")]
     if data_grid:
         _check_initialised(model, where)
@@ -177,7 +177,7 @@ def warped_grid(model, bounds=None, lines=15, points_per_line=200, data_grid=Fal
         data_bounds = tuple((float(low), float(high)) for low, high in zip(reached.min(axis=0), reached.max(axis=0)))
         straight, _ = _grid_lines(data_bounds, lines, points_per_line)
         bent = _map_lines(lambda x: model.flow.forward(x)[0], straight, model.flow.input_domain,
-                          data_bounds, where, "forward, z = f(x), rejected the data grid", dtype)
+                          data_bounds, where, "forward, z = f(x), rejected the data grid", dtype, xp)
         rows.append((straight, bent, "data space: a straight grid in x", "latent space: the same lines, z = f(x)", "x", "z"))
 
     figure, axes = _figure(2, rows=len(rows))
@@ -209,7 +209,7 @@ def morph(model, n=2000, seed=0, max_panels=8, path=None):
     n = _check_count(n, "n", where, minimum=1)
     max_panels = _check_count(max_panels, "max_panels", where, minimum=2)
     flow = model.flow
-    z = Tensor(model.base.sample(n, seed=seed, dtype=_model_dtype(model)))
+    z = Tensor(model.base.sample(n, seed=seed, dtype=_model_dtype(model), xp=model.array_module()))
     with no_grad():
         if isinstance(flow, Sequential):
             steps = flow.inverse_steps(z)
@@ -411,13 +411,13 @@ def interpolations(model, x_pairs, steps=8, path=None, to_image=None, value_rang
     if pairs.ndim < 3 or pairs.shape[1] != 2 or (shape and pairs.shape[2:] != shape) or len(pairs) == 0:
         raise ValueError(f"{where}: x_pairs must have shape (P, 2, *event_shape) = (P, 2, {', '.join(map(str, shape))}), "
                          f"P >= 1; got {pairs.shape}")
-    dtype = _model_dtype(model)
+    dtype, xp = _model_dtype(model), model.array_module()
     with no_grad():
-        z = backend.to_numpy(model.flow.forward(backend.to_device(pairs.reshape((-1,) + pairs.shape[2:]), dtype))[0].data)
+        z = backend.to_numpy(model.flow.forward(backend.to_device(pairs.reshape((-1,) + pairs.shape[2:]), dtype, xp))[0].data)
         z = z.reshape(pairs.shape)
         t = numpy.linspace(0.0, 1.0, steps).reshape((1, steps) + (1,) * (z.ndim - 2))
         path_z = (1 - t) * z[:, :1] + t * z[:, 1:]  # (P, steps, *event_shape)
-        decoded = model.flow.inverse(backend.to_device(path_z.reshape((-1,) + pairs.shape[2:]), dtype))[0].data
+        decoded = model.flow.inverse(backend.to_device(path_z.reshape((-1,) + pairs.shape[2:]), dtype, xp))[0].data
     decoded = backend.to_numpy(decoded)
     shown = to_image(decoded) if to_image is not None else decoded
     return image_grid(shown, path=path, columns=steps, value_range=value_range)
@@ -528,12 +528,13 @@ def _grid(bounds, resolution):
     return numpy.stack([gx.ravel(), gy.ravel()], axis=1), area
 
 
-def _evaluate(fn, points, dtype):
-    """``fn`` (Tensor -> Tensor) on host ``points``, ``CHUNK`` rows at a time on the device; a host array."""
+def _evaluate(fn, points, dtype, xp=None):
+    """``fn`` (Tensor -> Tensor) on host ``points``, ``CHUNK`` rows at a time on namespace ``xp``
+    (the model's; default: the default backend); a host array."""
     results = []
     with no_grad():
         for start in range(0, len(points), CHUNK):
-            chunk = Tensor(backend.to_device(points[start:start + CHUNK], dtype=dtype))
+            chunk = Tensor(backend.to_device(points[start:start + CHUNK], dtype=dtype, xp=xp))
             results.append(backend.to_numpy(fn(chunk)))
     return numpy.concatenate(results)
 
@@ -555,10 +556,10 @@ def _grid_lines(bounds, lines, points_per_line):
     return numpy.stack(horizontal + vertical), colours
 
 
-def _map_lines(fn, lines, domain, bounds, where, what, dtype):
+def _map_lines(fn, lines, domain, bounds, where, what, dtype, xp):
     """Apply one direction of the flow to every point of ``lines``; a clear error if it cannot."""
     try:
-        mapped = _evaluate(fn, lines.reshape(-1, 2), dtype)
+        mapped = _evaluate(fn, lines.reshape(-1, 2), dtype, xp)
     except ValueError as error:
         raise ValueError(f"{where}: the flow's {what} over bounds {bounds}: {error}. The flow's domain "
                          f"there is {domain} per coordinate; pass bounds inside it") from error

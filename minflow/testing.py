@@ -68,7 +68,7 @@ def sample_inputs(flow, n=16, seed=0):
     """
     if flow.event_shape is None:
         raise ValueError(f"{type(flow).__name__} has no event_shape; pass inputs explicitly")
-    rng = backend.rng(seed)
+    rng = backend.rng(seed, flow.array_module())
     shape = (n,) + tuple(flow.event_shape)
     low, high = flow.input_domain
     dtype = _flow_dtype(flow)
@@ -162,7 +162,7 @@ def check_gradients(fn, *tensors, n_coords=3, seed=0, eps=None, tolerance=None):
     for t in tensors:
         t.grad = None
     fn().backward()
-    rng = backend.rng(seed)
+    rng = backend.rng(seed, backend.array_module(tensors[0].data))
     dtype = tensors[0].dtype
     default_eps, default_tol, _ = _tolerances(dtype)
     eps, tolerance = eps or default_eps, tolerance or default_tol

@@ -72,7 +72,7 @@ def _on_device(model, data, name):
     array = data.data if isinstance(data, Tensor) else data
     if not backend.is_array(array) or array.ndim < 2 or array.shape[0] == 0:
         raise ValueError(f"{name} must be a non-empty array of shape (N, ...), got {getattr(array, 'shape', type(array))}")
-    return backend.to_device(array, dtype=_model_dtype(model))
+    return backend.to_device(array, dtype=_model_dtype(model), xp=model.array_module())
 
 
 def evaluate_nll(model, data, batch_size=4096):
@@ -207,7 +207,8 @@ def fit(model, data, steps=1000, batch_size=512, lr=1e-3, schedule="constant", c
     _check_options(steps, batch_size, lr, clip, val_every, patience)
     data = _on_device(model, data, "data")
     val_data = _on_device(model, val_data, "val_data")
-    xp, rng = backend.array_module(data), backend.rng(seed)
+    xp = backend.array_module(data)
+    rng = backend.rng(seed, xp)
     n = data.shape[0]
     batch_size = min(batch_size, n)
     order, position = None, n
@@ -231,7 +232,7 @@ def reverse_kl(model, log_density, n, seed=None):
     x = f^{-1}(z) with z ~ base; log q(x) = log p_Z(z) - log|det df^{-1}/dz| (the inverse's
     log-det is that of the generative direction, hence the minus).
     """
-    z = Tensor(model.base.sample(n, seed=seed, dtype=_model_dtype(model)))
+    z = Tensor(model.base.sample(n, seed=seed, dtype=_model_dtype(model), xp=model.array_module()))
     x, inverse_log_det = model.flow.inverse(z)
     log_q = model.base.log_prob(z) - inverse_log_det
     return ops.mean(log_q - log_density(x))
@@ -246,6 +247,6 @@ def fit_to_density(model, log_density, steps=2000, batch_size=256, lr=1e-3, sche
     with ``loss`` the KL estimate plus log Z (it goes down to -log Z).
     """
     _check_options(steps, batch_size, lr, clip, 1, None)
-    rng = backend.rng(seed)
+    rng = backend.rng(seed, model.array_module())
     return _train_loop(model, lambda step: reverse_kl(model, log_density, batch_size, seed=rng),
                        steps, lr, schedule, clip, optimizer, progress, "fit_to_density")

@@ -470,26 +470,36 @@ def diagonal(x):
 
 
 # --- linear algebra --------------------------------------------------------------------------
+def _solve_broadcast(xp, a, b):
+    """``xp.linalg.solve(a, b)`` with the batch axes of A (..., n, n) and B (..., n, k) broadcast first.
+
+    NumPy broadcasts them itself; CuPy requires them equal and raises otherwise, so we
+    broadcast explicitly (views, no copies) and the same call works on both.
+    """
+    batch = xp.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    return xp.linalg.solve(xp.broadcast_to(a, batch + a.shape[-2:]), xp.broadcast_to(b, batch + b.shape[-2:]))
+
+
 def _solve_vjp(g, a, x):
     # X = A^-1 B.  dL/dB = A^-T g  and  dL/dA = -(dL/dB) X^T.
     xp = _xp(g)
-    grad_b = xp.linalg.solve(xp.swapaxes(a, -1, -2), g)
+    grad_b = _solve_broadcast(xp, xp.swapaxes(a, -1, -2), g)
     return -grad_b @ xp.swapaxes(x, -1, -2), grad_b
 
 
 @primitive("solve", _solve_vjp)
 def solve(a, b):
-    """X with A X = B, batched: A (..., n, n), B (..., n, k)."""
+    """X with A X = B, batched: A (..., n, n), B (..., n, k); the batch axes broadcast."""
     if b.ndim < 2:
         raise ValueError(f"solve needs B of shape (..., n, k), got {b.shape}")
-    x = _xp(a).linalg.solve(a, b)
+    x = _solve_broadcast(_xp(a), a, b)
     return x, (a, x)
 
 
 def _solve_triangular_vjp(g, a, x, lower):
     # As for solve, with dL/dA kept to the triangle that A actually has.
     xp = _xp(g)
-    grad_b = xp.linalg.solve(xp.swapaxes(a, -1, -2), g)
+    grad_b = _solve_broadcast(xp, xp.swapaxes(a, -1, -2), g)
     grad_a = -grad_b @ xp.swapaxes(x, -1, -2)
     return (xp.tril(grad_a) if lower else xp.triu(grad_a)), grad_b
 
@@ -503,7 +513,7 @@ def _solve_triangular(a, b, lower=True):
     a = xp.tril(a) if lower else xp.triu(a)
     if b.ndim < 2:
         raise ValueError(f"solve_triangular needs B of shape (..., n, k), got {b.shape}")
-    x = xp.linalg.solve(a, b)
+    x = _solve_broadcast(xp, a, b)
     return x, (a, x, lower)
 
 

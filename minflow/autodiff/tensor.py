@@ -42,8 +42,10 @@ _recording = [True]  # mutable flag; no_grad() switches it off
 class Tensor:
     """An array with an optional gradient and, if it came out of an op, the node that made it.
 
-    ``Tensor(data, requires_grad=False)``: ``data`` is an array of the active backend or
-    anything ``backend.asarray`` accepts (numbers and lists become the default dtype).
+    ``Tensor(data, requires_grad=False)``: ``data`` is an array (NumPy or CuPy: it stays
+    where it is, since ops follow their data) or anything ``backend.asarray`` accepts
+    (numbers and lists become arrays of the default backend and dtype). Integer and
+    boolean arrays become the default floating dtype.
     """
 
     __slots__ = ("data", "grad", "requires_grad", "node", "__weakref__")
@@ -52,7 +54,10 @@ class Tensor:
     def __init__(self, data, requires_grad=False):
         if isinstance(data, Tensor):
             data = data.data
-        self.data = backend.asarray(data)
+        if backend.is_array(data):  # an array stays on its own backend, whatever the default
+            self.data = data if data.dtype.kind == "f" else data.astype(backend.get_default_dtype())
+        else:
+            self.data = backend.asarray(data)
         self.grad = None
         self.requires_grad = requires_grad
         self.node = None

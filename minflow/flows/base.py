@@ -77,18 +77,9 @@ class Flow(Module):
 
 
 def _flow_array_module(flow):
-    """The namespace of the flow's first parameter or buffer (None for a flow with neither).
-
-    Walking the module tree on every call would cost more than a small layer's arithmetic,
-    so the first call remembers *which* tensor to ask (in a tuple, so the module tree does
-    not count it as a parameter); its ``data`` is read afresh each time, and so follows
-    the parameters when they move between NumPy and CuPy.
-    """
-    probe = vars(flow).get("_backend_probe")
-    if probe is None:
-        tensors = flow.named_parameters() + flow.named_buffers()
-        probe = flow._backend_probe = (tensors[0][1] if tensors else None,)
-    return None if probe[0] is None else backend.array_module(probe[0].data)
+    """The namespace of the flow's first parameter or buffer (None for a flow with neither)."""
+    tensor = flow._first_tensor()
+    return None if tensor is None else backend.array_module(tensor.data)
 
 
 def check_dim(dim, owner):
