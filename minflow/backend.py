@@ -17,6 +17,7 @@ The default floating dtype is float64 (exact checks, teaching); float32 is one c
 away (:func:`set_default_dtype`).
 """
 
+import contextlib
 import os
 import tempfile
 
@@ -169,6 +170,63 @@ def rng(seed=None, xp=None):
             )
         return seed
     return module.random.default_rng(seed)
+
+
+# --- checks of values, and the device synchronisations they cost ---------------------------------
+# Asking whether *values* are right (all inside a spline's interval? all bin widths
+# positive?) means computing a yes/no on the device and reading it on the host:
+# ``bool(xp.all(ok))``. On NumPy that is a pass over the data. On a GPU it is a
+# *synchronisation*: the host waits until every kernel queued so far has finished, then
+# copies the answer back, and the GPU idles while Python decides what to launch next. One
+# check per layer per call would make a train step a string of stalls. So a train step
+# *defers* its checks: inside ``deferred_checks()`` each check is recorded (the boolean
+# array and how to describe a failure), and the training loop reads all of them together
+# with the loss, in the step's one synchronisation, then raises the first that failed.
+# Outside a train step, checks run at once, as a user calling a flow expects.
+_deferred = [None]  # a list while a train step collects checks, else None
+
+
+@contextlib.contextmanager
+def deferred_checks():
+    """Inside this block, :func:`require` records its checks instead of running them.
+
+    Yields the list of ``(ok, message)`` pairs recorded; the caller must check them
+    (the training loop does, with :func:`read_scalars`, in the step's one transfer).
+    """
+    previous, _deferred[0] = _deferred[0], []
+    try:
+        yield _deferred[0]
+    finally:
+        _deferred[0] = previous
+
+
+def require(ok, message):
+    """Raise ``ValueError(message())`` unless the boolean array ``ok`` is true everywhere.
+
+    ``message`` is a function, called only on failure (describing the bad values costs
+    more synchronisations, worth paying only when there is an error to report). Inside
+    :func:`deferred_checks` the check is recorded and costs nothing here.
+    """
+    if _deferred[0] is not None:
+        _deferred[0].append((ok, message))
+    elif not bool(array_module(ok).all(ok)):
+        raise ValueError(message())
+
+
+def read_scalars(scalars, checks=()):
+    """Python floats of the one-element arrays ``scalars``, read in one transfer together
+    with the results of the deferred ``checks``; raises the first failed check's ValueError.
+
+    One ``float()`` per number would synchronise a GPU once per number; one small array
+    copied with ``tolist()`` synchronises once for all of them.
+    """
+    xp, dtype = array_module(scalars[0]), scalars[0].dtype
+    parts = [s.reshape(1).astype(dtype) for s in scalars] + [xp.all(ok).reshape(1).astype(dtype) for ok, _ in checks]
+    values = xp.concatenate(parts).tolist()  # the one device -> host transfer
+    for (_, message), passed in zip(checks, values[len(scalars):]):
+        if not passed:
+            raise ValueError(message())
+    return values[: len(scalars)]
 
 
 def scatter_add(target, index, values):

@@ -30,7 +30,7 @@ class Parameter(Tensor):
 class Buffer(Tensor):
     """A Tensor that belongs to a module's state (saved, loaded) but is not trained."""
 
-    __slots__ = ()
+    __slots__ = ("_flag",)
 
     def __init__(self, data):
         super().__init__(0.0)
@@ -42,6 +42,19 @@ class Buffer(Tensor):
 
     def __repr__(self):
         return f"Buffer(shape={self.shape}, dtype={self.dtype})"
+
+    def flag(self):
+        """The value of a one-element buffer as a Python bool (an ActNorm's "initialised").
+
+        Reading a device array on the host synchronises a GPU, and a layer that asks on
+        every call would stall every step. So the answer is remembered together with the
+        array it was read from, and read again only after ``data`` is replaced (by
+        ``load_state_dict``, say). Replace ``data``; do not change it in place.
+        """
+        cached = getattr(self, "_flag", None)
+        if cached is None or cached[0] is not self.data:
+            cached = self._flag = (self.data, bool(self.data))
+        return cached[1]
 
 
 class Module:

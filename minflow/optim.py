@@ -136,15 +136,20 @@ class Adam(Optimizer):
 def clip_grad_norm(params, max_norm):
     """Scale all gradients together so that their joint L2 norm is at most ``max_norm``.
 
-    Returns the norm before clipping (a Python float: this synchronises a GPU once).
+    g <- g * min(1, max_norm / |g|), with |g| the norm of all gradients concatenated.
+    Returns |g| before clipping as a 0-d array of the gradients' backend. Everything stays
+    on the device: reading the norm on the host (``float(norm)``) would synchronise a GPU,
+    so the scale is computed there too and applied whether or not it is below 1 (a factor
+    of exactly 1 changes nothing).
     """
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return 0.0
-    total = math.sqrt(sum(float((g * g).sum()) for g in grads))
-    if total > max_norm:
-        scale = max_norm / (total + 1e-12)
-        for p in params:
-            if p.grad is not None:
-                p.grad = p.grad * scale
+    xp = backend.array_module(grads[0])
+    flat = xp.concatenate([g.reshape(-1) for g in grads])
+    total = xp.sqrt(xp.dot(flat, flat))
+    scale = xp.minimum(1.0, max_norm / (total + 1e-12))
+    for p in params:
+        if p.grad is not None:
+            p.grad = p.grad * scale
     return total

@@ -79,11 +79,11 @@ def evaluate_nll(model, data, batch_size=4096):
     """Mean negative log-likelihood (nats per sample) of ``data``, in chunks, without a graph."""
     data = _on_device(model, data, "data")
     total = 0.0
-    with no_grad():
+    with no_grad(), backend.deferred_checks() as checks:  # read once at the end: one synchronisation
         for start in range(0, data.shape[0], batch_size):
             chunk = data[start : start + batch_size]
-            total += float(ops.sum(model.log_prob(chunk)).data)
-    return -total / data.shape[0]
+            total = total + ops.sum(model.log_prob(chunk)).data
+    return -backend.read_scalars([total], checks)[0] / data.shape[0]
 
 
 def _check_options(steps, batch_size, lr, clip, val_every, patience):
@@ -107,17 +107,19 @@ def _restore(params, snapshot):
         p.data = data.copy()
 
 
-def _is_finite(value, params):
-    """The loss and every gradient are finite (one device sync for all of them).
+def _read_step(loss, params, checks):
+    """The loss as a float and whether it and every gradient are finite, read from the device
+    together with the deferred value checks in **one** transfer: the step's one synchronisation.
 
     A NaN or an infinity anywhere makes the sum of all gradient entries NaN or infinite, so
     one sum over all of them (concatenated: one op, not one per parameter) tells.
     """
     grads = [p.grad.reshape(-1) for p in params if p.grad is not None]
-    if not grads:
-        return math.isfinite(value)
-    xp = backend.array_module(grads[0])
-    return math.isfinite(value + float(xp.concatenate(grads).sum()))
+    scalars = [loss.data]
+    if grads:
+        scalars.append(backend.array_module(grads[0]).concatenate(grads).sum())
+    values = backend.read_scalars(scalars, checks)
+    return values[0], math.isfinite(sum(values))
 
 
 def _progress(steps, progress, description):
@@ -146,12 +148,13 @@ def _train_loop(model, loss_fn, steps, lr, schedule, clip, optimizer, progress, 
         for step in range(1, steps + 1):
             optimizer.lr = learning_rate(schedule, lr, step - 1, steps)
             optimizer.zero_grad()
-            loss = loss_fn(step)
-            loss.backward()
-            value = float(loss.data)
+            with backend.deferred_checks() as checks:  # value checks wait for the step's one sync
+                loss = loss_fn(step)
+                loss.backward()
             # The parameters change only in optimizer.step(), below: a bad step is caught
             # before it, so the parameters are still those of the previous step.
-            if not _is_finite(value, params):
+            value, finite = _read_step(loss, params, checks)
+            if not finite:
                 history["stopped"] = f"non-finite loss or gradient at step {step}"
                 raise NonFiniteLossError(
                     f"training stopped at step {step}: the loss was {value} or a gradient was not finite; "

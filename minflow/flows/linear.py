@@ -321,8 +321,9 @@ class ActNorm(Flow):
     trained parameters, samples in a batch never influence each other, and training and
     evaluation compute the same function. The flag is a buffer, so it is saved in the
     checkpoint and a reloaded model is not re-initialised. ``inverse`` never initialises:
-    before the first forward it uses the current parameters (the identity). Reading the
-    flag costs one device synchronisation per forward call on a GPU.
+    before the first forward it uses the current parameters (the identity). The flag is
+    read on the host once (``Buffer.flag``), not on every call: on a GPU each read would
+    be a device synchronisation.
 
     References: Kingma & Dhariwal (2018), Glow, section 3.1; Salimans & Kingma (2016),
     "Weight Normalization" (data-dependent initialisation).
@@ -359,7 +360,7 @@ class ActNorm(Flow):
 
     def forward(self, x):
         x = self._check_input(x)
-        if not bool(self.initialized.data):
+        if not self.initialized.flag():
             self._initialize(x)
         z = (x - self.loc) * ops.exp(self.log_scale)
         return z, _per_sample(ops.sum(self.log_scale), x)

@@ -170,7 +170,7 @@ class ActNormImage(Flow):
 
     def forward(self, x):
         x = self._check_input(x)
-        if not bool(self.initialized.data):
+        if not self.initialized.flag():
             self._initialize(x)
         z = (x - self._per_channel(self.loc)) * ops.exp(self._per_channel(self.log_scale))
         pixels = self.event_shape[1] * self.event_shape[2]

@@ -442,21 +442,23 @@ def _value_range(array):
 
 
 def _check_interval(tensor, low, high, closed, function, name):
-    """Raise ValueError, with the range received, unless low <= tensor <= high (< if open)."""
+    """Raise ValueError, with the range received, unless low <= tensor <= high (< if open).
+
+    A check of values: deferred to the step's one synchronisation inside a train step
+    (see ``backend.require``).
+    """
     data = tensor.data
-    xp = backend.array_module(data)
     if data.size == 0:
         return
     ok = (data >= low) & (data <= high) if closed else (data > low) & (data < high)
-    if not bool(xp.all(ok)):
-        interval = f"[{low}, {high}]" if closed else f"({low}, {high})"
-        raise ValueError(f"{function}: {name} must lie in {interval}, got values in {_value_range(data)}")
+    interval = f"[{low}, {high}]" if closed else f"({low}, {high})"
+    backend.require(ok, lambda: f"{function}: {name} must lie in {interval}, got values in {_value_range(data)}")
 
 
 def _check_positive(tensor, function, name):
-    xp = backend.array_module(tensor.data)
-    if tensor.data.size and not bool(xp.all(tensor.data > 0)):
-        raise ValueError(f"{function}: {name} must be positive, got values in {_value_range(tensor.data)}")
+    data = tensor.data
+    if data.size:
+        backend.require(data > 0, lambda: f"{function}: {name} must be positive, got values in {_value_range(data)}")
 
 
 def _check_sizes(tensor, total, function, name):
@@ -471,8 +473,9 @@ def _check_sizes(tensor, total, function, name):
     xp = backend.array_module(tensor.data)
     sums = xp.sum(tensor.data, axis=-1)
     tolerance = max(1e-6, 10 * tensor.shape[-1] * float(xp.finfo(tensor.dtype).eps))
-    if sums.size and not bool(xp.all(xp.abs(sums - total) <= tolerance * total)):
-        raise ValueError(f"{function}: {name} must sum to {total} along the last axis, got sums in {_value_range(sums)}")
+    if sums.size:
+        backend.require(xp.abs(sums - total) <= tolerance * total,
+                        lambda: f"{function}: {name} must sum to {total} along the last axis, got sums in {_value_range(sums)}")
 
 
 def _check_bound(bound, function):
