@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 INSTALLED = $(VENV)/.installed
 
-.PHONY: install demo test test-all lectures bench clean
+.PHONY: install demo test test-all lectures bench gpu-check clean
 
 install: $(INSTALLED)
 
@@ -39,6 +39,14 @@ bench: install
 	$(BIN)/python benchmarks/train_step.py
 	$(BIN)/python benchmarks/minflow_models.py
 	$(BIN)/python benchmarks/memory.py
+
+# The day a GPU is there: on a machine with CuPy and a CUDA device (pip install 'minflow[gpu]' first), the gpu
+# tests, the whole suite on CuPy, the GPU train-step benchmark, the CuPy memory pool and lecture 9, into one
+# results file in benchmarks/gpu_results/ (see benchmarks/gpu_check.py). It installs torch (a CUDA build) only
+# once it has found a device. Elsewhere it prints one line and does nothing. GPU_CHECK_ARGS=--full: lecture 9 in full.
+GPU_CHECK_ARGS ?=
+gpu-check: install
+	$(BIN)/python benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis runs
