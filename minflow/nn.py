@@ -56,6 +56,11 @@ class Buffer(Tensor):
             cached = self._flag = (self.data, bool(self.data))
         return cached[1]
 
+    def set_flag(self, value):
+        """Set a one-element boolean buffer to ``value``, on its own device, without reading it back."""
+        self.data = backend.array_module(self.data).asarray(bool(value))
+        self._flag = (self.data, bool(value))
+
 
 class Module:
     """Base class of layers, flows and models."""

@@ -166,7 +166,7 @@ class ActNormImage(Flow):
             log_scale = -ops.log(std + self.eps)
         self.loc.data = mean.data
         self.log_scale.data = log_scale.data
-        self.initialized.data = backend.array_module(self.initialized.data).asarray(True)
+        self.initialized.set_flag(True)
 
     def forward(self, x):
         x = self._check_input(x)
