@@ -1,6 +1,8 @@
-"""Shared test settings: hypothesis profiles and the gpu / slow markers.
+"""Shared test settings: hypothesis profiles, and which backend the suite runs on.
 
 HYPOTHESIS_PROFILE=default (fast, for development) or ci (thorough, what `make test-all` runs).
+MINFLOW_BACKEND=cupy with PYTHONPATH=tests/support/strict_cupy (`make test-cupy`) runs the
+whole suite on the strict CuPy stand-in; with real CuPy on a GPU machine, on the GPU.
 """
 
 import os
@@ -10,3 +12,15 @@ from hypothesis import settings
 settings.register_profile("default", max_examples=15, deadline=None)
 settings.register_profile("ci", max_examples=200, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+def pytest_report_header(config):
+    from minflow import backend
+
+    name = backend.backend_name()
+    if name == "cupy":
+        import cupy
+
+        kind = "the strict CuPy stand-in" if getattr(cupy, "_strict_stand_in", False) else f"CuPy {cupy.__version__}"
+        return f"minflow backend: cupy ({kind})"
+    return f"minflow backend: {name}"
