@@ -28,7 +28,7 @@ test: install
 # that refuses what a GPU refuses (implicit host copies, NumPy arrays in device ops, NumPy-only
 # names) and counts device synchronisations. Proves the CuPy code path without a GPU; CI runs both.
 test-cupy: install
-	PYTHONPATH=tests/support/strict_cupy MINFLOW_BACKEND=cupy $(BIN)/python -m pytest -q
+	PYTHONPATH=$(CURDIR)/tests/support/strict_cupy MINFLOW_BACKEND=cupy $(BIN)/python -m pytest -q
 
 # The thorough hypothesis profile (more examples per property).
 test-all: install

@@ -1,0 +1,3 @@
+"""cupyx.scipy of the strict stand-in: only ``linalg`` (see its docstring)."""
+
+from cupyx.scipy import linalg  # noqa: F401
