@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import minflow
+from helpers import device, host
 from minflow import backend, data, testing, train
 from minflow.autodiff import Tensor, ops
 from minflow.flows.planar import Planar, Radial
@@ -39,6 +40,7 @@ def make(name, dim, seed, scale=0.5):
 
 
 def inputs(dim, n=8, seed=100):
+    """Host (NumPy) points; moved to the default backend with ``device`` where they enter a flow."""
     return 1.5 * np.random.default_rng(seed).standard_normal((n, dim))
 
 
@@ -62,21 +64,21 @@ def test_random_instances_pass_check_flow(name, dim, dtype):
 def test_generative_log_det_matches_finite_differences(name, dim):
     """inverse is the paper's closed-form map g; its log-det must be log|det dg/dz|."""
     flow = make(name, dim, seed=dim)
-    z = inputs(dim)
+    z = device(inputs(dim))
     _, log_det = flow.inverse(z)
-    jacobian = testing.numerical_jacobian(lambda a: flow.inverse(a)[0].data, z)
+    jacobian = host(testing.numerical_jacobian(lambda a: flow.inverse(a)[0].data, z))
     sign, numeric = np.linalg.slogdet(jacobian)
     assert np.all(sign > 0), "the generative map must preserve orientation"
-    error = relative_error(log_det.data, numeric)
-    assert error <= FLOAT64_TOL, f"{name}, dim {dim}: log-det off by {error:.3g}\n{log_det.data}\n{numeric}"
+    error = relative_error(log_det, numeric)
+    assert error <= FLOAT64_TOL, f"{name}, dim {dim}: log-det off by {error:.3g}\n{host(log_det)}\n{numeric}"
 
 
 def test_planar_jacobian_is_identity_plus_rank_one():
     """dg/dz = I + u_hat psi^T with psi = h'(w^T z + b) w, as the docstring derives."""
     flow = make("Planar", 4, seed=1)
     z = inputs(4)
-    jacobian = testing.numerical_jacobian(lambda a: flow.inverse(a)[0].data, z)
-    u_hat, w, b = flow.u_hat.data, flow.w.data, flow.b.data
+    jacobian = host(testing.numerical_jacobian(lambda a: flow.inverse(a)[0].data, device(z)))
+    u_hat, w, b = host(flow.u_hat), host(flow.w), host(flow.b)
     h_prime = 1 - np.tanh(z @ w + b) ** 2
     expected = np.eye(4) + h_prime[:, None, None] * np.einsum("i,j->ij", u_hat, w)
     assert relative_error(jacobian, expected) <= FLOAT64_TOL
@@ -86,9 +88,9 @@ def test_radial_jacobian_is_scaled_identity_plus_rank_one():
     """dg/dz = (1 + beta h) I + beta h'(r) (z - z0)(z - z0)^T / r."""
     flow = make("Radial", 3, seed=2)
     z = inputs(3)
-    jacobian = testing.numerical_jacobian(lambda a: flow.inverse(a)[0].data, z)
-    alpha, beta, _ = (t.data for t in flow.constrained())
-    offset = z - flow.z0.data
+    jacobian = host(testing.numerical_jacobian(lambda a: flow.inverse(a)[0].data, device(z)))
+    alpha, beta, _ = (host(t) for t in flow.constrained())
+    offset = z - host(flow.z0)
     r = np.linalg.norm(offset, axis=1)
     h, h_prime = 1 / (alpha + r), -1 / (alpha + r) ** 2
     expected = (1 + beta * h)[:, None, None] * np.eye(3) + (beta * h_prime / r)[:, None, None] * np.einsum(
@@ -108,14 +110,14 @@ def test_forward_gradient_with_respect_to_x_is_exact(name):
         z, log_det = flow.forward(x)
         return ops.sum(0.5 * z * z) - ops.sum(log_det)
 
-    x = Tensor(x_data.copy(), requires_grad=True)
+    x = Tensor(device(x_data), requires_grad=True)
     loss(x).backward()
     eps = 2e-6  # minflow.testing's float64 step
     numeric = np.zeros_like(x_data)
     for index in np.ndindex(*x_data.shape):
         step = np.zeros_like(x_data)
         step[index] = eps
-        numeric[index] = (float(loss(x_data + step).data) - float(loss(x_data - step).data)) / (2 * eps)
+        numeric[index] = (float(host(loss(device(x_data + step)))) - float(host(loss(device(x_data - step))))) / (2 * eps)
     assert relative_error(x.grad, numeric) <= FLOAT64_TOL, f"{x.grad}\n{numeric}"
 
 
@@ -123,54 +125,58 @@ def test_forward_gradient_with_respect_to_x_is_exact(name):
 @pytest.mark.parametrize("w_dot_u", [-40.0, -5.0, 0.0, 30.0])
 def test_planar_constraint_holds_for_any_u(w_dot_u):
     flow = Planar(3, seed=0)
-    w = flow.w.data
-    flow.u.data = w_dot_u * w / (w @ w)  # w^T u = w_dot_u exactly
+    w = host(flow.w)
+    flow.u.data = device(w_dot_u * w / (w @ w))  # w^T u = w_dot_u exactly
     u_hat, softplus = flow.constrained()
     # w^T u_hat = m(w^T u) = softplus(w^T u) - 1 > -1. Computed as a dot product it carries
     # rounding of ~u |u_hat| |w| ~ 1e-14 (and at w^T u = -40 the -1 + 4e-18 rounds to -1),
     # which is why the flow uses softplus > 0 itself, never 1 + w^T u_hat.
-    assert float(softplus.data) > 0
-    w_dot_u_hat = float(ops.sum(flow.w * u_hat).data)
-    assert abs(w_dot_u_hat - (float(softplus.data) - 1)) <= 1e-12 * (1 + abs(w_dot_u))
+    softplus = float(host(softplus))
+    assert softplus > 0
+    w_dot_u_hat = float(host(ops.sum(flow.w * u_hat)))
+    assert abs(w_dot_u_hat - (softplus - 1)) <= 1e-12 * (1 + abs(w_dot_u))
     # Along w, the generative map is p -> p + (w^T u_hat) tanh(p): strictly increasing.
     p = np.linspace(-6, 6, 2001)
-    z = (p - flow.b.data)[:, None] * w / (w @ w)  # w^T z + b = p
-    x, log_det = flow.inverse(z)
-    projected = x.data @ w + flow.b.data
+    b = host(flow.b)
+    z = (p - b)[:, None] * w / (w @ w)  # w^T z + b = p
+    x, log_det = flow.inverse(device(z))
+    projected = host(x) @ w + b
     assert np.all(np.diff(projected) > 0), f"w^T g(z) is not increasing for w^T u = {w_dot_u}"
-    assert np.all(np.isfinite(log_det.data)), "the log-det must stay finite (its factor is > 0)"
+    assert np.all(np.isfinite(host(log_det))), "the log-det must stay finite (its factor is > 0)"
     # ... and forward finds the preimage of every point (away from the flat spot, where
     # a slope of 1e-17 makes the inverse ill-conditioned by that much).
     points = inputs(3, n=16) + 2 * w
-    z, _ = flow.forward(points)
-    assert relative_error(flow.inverse(z)[0].data, points) <= 1e-8
+    z, _ = flow.forward(device(points))
+    assert relative_error(flow.inverse(z)[0], points) <= 1e-8
 
 
 def test_radial_constraint_holds_for_very_negative_beta():
     flow = Radial(2, seed=0)
     flow.beta_raw.data[...] = -40.0  # beta = -alpha + 4e-18: the most contracting radial map
-    alpha, beta, gap = (float(t.data[0]) for t in flow.constrained())
+    alpha, beta, gap = (float(host(t)[0]) for t in flow.constrained())
     # beta = gap - alpha rounds to -alpha here; the flow never forms alpha + beta, it uses gap > 0
     assert gap > 0 and beta >= -alpha
     # Along any ray from z0, the radius r -> rho(r) is strictly increasing.
     r = np.linspace(0, 6, 2001)
     direction = np.array([0.6, 0.8])
-    x, log_det = flow.inverse(flow.z0.data + r[:, None] * direction)
-    rho = np.linalg.norm(x.data - flow.z0.data, axis=1)
+    z0 = host(flow.z0)
+    x, log_det = flow.inverse(device(z0 + r[:, None] * direction))
+    rho = np.linalg.norm(host(x) - z0, axis=1)
     assert np.all(np.diff(rho) > 0)
-    assert np.all(np.isfinite(log_det.data))
+    assert np.all(np.isfinite(host(log_det)))
     # forward (the quadratic's root) undoes it away from the centre, where the map has slope 1e-17
-    points = flow.z0.data + (1 + np.abs(inputs(2, n=16))) * direction
-    z, _ = flow.forward(points)
-    assert relative_error(flow.inverse(z)[0].data, points) <= 1e-8
+    points = z0 + (1 + np.abs(inputs(2, n=16))) * direction
+    z, _ = flow.forward(device(points))
+    assert relative_error(flow.inverse(z)[0], points) <= 1e-8
 
 
 def test_radial_gradient_is_finite_at_its_centre():
     flow = make("Radial", 2, seed=3)
+    z0 = host(flow.z0)
     for direction in (flow.inverse, flow.forward):
-        x, log_det = direction(np.stack([flow.z0.data, flow.z0.data + 1.0]))
+        x, log_det = direction(device(np.stack([z0, z0 + 1.0])))  # one sample exactly at the centre
         (ops.sum(x * x) + ops.sum(log_det)).backward()
-        assert all(np.all(np.isfinite(p.grad)) for p in flow.parameters())
+        assert all(np.all(np.isfinite(host(p.grad))) for p in flow.parameters())
         flow.zero_grad()
 
 
@@ -180,24 +186,24 @@ def test_planar_forward_raises_when_it_does_not_converge():
     w = flow.w.data
     flow.u.data = 10 * w / (w @ w)  # w^T u_hat = softplus(10) - 1 ~ 9: far from the start p = v
     with pytest.raises(RuntimeError, match=r"did not converge for \d+ of 8 samples in 1 iterations"):
-        flow.forward(inputs(2))
+        flow.forward(device(inputs(2)))
     flow.max_iterations = 100
-    flow.forward(inputs(2))  # the same batch converges with the default budget
+    flow.forward(device(inputs(2)))  # the same batch converges with the default budget
 
 
 def test_planar_forward_names_non_finite_input():
     with pytest.raises(RuntimeError, match="NaN or inf"):
-        Planar(2, seed=0).forward(np.array([[0.0, np.nan], [1.0, 2.0]]))
+        Planar(2, seed=0).forward(device([[0.0, np.nan], [1.0, 2.0]]))
 
 
 def test_planar_tolerance_is_met():
     flow = make("Planar", 3, seed=4)
     flow.tolerance = 1e-3
     x = inputs(3)
-    z, _ = flow.forward(x)
+    z, _ = flow.forward(device(x))
     # even a loose tolerance is followed by one polishing Newton step, so the round trip
     # is much better than 1e-3
-    assert relative_error(flow.inverse(z)[0].data, x) <= 1e-5
+    assert relative_error(flow.inverse(z)[0], x) <= 1e-5
 
 
 # --- construction --------------------------------------------------------------------------
@@ -205,10 +211,10 @@ def test_planar_tolerance_is_met():
 def test_initialisation_is_seeded_random_and_not_the_identity(name):
     a, b = FLOWS[name](3, seed=7), FLOWS[name](3, seed=7)
     for (key, p), q in zip(a.named_parameters(), b.parameters()):
-        assert np.array_equal(p.data, q.data), key
-        assert np.all(p.data != 0), f"{key} must not start at zero"
+        assert np.array_equal(host(p), host(q)), key
+        assert np.all(host(p) != 0), f"{key} must not start at zero"
     x = inputs(3)
-    assert relative_error(a.forward(x)[0].data, x) > 1e-3
+    assert relative_error(a.forward(device(x))[0], x) > 1e-3
 
 
 @pytest.mark.parametrize(
@@ -229,9 +235,9 @@ def test_bad_arguments_raise(make_flow, message):
 def test_wrong_shape_raises(name):
     flow = FLOWS[name](3, seed=0)
     with pytest.raises(ValueError, match=r"must have shape \(B, 3\), got \(4, 2\)"):
-        flow.forward(np.zeros((4, 2)))
+        flow.forward(device(np.zeros((4, 2))))
     with pytest.raises(ValueError, match=r"must have shape \(B, 3\), got \(4, 2\)"):
-        flow.inverse(np.zeros((4, 2)))
+        flow.inverse(device(np.zeros((4, 2))))
 
 
 # --- training ------------------------------------------------------------------------------

@@ -208,7 +208,9 @@ def _solve_planar(v, c, s, tolerance, max_iterations):
         t = xp.tanh(p)
         residual = p + c * t - v
         done = xp.abs(residual) <= tolerance * scale
-        if step % CHECK_EVERY == 0 or step == max_iterations:  # a synchronisation on a GPU
+        # A synchronisation on a GPU. Not at step 0: the start p = v is the root only when
+        # c = 0, so that test would cost one sync per call and almost never stop the loop.
+        if (step > 0 and step % CHECK_EVERY == 0) or step == max_iterations:
             if bool(xp.all(done)):
                 return p
             if step == max_iterations:
