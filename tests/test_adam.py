@@ -1,15 +1,16 @@
 """Adam's fast path (one flat array, in-place updates, denormals flushed) against its formula.
 
 The reference is the textbook update written out per parameter, with nothing shared and
-nothing in place. Both compute the same float64 numbers in a slightly different order
+nothing in place, on the host (NumPy). Both compute the same float64 numbers in a slightly different order
 (sqrt(v) / sqrt(c2) instead of sqrt(v / c2), lr / c1 folded into one factor), so they
 agree to a few ulps per step; over 25 steps of a well-scaled problem, 1e-12 relative.
 """
 
 import numpy as np
 import pytest
+from helpers import assert_close, device, host
 
-from minflow import models, nn, optim
+from minflow import backend, models, nn, optim
 
 RTOL = 1e-12
 
@@ -32,11 +33,11 @@ def reference_adam(params, grads_per_step, lr=1e-2, b1=0.9, b2=0.999, eps=1e-8, 
 
 def random_parameters(seed, shapes=((3, 4), (4,), (2, 2, 3), (1,))):
     rng = np.random.default_rng(seed)
-    return [nn.Parameter(rng.normal(size=shape)) for shape in shapes]
+    return [nn.Parameter(device(rng.normal(size=shape))) for shape in shapes]
 
 
 def random_grads(seed, params, steps, missing=()):
-    """Random gradients per step; parameter i has none at the steps listed in ``missing``."""
+    """Random host gradients per step; parameter i has none at the steps listed in ``missing``."""
     rng = np.random.default_rng(seed)
     return [
         [None if (t, i) in missing else rng.normal(size=p.shape) for i, p in enumerate(params)]
@@ -48,7 +49,7 @@ def run_adam(params, grads_per_step, **options):
     opt = optim.Adam(params, lr=1e-2, **options)
     for grads in grads_per_step:
         for p, g in zip(params, grads):
-            p.grad = g
+            p.grad = None if g is None else device(g)
         opt.step()
     return opt
 
@@ -56,37 +57,38 @@ def run_adam(params, grads_per_step, **options):
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 def test_flat_adam_matches_the_per_parameter_formula(weight_decay):
     params = random_parameters(0)
-    start = [p.data.copy() for p in params]
+    start = [host(p) for p in params]
     grads = random_grads(1, params, steps=25)
     run_adam(params, grads, weight_decay=weight_decay)
     expected = reference_adam(start, grads, weight_decay=weight_decay)
     for p, want in zip(params, expected):
-        np.testing.assert_allclose(p.data, want, rtol=RTOL, atol=0)
+        assert_close(p, want, rtol=RTOL, atol=0)
 
 
 def test_parameters_without_a_gradient_are_skipped_entirely():
     # Parameter 1 has no gradient at steps 3..9: it must not move then, and its m and v must
     # not decay (the reference skips it), so that it rejoins exactly where it was.
     params = random_parameters(2)
-    start = [p.data.copy() for p in params]
+    start = [host(p) for p in params]
     grads = random_grads(3, params, steps=15, missing={(t, 1) for t in range(3, 10)} | {(0, 3)})
     run_adam(params, grads)
     expected = reference_adam(start, grads)
     for p, want in zip(params, expected):
-        np.testing.assert_allclose(p.data, want, rtol=RTOL, atol=0)
+        assert_close(p, want, rtol=RTOL, atol=0)
 
 
 def test_the_parameters_are_views_of_one_flat_array():
     params = random_parameters(4)
     opt = run_adam(params, random_grads(5, params, steps=1))
-    assert all(np.shares_memory(p.data, opt.theta) for p in params)
+    xp = backend.array_module(opt.theta)
+    assert all(xp.shares_memory(p.data, opt.theta) for p in params)
     assert opt.theta.size == sum(p.size for p in params)
 
 
 def test_replacing_parameter_data_is_noticed_and_the_state_kept():
     # load_state_dict assigns new arrays: the next step must update *them*, with m and v intact.
     params = random_parameters(6)
-    start = [p.data.copy() for p in params]
+    start = [host(p) for p in params]
     grads = random_grads(7, params, steps=10)
     opt = optim.Adam(params, lr=1e-2)
     for t, step_grads in enumerate(grads):
@@ -94,17 +96,17 @@ def test_replacing_parameter_data_is_noticed_and_the_state_kept():
             for p in params:
                 p.data = p.data.copy()
         for p, g in zip(params, step_grads):
-            p.grad = g
+            p.grad = device(g)
         opt.step()
         assert all(p.data is view for p, view in zip(params, opt.views))
     for p, want in zip(params, reference_adam(start, grads)):
-        np.testing.assert_allclose(p.data, want, rtol=RTOL, atol=0)
+        assert_close(p, want, rtol=RTOL, atol=0)
 
 
 def test_model_load_state_dict_after_training_steps():
     model = models.realnvp(2, layers=2, hidden=8, seed=0)
     opt = optim.Adam(model.parameters(), lr=1e-2)
-    x = np.random.default_rng(0).normal(size=(32, 2))
+    x = device(np.random.default_rng(0).normal(size=(32, 2)))
     for _ in range(3):
         opt.zero_grad()
         model.nll(x).backward()
@@ -114,7 +116,7 @@ def test_model_load_state_dict_after_training_steps():
     opt.zero_grad()
     model.nll(x).backward()
     opt.step()
-    changed = [name for name, value in model.state_dict().items() if not np.array_equal(value, saved[name])]
+    changed = [name for name, value in model.state_dict().items() if not np.array_equal(host(value), host(saved[name]))]
     assert changed, "a step after load_state_dict must move the loaded parameters"
 
 
@@ -122,37 +124,38 @@ def test_float32_first_moment_is_flushed_instead_of_going_denormal():
     # One nonzero gradient, then zeros: m decays by 0.9 a step, and 0.9^t * 0.1 drops below
     # float32's smallest normal (1.2e-38) after about 820 steps. It must become exactly 0,
     # never a denormal (0 < |m| < tiny); v decays far slower and stays normal here.
-    w = nn.Parameter(np.ones(4, dtype=np.float32))
+    w = nn.Parameter(device(np.ones(4), np.float32))
     opt = optim.Adam([w], lr=1e-3)
     tiny = np.finfo(np.float32).tiny
-    w.grad = np.ones(4, dtype=np.float32)
+    w.grad = device(np.ones(4), np.float32)
     opt.step()
-    w.grad = np.zeros(4, dtype=np.float32)
+    w.grad = device(np.zeros(4), np.float32)
     for _ in range(1000):
         opt.step()
-        assert not np.any((opt.m != 0) & (np.abs(opt.m) < tiny))
-        assert not np.any((opt.v != 0) & (opt.v < tiny))
-    assert np.all(opt.m == 0)
+        m, v = host(opt.m), host(opt.v)
+        assert not np.any((m != 0) & (np.abs(m) < tiny))
+        assert not np.any((v != 0) & (v < tiny))
+    assert np.all(host(opt.m) == 0)
     assert w.dtype == np.float32 and opt.theta.dtype == np.float32
 
 
 def test_mixed_dtypes_are_refused_with_a_clear_error():
-    a = nn.Parameter(np.zeros(2))
-    b = nn.Parameter(np.zeros(2, dtype=np.float32))
-    a.grad, b.grad = np.ones(2), np.ones(2, dtype=np.float32)
+    a = nn.Parameter(device(np.zeros(2)))
+    b = nn.Parameter(device(np.zeros(2), np.float32))
+    a.grad, b.grad = device(np.ones(2)), device(np.ones(2), np.float32)
     with pytest.raises(ValueError, match="one dtype"):
         optim.Adam([a, b]).step()
 
 
 def test_astype_after_steps_casts_the_state():
-    w = nn.Parameter(np.ones(3))
+    w = nn.Parameter(device(np.ones(3)))
     module = nn.Module()
     module.w = w
     opt = optim.Adam([w], lr=0.1)
-    w.grad = np.ones(3)
+    w.grad = device(np.ones(3))
     opt.step()
     module.astype(np.float32)
-    w.grad = np.ones(3, dtype=np.float32)
+    w.grad = device(np.ones(3), np.float32)
     opt.step()
     assert w.dtype == np.float32 and opt.m.dtype == np.float32
-    assert np.shares_memory(w.data, opt.theta)
+    assert backend.array_module(opt.theta).shares_memory(w.data, opt.theta)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from helpers import assert_close, device, host
 
 from minflow import testing
 from minflow.flows import autoregressive
@@ -13,7 +14,7 @@ def _random_made(dim, order, seed=0):
     made = autoregressive.MADE(dim, params_per_dim=2, hidden=(16, 16), order=order, activation="tanh", seed=seed)
     rng = np.random.default_rng(seed)
     for p in made.parameters():
-        p.data = p.data + 0.5 * rng.standard_normal(p.shape)  # the last layer starts at zero
+        p.data = p.data + device(0.5 * rng.standard_normal(p.shape))  # the last layer starts at zero
     return made
 
 
@@ -22,11 +23,11 @@ def test_made_output_never_sees_its_own_or_later_inputs(order):
     made = _random_made(5, order)
     degree = {coordinate: position + 1 for position, coordinate in enumerate(order)}
     x = np.random.default_rng(1).standard_normal((3, 5))
-    base = made(x).data
+    base = host(made(device(x)))
     for d in range(5):
         moved = x.copy()
         moved[:, d] += 1.7
-        change = np.abs(made(moved).data - base).max(axis=(0, 2))  # per output coordinate
+        change = np.abs(host(made(device(moved))) - base).max(axis=(0, 2))  # per output coordinate
         for i in range(5):
             if degree[i] <= degree[d]:
                 assert change[i] == 0, f"output {i} (degree {degree[i]}) moved when input {d} (degree {degree[d]}) did"
@@ -45,9 +46,9 @@ def test_made_degrees_cycle_through_the_usable_values():
 def test_jacobian_is_triangular_in_the_autoregressive_order(name):
     flow = testing.example_flows(5, seed=2)[name]
     maf = flow.flow if isinstance(flow, Inverse) else flow
-    degree = maf.made.degrees.data
+    degree = host(maf.made.degrees)
     x = testing.sample_inputs(flow, 4, seed=3)
-    jacobian = testing.numerical_jacobian(lambda a: flow.forward(a)[0].data, x)
+    jacobian = host(testing.numerical_jacobian(lambda a: flow.forward(a)[0].data, x))
     later_or_same = degree[None, :] >= degree[:, None]  # [i, j]: x_j comes at or after x_i
     np.fill_diagonal(later_or_same, False)
     assert np.abs(jacobian[:, later_or_same]).max() < 1e-8, "z_i must not depend on x_j for j at or after i"
@@ -61,10 +62,10 @@ def test_maf_inverse_is_exact_after_D_passes_and_not_before():
     z, log_det = flow.forward(x)
     x_back, inverse_log_det = flow.inverse(z)  # D = 4 passes
     # exact up to rounding: a few float64 ulps per pass, amplified by the transformer
-    np.testing.assert_allclose(x_back.data, x, atol=1e-12)
-    np.testing.assert_allclose(inverse_log_det.data, -log_det.data, atol=1e-12)
+    assert_close(x_back, x, atol=1e-12)
+    assert_close(inverse_log_det, -host(log_det), atol=1e-12)
     short, _ = flow.inverse(z, passes=3)
-    assert np.abs(short.data - x).max() > 1e-6, "D - 1 passes leave the last coordinate wrong"
+    assert np.abs(host(short) - host(x)).max() > 1e-6, "D - 1 passes leave the last coordinate wrong"
 
 
 def test_iaf_is_the_inverse_of_the_same_machinery():
@@ -77,9 +78,9 @@ def test_iaf_is_the_inverse_of_the_same_machinery():
 def test_new_layers_start_as_the_identity(transformer):
     flow = autoregressive.MaskedAutoregressive(3, transformer, hidden=(8,), seed=0)
     x = np.random.default_rng(0).standard_normal((5, 3))
-    z, log_det = flow.forward(x)
-    np.testing.assert_allclose(z.data, x, atol=1e-12)
-    np.testing.assert_allclose(log_det.data, 0, atol=1e-12)
+    z, log_det = flow.forward(device(x))
+    assert_close(z, x, atol=1e-12)
+    assert_close(log_det, np.zeros(5), atol=1e-12)
 
 
 def test_bad_arguments_raise():

@@ -4,6 +4,9 @@ What is checked, one property per test: a node used twice gets the sum of its gr
 backward walks a 10,000-deep graph without recursion; the graph is freed by plain reference
 counting once backward is done; retain_graph and accumulation; dtypes never mix or drift;
 results are arrays; no_grad and detach record nothing; broadcasting is undone by unbroadcast.
+
+Leaves are made on the default backend (``device``), so the engine runs on NumPy or on the
+strict CuPy stand-in; gradients are compared on the host (``host``).
 """
 
 import gc
@@ -12,25 +15,28 @@ import weakref
 
 import numpy as np
 import pytest
+from helpers import device, host, on_cupy
 
+from minflow import backend
 from minflow.autodiff import OPS, Tensor, is_recording, no_grad, ops, unbroadcast
 
 
 def leaf(values, dtype=np.float64):
-    return Tensor(np.asarray(values, dtype=dtype), requires_grad=True)
+    return Tensor(device(np.asarray(values, dtype=dtype), dtype), requires_grad=True)
 
 
 def assert_gradient(tensor, expected, rtol=1e-12):
     # 1e-12: a handful of float64 operations per entry, each off by at most half an ulp.
-    message = f"input {tensor.data!r}: expected gradient {expected!r}, got {tensor.grad!r}"
-    np.testing.assert_allclose(tensor.grad, expected, rtol=rtol, err_msg=message)
+    data, grad, expected = host(tensor), host(tensor.grad), host(expected)
+    message = f"input {data!r}: expected gradient {expected!r}, got {grad!r}"
+    np.testing.assert_allclose(grad, expected, rtol=rtol, err_msg=message)
 
 
 # --- the chain rule over a graph ----------------------------------------------------------------
 def test_reused_node_gets_the_sum_of_its_gradients():
     a = leaf([-1.5, 0.0, 2.0, 3.25])
     (a * a + a).sum().backward()  # d/da (a^2 + a) = 2a + 1: three uses of a, three terms
-    assert_gradient(a, 2 * a.data + 1)
+    assert_gradient(a, 2 * host(a) + 1)
 
 
 def test_node_reused_at_different_depths_is_visited_after_all_its_consumers():
@@ -38,7 +44,7 @@ def test_node_reused_at_different_depths_is_visited_after_all_its_consumers():
     # after *both* consumers in the reverse topological order, or one gradient is lost.
     a = leaf([0.3, 0.6, -1.0])
     (a * (1.0 - a)).sum().backward()
-    assert_gradient(a, 1 - 2 * a.data)
+    assert_gradient(a, 1 - 2 * host(a))
 
 
 def test_diamond_and_long_detour_graphs_sum_every_path():
@@ -46,7 +52,7 @@ def test_diamond_and_long_detour_graphs_sum_every_path():
     a = leaf([-0.7, 0.1, 1.3])
     e = ops.exp(a)
     (e * ops.tanh(e) + a).sum().backward()
-    ev = np.exp(a.data)
+    ev = np.exp(host(a))
     expected = ev * np.tanh(ev) + ev * ev * (1 - np.tanh(ev) ** 2) + 1
     assert_gradient(a, expected)
 
@@ -78,7 +84,7 @@ def test_intermediate_is_freed_after_backward_without_the_garbage_collector():
         assert loss.node.inputs is None and loss.node.saved is None, "backward() kept inputs/saved arrays"
     finally:
         gc.enable()
-    assert_gradient(x, 2 * np.exp(x.data))
+    assert_gradient(x, 2 * np.exp(host(x)))
 
 
 def test_graph_is_freed_when_the_loss_goes_away_even_without_backward():
@@ -112,7 +118,7 @@ def test_backward_twice_with_retain_graph_accumulates():
     x = leaf([0.5, -1.0, 2.0])
     loss = ops.tanh(x).sum()
     loss.backward(retain_graph=True)
-    once = x.grad.copy()
+    once = host(x.grad)
     loss.backward(retain_graph=True)
     assert_gradient(x, 2 * once)  # gradients accumulate, as documented: the second call adds
 
@@ -138,7 +144,7 @@ def test_gradient_has_the_dtype_and_shape_of_its_input(dtype, shape_a, shape_b):
     loss = ops.logsumexp(ops.tanh(a * b + a) - b / 3.0)  # mixes broadcasting, scalars, reduction
     loss.backward()
     for name, x in (("a", a), ("b", b)):
-        assert isinstance(x.grad, np.ndarray), f"{name}.grad is a {type(x.grad).__name__}, not an array"
+        assert isinstance(x.grad, backend.xp().ndarray), f"{name}.grad is a {type(x.grad).__name__}, not an array"
         assert x.grad.dtype == dtype and x.grad.shape == x.shape, (
             f"{name}: expected gradient {np.dtype(dtype)} {x.shape}, got {x.grad.dtype} {x.grad.shape}"
         )
@@ -182,21 +188,22 @@ def test_python_scalars_take_the_tensor_dtype(expression):
 
 @pytest.mark.parametrize(
     "reduce",
-    [ops.sum, ops.mean, ops.max, ops.logsumexp, lambda x: x[0, 1], lambda x: ops.slogdet(x + np.eye(2))],
+    [ops.sum, ops.mean, ops.max, ops.logsumexp, lambda x: x[0, 1], lambda x: ops.slogdet(x + device(np.eye(2)))],
     ids=["sum", "mean", "max", "logsumexp", "getitem", "slogdet"],
 )
 def test_full_reductions_return_0d_arrays_not_python_floats(reduce):
     x = leaf([[1.0, 2.0], [3.0, 4.0]])
     y = reduce(x)
-    assert type(y.data) is np.ndarray and y.shape == (), f"expected a 0-d ndarray, got {y.data!r}"
+    ndarray = backend.xp().ndarray
+    assert type(y.data) is ndarray and y.shape == (), f"expected a 0-d ndarray, got {type(y.data).__name__}"
     y.backward()
-    assert type(x.grad) is np.ndarray and x.grad.shape == (2, 2), f"got the gradient {x.grad!r}"
+    assert type(x.grad) is ndarray and x.grad.shape == (2, 2), f"got the gradient {host(x.grad)!r}"
 
 
 def test_gradient_of_a_0d_leaf_is_a_0d_array():
     x = leaf(2.0)
     (x * 3.0).backward()
-    assert type(x.grad) is np.ndarray and x.grad.shape == (), f"got {type(x.grad).__name__} {x.grad!r}"
+    assert type(x.grad) is backend.xp().ndarray and x.grad.shape == (), f"got {type(x.grad).__name__} {host(x.grad)!r}"
     assert_gradient(x, 3.0)
 
 
@@ -204,7 +211,9 @@ def test_leaf_gradients_are_independent_writable_arrays():
     a = leaf([1.0, 2.0, 3.0])
     b = leaf([4.0, 5.0, 6.0])
     (a + b).sum().backward()  # add's VJP hands the same array to a and b; sum's is a broadcast view
-    assert a.grad is not b.grad and a.grad.flags.writeable
+    assert a.grad is not b.grad
+    if not on_cupy():  # CuPy arrays have no read-only flag (every device array is writable)
+        assert a.grad.flags.writeable
     a.grad *= 10.0  # an optimizer may update a gradient in place...
     assert_gradient(b, np.ones(3))  # ...without touching another parameter's
 
@@ -213,7 +222,7 @@ def test_leaf_gradients_never_alias_each_other_or_the_callers_cotangent():
     # The engine stores a fresh cotangent as a leaf's .grad without copying it; these are the
     # cases where that would be wrong, and each must still give every leaf its own array.
     a, b, c = leaf([1.0, 2.0]), leaf([3.0, 4.0]), leaf([5.0, 6.0])
-    g = np.array([1.0, -1.0])
+    g = device([1.0, -1.0])
     (a + b).backward(g)  # the caller's g, handed to a and to b by add's VJP
     assert a.grad is not g and b.grad is not g and a.grad is not b.grad
     g[:] = 99.0  # the caller reuses its array...
@@ -222,7 +231,7 @@ def test_leaf_gradients_never_alias_each_other_or_the_callers_cotangent():
     y = (a * 2.0).reshape((2, 1)) + c.reshape((2, 1))  # two reshape views of one cotangent
     a.grad = b.grad = c.grad = None
     y.sum().backward()
-    assert not np.shares_memory(a.grad, c.grad)
+    assert not backend.array_module(a.grad).shares_memory(a.grad, c.grad)
     a.grad *= 0.0
     assert_gradient(c, [1.0, 1.0])
 
@@ -234,7 +243,7 @@ def test_a_fresh_cotangent_becomes_the_leaf_gradient_without_a_copy():
     original = OPS["mul"].vjp
     OPS["mul"].vjp = lambda g, x, y: seen.extend(original(g, x, y)) or tuple(seen)
     try:
-        (a * b).backward(np.array([1.0, 1.0]))
+        (a * b).backward(device([1.0, 1.0]))
     finally:
         OPS["mul"].vjp = original
     assert a.grad is seen[0] and b.grad is seen[1]
@@ -263,7 +272,7 @@ def test_detach_cuts_the_graph():
     y = ops.exp(x)
     cut = y.detach()
     assert not cut.requires_grad and cut.node is None
-    np.testing.assert_array_equal(cut.data, y.data)
+    np.testing.assert_array_equal(host(cut), host(y))
     (cut * x).sum().backward()  # the gradient flows through the explicit x only, not through cut
     assert_gradient(x, np.exp([1.0, 2.0]))
 
@@ -284,7 +293,7 @@ def test_backward_without_cotangent_works_on_one_element_tensors():
 def test_backward_rejects_a_cotangent_of_the_wrong_shape():
     y = ops.exp(leaf([1.0, 2.0]))
     with pytest.raises(ValueError, match="shape"):
-        y.backward(np.ones(3))
+        y.backward(device(np.ones(3)))
 
 
 @pytest.mark.parametrize(
@@ -294,10 +303,10 @@ def test_backward_rejects_a_cotangent_of_the_wrong_shape():
 )
 def test_unbroadcast_sums_leading_axes_and_size_one_axes(grad_shape, shape):
     grad = np.random.default_rng(0).normal(size=grad_shape)
-    got = unbroadcast(grad, shape)
+    got = unbroadcast(device(grad), shape)
     # The definition: sum over the new leading axes, then over the axes where shape has a 1.
     extra = len(grad_shape) - len(shape)
     expected = grad.sum(axis=tuple(range(extra)))
     expected = expected.sum(axis=tuple(i for i, n in enumerate(shape) if n == 1), keepdims=True)
     assert got.shape == shape, f"unbroadcast {grad_shape} -> {shape} gave shape {got.shape}"
-    np.testing.assert_allclose(got, expected, rtol=1e-12)  # the same sums, maybe in another order
+    np.testing.assert_allclose(host(got), expected, rtol=1e-12)  # the same sums, maybe in another order

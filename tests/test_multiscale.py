@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import device, host
 
 import minflow
 from minflow import backend, cli, data, models, testing
@@ -25,10 +26,6 @@ from minflow.flows.multiscale import (
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def host(t):
-    return backend.to_numpy(t)
 
 
 def perturbed(flow, seed=0, scale=0.3):
@@ -49,7 +46,7 @@ def small_multiscale(shape, seed=0, steps_per_scale=1):
 def test_squeeze_is_an_exact_rearrangement_with_the_documented_layout():
     squeeze = Squeeze((2, 4, 6))
     x = np.arange(3 * 2 * 4 * 6, dtype=float).reshape(3, 2, 4, 6)  # every entry distinct
-    z, log_det = squeeze.forward(x)
+    z, log_det = squeeze.forward(device(x))
     z = host(z.data)
     assert z.shape == (3, 8, 2, 3) and np.all(host(log_det.data) == 0)
     # each output is exactly one input, and every input appears once: a permutation
@@ -58,7 +55,7 @@ def test_squeeze_is_an_exact_rearrangement_with_the_documented_layout():
         for di in range(2):
             for dj in range(2):
                 np.testing.assert_array_equal(z[:, 4 * c + 2 * di + dj], x[:, c, di::2, dj::2])
-    x_back, inverse_log_det = squeeze.inverse(z)
+    x_back, inverse_log_det = squeeze.inverse(device(z))
     np.testing.assert_array_equal(host(x_back.data), x)  # exact, not approximate
     assert np.all(host(inverse_log_det.data) == 0)
 
@@ -69,7 +66,7 @@ def test_squeeze_validates_shapes():
     with pytest.raises(ValueError, match=r"\(C, H, W\)"):
         Squeeze((4, 4))
     with pytest.raises(ValueError, match=r"z must have shape \(B, 4, 2, 2\), got \(2, 1, 4, 4\)"):
-        Squeeze((1, 4, 4)).inverse(np.zeros((2, 1, 4, 4)))
+        Squeeze((1, 4, 4)).inverse(device(np.zeros((2, 1, 4, 4))))
 
 
 # --- InvertibleConv1x1 ------------------------------------------------------------------------------
@@ -87,18 +84,18 @@ def test_conv1x1_starts_as_a_rotation():
     weight = host(conv.weight.data)
     np.testing.assert_allclose(weight @ weight.T, np.eye(5), atol=1e-12)  # orthogonal
     x = np.random.default_rng(1).standard_normal((3, 5, 2, 2))
-    assert np.allclose(host(conv.forward(x)[1].data), 0, atol=1e-12)
+    assert np.allclose(host(conv.forward(device(x))[1].data), 0, atol=1e-12)
 
 
 def test_conv1x1_log_det_is_hw_log_det_w_and_matches_finite_differences():
     channels, height, width = 3, 2, 3
     conv = perturbed(InvertibleConv1x1(channels, height, width, seed=2), seed=3, scale=0.5)
     x = np.random.default_rng(4).standard_normal((4, channels, height, width))
-    z, log_det = conv.forward(x)
+    z, log_det = conv.forward(device(x))
     weight = host(conv.weight.data)
     expected = height * width * np.linalg.slogdet(weight)[1]
     np.testing.assert_allclose(host(log_det.data), expected, rtol=1e-12)
-    jacobian = testing.numerical_jacobian(lambda a: conv.forward(a)[0].data, x)  # (B, 18, 18)
+    jacobian = testing.numerical_jacobian(lambda a: conv.forward(a)[0].data, device(x))  # (B, 18, 18)
     np.testing.assert_allclose(np.linalg.slogdet(host(jacobian))[1], expected, atol=1e-7)  # FD error ~1e-10
     # z at each pixel is W times x at that pixel
     np.testing.assert_allclose(host(z.data), np.einsum("ij,bjhw->bihw", weight, x), atol=1e-12)
@@ -109,7 +106,7 @@ def test_actnorm_image_standardises_each_channel_of_its_first_batch():
     rng = np.random.default_rng(5)
     x = rng.standard_normal((16, 3, 4, 4)) * np.array([0.5, 2.0, 7.0])[:, None, None] + np.array([1.0, -3.0, 0.0])[:, None, None]
     actnorm = ActNormImage(3, 4, 4)
-    z, log_det = actnorm.forward(x)
+    z, log_det = actnorm.forward(device(x))
     z = host(z.data)
     np.testing.assert_allclose(z.mean(axis=(0, 2, 3)), 0, atol=1e-12)
     np.testing.assert_allclose(z.std(axis=(0, 2, 3)), 1, rtol=1e-5)  # eps = 1e-6 in std + eps
@@ -117,7 +114,7 @@ def test_actnorm_image_standardises_each_channel_of_its_first_batch():
     np.testing.assert_allclose(host(log_det.data), 16 * host(actnorm.log_scale.data).sum(), rtol=1e-12)
     # frozen after the first batch: a second batch goes through the same map
     loc = host(actnorm.loc.data).copy()
-    actnorm.forward(x[:4] + 100)
+    actnorm.forward(device(x[:4] + 100))
     np.testing.assert_array_equal(host(actnorm.loc.data), loc)
 
 
@@ -156,7 +153,7 @@ def test_multiscale_log_prob_is_the_sum_over_factored_parts_plus_log_dets():
     """Recompute log p(x) layer by layer, with a separate N(0, I) for every factored-out part."""
     flow = small_multiscale((2, 4, 4), seed=3, steps_per_scale=2)
     model = minflow.NormalizingFlow(flow)
-    x = np.random.default_rng(6).standard_normal((5, 2, 4, 4))
+    x = device(np.random.default_rng(6).standard_normal((5, 2, 4, 4)))
     model.log_prob(x)  # the first forward initialises the actnorms; from now on the map is fixed
     with no_grad():
         h, log_p, parts = minflow.Tensor(x), np.zeros(5), []
@@ -219,7 +216,7 @@ def test_interpolations_start_and_end_at_the_pair(tmp_path):
     plot = pytest.importorskip("minflow.plot")
     model = minflow.NormalizingFlow(small_multiscale((1, 4, 4), seed=4))
     rng = np.random.default_rng(7)
-    model.log_prob(rng.standard_normal((8, 1, 4, 4)))  # initialise the actnorms on data
+    model.log_prob(device(rng.standard_normal((8, 1, 4, 4))))  # initialise the actnorms on data
     pairs = rng.standard_normal((2, 2, 1, 4, 4))
     figure = plot.interpolations(model, pairs, steps=5, path=tmp_path / "interp.png", value_range=(-4.0, 4.0))
     mosaic = figure.axes[0].images[0].get_array()
@@ -231,8 +228,8 @@ def test_interpolations_start_and_end_at_the_pair(tmp_path):
         np.testing.assert_allclose(tile(p, 0), np.clip((pairs[p, 0, 0] + 4) / 8, 0, 1), atol=1e-9)
         np.testing.assert_allclose(tile(p, 4), np.clip((pairs[p, 1, 0] + 4) / 8, 0, 1), atol=1e-9)
     # the middle tile is the decoded midpoint of the two latents
-    z = host(model.flow.forward(pairs[0])[0].data)
-    middle = host(model.flow.inverse(z.mean(axis=0, keepdims=True))[0].data)[0, 0]
+    z = host(model.flow.forward(device(pairs[0]))[0].data)
+    middle = host(model.flow.inverse(device(z.mean(axis=0, keepdims=True)))[0].data)[0, 0]
     np.testing.assert_allclose(tile(0, 2), np.clip((middle + 4) / 8, 0, 1), atol=1e-9)
     assert (tmp_path / "interp.png").read_bytes().startswith(PNG_SIGNATURE)
 
@@ -269,7 +266,8 @@ def test_digits_evaluate_reproduces_test_bpd(digits_run, capsys):
 def test_digits_bits_per_dim_is_data_bits_per_dim(digits_run):
     _, model, _ = cli.load_run(str(digits_run))
     splits = data.digits(seed=0)
-    expected = data.bits_per_dim(model.log_prob(splits.test).data, splits.test_log_det)
+    # the splits are host arrays (data.py); the loaded model lives on the default backend
+    expected = data.bits_per_dim(model.log_prob(device(splits.test)).data, splits.test_log_det)
     metrics = json.loads((digits_run / "metrics.json").read_text())
     assert metrics["test_bpd"] == pytest.approx(expected, rel=1e-12)
 
@@ -301,5 +299,5 @@ def test_default_base_lives_on_the_latent_shape():
     assert model.base.event_shape == (4, 2, 2)
     x = np.random.default_rng(8).standard_normal((3, 1, 4, 4))
     expected = -0.5 * (x**2).reshape(3, -1).sum(1) - 8 * math.log(2 * math.pi)  # a permutation keeps N(0, I)
-    np.testing.assert_allclose(host(model.log_prob(x).data), expected, rtol=1e-12)
+    np.testing.assert_allclose(host(model.log_prob(device(x)).data), expected, rtol=1e-12)
     assert model.sample(2, seed=0).shape == (2, 1, 4, 4)

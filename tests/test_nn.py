@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+from helpers import assert_close, device, device_ints, host
 
 import minflow
 from minflow import backend, nn, optim
@@ -22,15 +23,15 @@ def test_parameters_are_found_recursively_by_name():
 
 def test_same_seed_same_parameters_and_different_seed_differs():
     a, b, c = _mlp(1), _mlp(1), _mlp(2)
-    assert all(np.array_equal(p.data, q.data) for p, q in zip(a.parameters(), b.parameters()))
-    assert not np.array_equal(a.parameters()[0].data, c.parameters()[0].data)
+    assert all(np.array_equal(host(p), host(q)) for p, q in zip(a.parameters(), b.parameters()))
+    assert not np.array_equal(host(a.parameters()[0]), host(c.parameters()[0]))
 
 
 def test_zero_last_layer_outputs_zero():
     mlp = nn.MLP([3, 5, 4], zero_last=True, seed=0)
-    out = mlp(Tensor(np.random.default_rng(0).standard_normal((6, 3))))
-    assert out.shape == (6, 4) and np.all(out.data == 0)
-    assert np.any(mlp.layers[0].weight.data != 0), "only the last layer starts at zero"
+    out = mlp(Tensor(device(np.random.default_rng(0).standard_normal((6, 3)))))
+    assert out.shape == (6, 4) and np.all(host(out) == 0)
+    assert np.any(host(mlp.layers[0].weight) != 0), "only the last layer starts at zero"
 
 
 def test_mlp_rejects_bad_arguments():
@@ -42,7 +43,7 @@ def test_mlp_rejects_bad_arguments():
 
 def test_zero_grad_clears_gradients():
     mlp = _mlp()
-    ops.sum(mlp(Tensor(np.ones((2, 3))))).backward()
+    ops.sum(mlp(Tensor(device(np.ones((2, 3)))))).backward()
     assert all(p.grad is not None for p in mlp.parameters())
     mlp.zero_grad()
     assert all(p.grad is None for p in mlp.parameters())
@@ -54,7 +55,7 @@ def test_save_and_load_round_trip(tmp_path):
     a.save(path)
     b.load(path)
     for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
-        assert np.array_equal(p.data, q.data), name
+        assert np.array_equal(host(p), host(q)), name
     assert [f.name for f in tmp_path.iterdir()] == ["model.npz"], "no temporary file is left behind"
     umask = os.umask(0)
     os.umask(umask)
@@ -100,8 +101,8 @@ def test_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
 def test_buffers_are_saved_but_not_trained():
     class WithBuffer(nn.Module):
         def __init__(self):
-            self.order = nn.Buffer(np.array([2, 0, 1]))
-            self.weight = nn.Parameter(np.ones(3))
+            self.order = nn.Buffer(device_ints(np.array([2, 0, 1])))
+            self.weight = nn.Parameter(device(np.ones(3)))
 
     module = WithBuffer()
     assert [n for n, _ in module.named_parameters()] == ["weight"]
@@ -109,10 +110,11 @@ def test_buffers_are_saved_but_not_trained():
 
 
 def _quadratic_problem():
-    """f(w) = |w - target|^2 / 2, minimised at target."""
+    """f(w) = |w - target|^2 / 2, minimised at target (returned on the host)."""
     target = np.array([1.0, -2.0, 0.5])
-    w = nn.Parameter(np.zeros(3))
-    return w, target, lambda: 0.5 * ops.sum((w - target) ** 2)
+    w = nn.Parameter(device(np.zeros(3)))
+    target_on_device = device(target)
+    return w, target, lambda: 0.5 * ops.sum((w - target_on_device) ** 2)
 
 
 @pytest.mark.parametrize("make", [lambda p: optim.SGD(p, lr=0.1, momentum=0.9), lambda p: optim.Adam(p, lr=0.05)])
@@ -123,7 +125,7 @@ def test_optimizers_minimise_a_quadratic(make):
         opt.zero_grad()
         loss().backward()
         opt.step()
-    assert np.abs(w.data - target).max() < 1e-3
+    assert np.abs(host(w) - target).max() < 1e-3
 
 
 def test_adam_first_step_matches_its_formula():
@@ -131,21 +133,21 @@ def test_adam_first_step_matches_its_formula():
     w, target, loss = _quadratic_problem()
     opt = optim.Adam([w], lr=0.1)
     loss().backward()
-    g = w.grad.copy()
+    g = host(w.grad)
     opt.step()
-    np.testing.assert_allclose(w.data, -0.1 * g / (np.abs(g) + 1e-8), rtol=1e-12)
+    assert_close(w, -0.1 * g / (np.abs(g) + 1e-8), rtol=1e-12)
 
 
 def test_clip_grad_norm_scales_to_max_norm():
-    a, b = nn.Parameter(np.zeros(2)), nn.Parameter(np.zeros(1))
-    a.grad, b.grad = np.array([3.0, 0.0]), np.array([4.0])
-    assert optim.clip_grad_norm([a, b], 1.0) == pytest.approx(5.0)
-    np.testing.assert_allclose(np.concatenate([a.grad, b.grad]), [0.6, 0.0, 0.8])
+    a, b = nn.Parameter(device(np.zeros(2))), nn.Parameter(device(np.zeros(1)))
+    a.grad, b.grad = device([3.0, 0.0]), device([4.0])
+    assert float(host(optim.clip_grad_norm([a, b], 1.0))) == pytest.approx(5.0)
+    np.testing.assert_allclose(np.concatenate([host(a.grad), host(b.grad)]), [0.6, 0.0, 0.8])
 
 
 def test_optimizer_rejects_bad_arguments():
     with pytest.raises(ValueError, match="learning rate"):
-        optim.Adam([nn.Parameter(np.zeros(1))], lr=0)
+        optim.Adam([nn.Parameter(device(np.zeros(1)))], lr=0)
     with pytest.raises(ValueError, match="empty"):
         optim.SGD([])
 
@@ -154,13 +156,13 @@ def test_standard_normal_log_prob_and_sampling():
     base = minflow.StandardNormal(2)
     z = np.array([[0.0, 0.0], [1.0, -2.0]])
     expected = -0.5 * (z**2).sum(1) - math.log(2 * math.pi)
-    np.testing.assert_allclose(base.log_prob(z).data, expected, rtol=1e-14)
-    a, b = base.sample(1000, seed=3), base.sample(1000, seed=3)
+    assert_close(base.log_prob(device(z)), expected, rtol=1e-14)
+    a, b = host(base.sample(1000, seed=3)), host(base.sample(1000, seed=3))
     assert a.shape == (1000, 2) and np.array_equal(a, b)
     # mean of 1000 standard normals: standard error 0.032, so 0.15 is a ~5-sigma bound.
     assert np.abs(a.mean(0)).max() < 0.15 and np.abs(a.std(0) - 1).max() < 0.15
     with pytest.raises(ValueError, match="shape"):
-        base.log_prob(np.zeros((3, 3)))
+        base.log_prob(device(np.zeros((3, 3))))
 
 
 def test_normalizing_flow_rejects_non_flows():

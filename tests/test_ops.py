@@ -14,7 +14,9 @@ This file checks minflow's VJPs
 
    must equal <vjp_i(g), v>: that equation *is* the definition of the transpose J_i^T g.
 
-and checks the forward values against NumPy. Every op in ``minflow.autodiff.OPS`` needs an entry
+and checks the forward values against NumPy. Inputs are drawn on the host (NumPy); minflow gets
+device copies of them (the default backend: NumPy, or CuPy in the second CI pass) and its results
+come back to the host for every comparison, while autograd always computes on the host. Every op in ``minflow.autodiff.OPS`` needs an entry
 in ``SPECS`` (a test enforces it), so a new op cannot land untested.
 
 How inputs are drawn. Hypothesis draws the *structure* of a call: shapes (mutually
@@ -33,8 +35,10 @@ import hypothesis.strategies as st
 import numpy as np
 import pytest
 from autograd import make_vjp
+from helpers import device, device_ints, host
 from hypothesis import given
 
+from minflow import backend
 from minflow.autodiff import OPS, Tensor, ops
 
 # --- tolerances ----------------------------------------------------------------------------
@@ -463,8 +467,10 @@ OP_NAMES = sorted(SPECS)
 
 # --- helpers -------------------------------------------------------------------------------------
 def assert_close(got, expected, rtol, what, case):
-    """|got - expected| <= rtol * max(1, max|expected|), entrywise, with a readable failure."""
-    got, expected = np.asarray(got), np.asarray(expected)
+    """|got - expected| <= rtol * max(1, max|expected|), entrywise, with a readable failure.
+
+    ``got`` may be a device array: both sides are compared as host copies."""
+    got, expected = host(got), host(expected)
     assert got.shape == expected.shape, (
         f"{what}: expected shape {expected.shape}, got {got.shape}\ninput: {case}"
     )
@@ -476,17 +482,33 @@ def assert_close(got, expected, rtol, what, case):
     )
 
 
+def device_options(options):
+    """A case's options for minflow: host arrays in them (where's condition, getitem's index,
+    take_along_axis' indices) moved to the default backend, keeping their integer or boolean
+    dtype; numbers, slices, None and Ellipsis unchanged."""
+
+    def move(value):
+        if isinstance(value, np.ndarray):
+            return device_ints(value)
+        if isinstance(value, tuple):
+            return tuple(move(v) for v in value)
+        return value
+
+    return {name: move(value) for name, value in options.items()}
+
+
 def minflow_value(spec, case, args=None):
-    """The op's output as an array, computed by minflow on constant tensors."""
+    """The op's output as an array of the default backend, computed by minflow on constant
+    tensors made from device copies of the (host) inputs."""
     args = case.args if args is None else args
-    return spec.minflow(*[Tensor(x) for x in args], **case.options).data
+    return spec.minflow(*[Tensor(device(x)) for x in args], **device_options(case.options)).data
 
 
 def minflow_gradients(spec, case, g):
-    """Backpropagate the cotangent ``g`` through the op; one gradient per input."""
-    inputs = [Tensor(x, requires_grad=True) for x in case.args]
-    spec.minflow(*inputs, **case.options).backward(g)
-    return [x.grad for x in inputs]
+    """Backpropagate the (host) cotangent ``g`` through the op; host copies of the gradients."""
+    inputs = [Tensor(device(x), requires_grad=True) for x in case.args]
+    spec.minflow(*inputs, **device_options(case.options)).backward(device(g))
+    return [host(x.grad) for x in inputs]
 
 
 def autograd_gradient(spec, case, argnum, g):
@@ -517,7 +539,7 @@ def test_forward_matches_numpy(name, data):
     case = data.draw(spec.cases, label="case")
     expected = np.asarray(spec.reference(*case.args, **case.options))  # autograd.numpy on arrays is NumPy
     got = minflow_value(spec, case)
-    assert isinstance(got, np.ndarray) and got.dtype == np.float64, (
+    assert isinstance(got, backend.xp().ndarray) and got.dtype == np.float64, (
         f"{name}: expected a float64 ndarray, got {type(got).__name__} of {getattr(got, 'dtype', None)}"
     )
     assert_close(got, expected, FORWARD_RTOL, f"{name} forward", case)
@@ -545,13 +567,13 @@ def test_vjp_matches_central_differences(name, data):
         def inner_product_with_g(step):  # <g, f(..., x + step * v, ...)>
             args = list(case.args)
             args[argnum] = x + step * v
-            return float(np.sum(g * minflow_value(spec, case, args)))
+            return float(np.sum(g * host(minflow_value(spec, case, args))))
 
         finite_difference = (inner_product_with_g(EPS) - inner_product_with_g(-EPS)) / (2 * EPS)
         autodiff = float(np.sum(gradients[argnum] * v))
         # The scale is the size of the terms being summed on each side, so that a sum which
         # cancels to nearly 0 does not make the tolerance vanish.
-        scale = float(np.sum(np.abs(g * minflow_value(spec, case))) + np.sum(np.abs(gradients[argnum] * v)))
+        scale = float(np.sum(np.abs(g * host(minflow_value(spec, case)))) + np.sum(np.abs(gradients[argnum] * v)))
         assert abs(finite_difference - autodiff) <= FD_RTOL * scale, (
             f"{name}, input {argnum}: <g, J v> by central differences = {finite_difference!r}, "
             f"<vjp(g), v> = {autodiff!r} (tolerance {FD_RTOL * scale:.3g})\ninput: {case}"
@@ -564,10 +586,10 @@ def test_float32_gradients_keep_dtype_and_shape(name, data):
     """A float32 computation stays float32 all the way back: no op promotes a gradient."""
     spec = SPECS[name]
     case, g, _ = draw_case_and_cotangent(spec, data)
-    inputs = [Tensor(x.astype(np.float32), requires_grad=True) for x in case.args]
-    y = spec.minflow(*inputs, **case.options)
+    inputs = [Tensor(device(x, np.float32), requires_grad=True) for x in case.args]
+    y = spec.minflow(*inputs, **device_options(case.options))
     assert y.dtype == np.float32, f"{name}: float32 inputs gave a {y.dtype} output\ninput: {case}"
-    y.backward(g.astype(np.float32))
+    y.backward(device(g, np.float32))
     for argnum, x in enumerate(inputs):
         assert x.grad.dtype == np.float32 and x.grad.shape == x.shape, (
             f"{name}, input {argnum}: expected a float32 gradient of shape {x.shape}, "
@@ -591,6 +613,6 @@ def test_max_splits_the_gradient_equally_between_ties(data):
 
 
 def test_max_tie_example():
-    x = Tensor(np.array([1.0, 3.0, 3.0]), requires_grad=True)
+    x = Tensor(device([1.0, 3.0, 3.0]), requires_grad=True)
     ops.max(x).backward()
-    np.testing.assert_array_equal(x.grad, [0.0, 0.5, 0.5])
+    np.testing.assert_array_equal(host(x.grad), [0.0, 0.5, 0.5])

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import device, host
 
 from minflow import nn, testing
 from minflow.autodiff import Tensor, ops
@@ -18,7 +19,7 @@ class Scale(Flow):
     """z = x * exp(s): a correct flow, which the broken ones below change in one place."""
 
     def __init__(self, dim):
-        self.log_scale = nn.Parameter(np.linspace(-0.3, 0.6, dim))
+        self.log_scale = nn.Parameter(device(np.linspace(-0.3, 0.6, dim)))
         self.event_shape = (dim,)
 
     def forward(self, x):
@@ -101,13 +102,13 @@ def test_check_flow_rejects_a_broken_flow(flow, property_name):
 def test_numerical_jacobian_of_a_linear_map_is_its_matrix():
     matrix = np.array([[2.0, 1.0], [-1.0, 3.0]])
     x = np.random.default_rng(0).standard_normal((4, 2))
-    jacobian = testing.numerical_jacobian(lambda a: a @ matrix.T, x)
+    jacobian = testing.numerical_jacobian(lambda a: a @ device(matrix.T), device(x))
     # A linear map has no truncation error; what is left is rounding, ~1e-16 / eps.
-    np.testing.assert_allclose(jacobian, np.broadcast_to(matrix, (4, 2, 2)), atol=1e-9)
+    np.testing.assert_allclose(host(jacobian), np.broadcast_to(matrix, (4, 2, 2)), atol=1e-9)
 
 
 def test_check_gradients_accepts_right_and_rejects_wrong_gradients():
-    w = nn.Parameter(np.array([0.3, -1.2, 2.0]))
+    w = nn.Parameter(device([0.3, -1.2, 2.0]))
     testing.check_gradients(lambda: ops.sum(ops.tanh(w) * w), w)
     with pytest.raises(AssertionError, match="autodiff .* vs finite differences"):
         # the detached factor hides half of the product rule from the engine
@@ -118,18 +119,18 @@ def test_sample_inputs_respect_the_domain():
     class UnitInterval(Scale):
         input_domain = (0.0, 1.0)
 
-    x = testing.sample_inputs(UnitInterval(4), 100, seed=0)
+    x = host(testing.sample_inputs(UnitInterval(4), 100, seed=0))
     assert x.shape == (100, 4) and x.min() > 0 and x.max() < 1
 
 
 def test_example_flows_are_reproducible_and_validated():
     a = testing.example_flows(2, seed=7)["LULinear"]
     b = testing.example_flows(2, seed=7)["LULinear"]
-    assert all(np.array_equal(p.data, q.data) for p, q in zip(a.parameters(), b.parameters()))
+    assert all(np.array_equal(host(p), host(q)) for p, q in zip(a.parameters(), b.parameters()))
     with pytest.raises(ValueError, match="dim"):
         testing.example_flows(0)
 
 
 def test_forward_returns_tensors_of_the_right_shape():
-    z, log_det = Scale(2).forward(np.zeros((5, 2)))
+    z, log_det = Scale(2).forward(device(np.zeros((5, 2))))
     assert isinstance(z, Tensor) and z.shape == (5, 2) and log_det.shape == (5,)

@@ -22,6 +22,7 @@ import math
 import numpy as np
 import pytest
 from hypothesis import given
+from helpers import device, host
 from hypothesis import strategies as st
 
 from minflow.autodiff import Tensor, ops
@@ -50,7 +51,7 @@ def _softmax(a):
 
 def _spline_parameters(rng, shape=(DIM,), bins=BINS, requires_grad=False):
     """Unnormalized N(0, 1) parameters and the (widths, heights, derivatives) they give."""
-    free = [Tensor(rng.normal(size=shape + (n,)), requires_grad=requires_grad) for n in (bins, bins, bins - 1)]
+    free = [Tensor(device(rng.normal(size=shape + (n,))), requires_grad=requires_grad) for n in (bins, bins, bins - 1)]
     return free, T.rational_quadratic_parameters(*free, BOUND)
 
 
@@ -76,7 +77,7 @@ CASES = {
     "affine": Case(
         T.affine,
         T.affine_inverse,
-        lambda rng: (Tensor(rng.normal(size=DIM)), Tensor(0.7 * rng.normal(size=DIM))),
+        lambda rng: (Tensor(device(rng.normal(size=DIM))), Tensor(device(0.7 * rng.normal(size=DIM)))),
         lambda rng: 2 * rng.normal(size=SHAPE),
         lambda rng: 2 * rng.normal(size=SHAPE),
     ),
@@ -104,7 +105,7 @@ CASES = {
     "piecewise_linear": Case(
         T.piecewise_linear,
         T.piecewise_linear_inverse,
-        lambda rng: (Tensor(_softmax(rng.normal(size=(DIM, BINS)))),),
+        lambda rng: (Tensor(device(_softmax(rng.normal(size=(DIM, BINS))))),),
         lambda rng: _away_from_knots(rng, SHAPE, BINS),
         lambda rng: rng.uniform(0.0, 1.0, size=SHAPE),
     ),
@@ -119,7 +120,7 @@ CASES = {
 
 
 def _close(actual, expected, tolerance, what):
-    actual, expected = np.asarray(actual), np.asarray(expected)
+    actual, expected = host(actual), host(expected)
     np.testing.assert_allclose(actual, expected, rtol=tolerance, atol=tolerance, err_msg=what)
 
 
@@ -129,7 +130,7 @@ def _close(actual, expected, tolerance, what):
 def test_inverse_undoes_forward(name, seed):
     case, rng = CASES[name], np.random.default_rng(seed)
     params, x = case.parameters(rng), case.sample_x(rng)
-    y, _ = case.forward(Tensor(x), *params)
+    y, _ = case.forward(Tensor(device(x)), *params)
     x_again, _ = case.inverse(y, *params)
     _close(x_again.data, x, ROUND_TRIP, f"{name}: inverse(forward(x)) != x for x = {x}")
 
@@ -139,7 +140,7 @@ def test_inverse_undoes_forward(name, seed):
 def test_forward_undoes_inverse(name, seed):
     case, rng = CASES[name], np.random.default_rng(seed)
     params, y = case.parameters(rng), case.sample_y(rng)
-    x, _ = case.inverse(Tensor(y), *params)
+    x, _ = case.inverse(Tensor(device(y)), *params)
     y_again, _ = case.forward(x, *params)
     _close(y_again.data, y, ROUND_TRIP, f"{name}: forward(inverse(y)) != y for y = {y}")
 
@@ -149,9 +150,9 @@ def test_forward_undoes_inverse(name, seed):
 def test_log_derivative_matches_finite_differences(name, seed):
     case, rng = CASES[name], np.random.default_rng(seed)
     params, x = case.parameters(rng), case.sample_x(rng)
-    _, log_derivative = case.forward(Tensor(x), *params)
+    _, log_derivative = case.forward(Tensor(device(x)), *params)
     # elementwise maps: one pair of shifted evaluations gives every coordinate's derivative
-    derivative = (case.forward(Tensor(x + EPS), *params)[0].data - case.forward(Tensor(x - EPS), *params)[0].data) / (
+    derivative = (host(case.forward(Tensor(device(x + EPS)), *params)[0]) - host(case.forward(Tensor(device(x - EPS)), *params)[0])) / (
         2 * EPS
     )
     _close(log_derivative.data, np.log(derivative), FD_LOG, f"{name}: log-derivative vs finite differences at {x}")
@@ -162,7 +163,7 @@ def test_log_derivative_matches_finite_differences(name, seed):
 def test_inverse_log_derivative_is_minus_forward(name, seed):
     case, rng = CASES[name], np.random.default_rng(seed)
     params, x = case.parameters(rng), case.sample_x(rng)
-    y, forward_log_derivative = case.forward(Tensor(x), *params)
+    y, forward_log_derivative = case.forward(Tensor(device(x)), *params)
     _, inverse_log_derivative = case.inverse(y, *params)
     assert inverse_log_derivative.shape == y.shape == forward_log_derivative.shape
     _close(inverse_log_derivative.data, -forward_log_derivative.data, ROUND_TRIP, f"{name} at x = {x}")
@@ -174,14 +175,14 @@ UDL_KNOTS = np.array([0.0, 0.2, 0.3, 0.7, 0.75, 1.0])  # cumulative masses, writ
 
 
 def _udl(h):
-    return T.piecewise_linear(Tensor(np.asarray(h, dtype=float)), Tensor(UDL_MASSES))
+    return T.piecewise_linear(Tensor(device(np.asarray(h, dtype=float))), Tensor(device(UDL_MASSES)))
 
 
 def test_udl_example_values_at_ends_middle_and_knots():
     y, _ = _udl([0.0, 1.0, 0.5])
     # 0.5 lies in bin 3: f = 0.2 + 0.1 + (2.5 - 2) * 0.4 = 0.5; a few roundings, hence 1e-15
     _close(y.data, [0.0, 1.0, 0.5], 1e-15, "f(0), f(1), f(0.5)")
-    assert y.data[0] == 0.0 and y.data[1] == 1.0, "the end points are pinned exactly"
+    assert host(y)[0] == 0.0 and host(y)[1] == 1.0, "the end points are pinned exactly"
     knots, _ = _udl(np.arange(6) / 5)
     _close(knots.data, UDL_KNOTS, 1e-15, "f(k/5) must be the cumulative mass")
 
@@ -189,26 +190,26 @@ def test_udl_example_values_at_ends_middle_and_knots():
 def test_udl_example_derivative_is_K_times_the_bin_mass():
     midpoints = (np.arange(5) + 0.5) / 5
     _, log_derivative = _udl(midpoints)
-    _close(np.exp(log_derivative.data), 5 * UDL_MASSES, 1e-14, "f' = K phi_b")
+    _close(np.exp(host(log_derivative)), 5 * UDL_MASSES, 1e-14, "f' = K phi_b")
     # a knot k/5 belongs to the bin on its right; h = 1 to the last bin
     _, log_derivative = _udl(np.arange(6) / 5)
-    _close(np.exp(log_derivative.data), 5 * UDL_MASSES[[0, 1, 2, 3, 4, 4]], 1e-14, "f' at the knots")
+    _close(np.exp(host(log_derivative)), 5 * UDL_MASSES[[0, 1, 2, 3, 4, 4]], 1e-14, "f' at the knots")
 
 
 def test_udl_example_analytic_inverse_is_exact_at_and_between_knots():
     between = (UDL_KNOTS[:-1] + UDL_KNOTS[1:]) / 2  # mid-heights: h = (b - 1/2) / 5
     y = np.concatenate([UDL_KNOTS, between])
     expected = np.concatenate([np.arange(6) / 5, (np.arange(5) + 0.5) / 5])
-    h, log_derivative = T.piecewise_linear_inverse(Tensor(y), Tensor(UDL_MASSES))
+    h, log_derivative = T.piecewise_linear_inverse(Tensor(device(y)), Tensor(device(UDL_MASSES)))
     _close(h.data, expected, 1e-12, "f^-1 at the knots and half-way between them")
-    _close(np.exp(-log_derivative.data[6:]), 5 * UDL_MASSES, 1e-12, "1 / (f^-1)' = K phi_b")
+    _close(np.exp(-host(log_derivative)[6:]), 5 * UDL_MASSES, 1e-12, "1 / (f^-1)' = K phi_b")
 
 
 # --- knots, edges and tails ---------------------------------------------------------------------
 def _assert_gradients_finite(loss, tensors, what):
     loss.backward()
     for tensor in tensors:
-        assert tensor.grad is not None and np.all(np.isfinite(tensor.grad)), f"{what}: non-finite gradient"
+        assert tensor.grad is not None and np.all(np.isfinite(host(tensor.grad))), f"{what}: non-finite gradient"
 
 
 def _numpy_knots(sizes, low=-BOUND, high=BOUND):
@@ -220,17 +221,17 @@ def _numpy_knots(sizes, low=-BOUND, high=BOUND):
 
 def test_piecewise_linear_is_exact_and_finite_at_every_knot_and_edge():
     rng = np.random.default_rng(0)
-    logits = Tensor(rng.normal(size=(DIM, BINS)), requires_grad=True)
+    logits = Tensor(device(rng.normal(size=(DIM, BINS))), requires_grad=True)
     knots_x = np.repeat((np.arange(BINS + 1) / BINS)[:, None], DIM, axis=1)  # 0, 1/K, ..., 1 per dim
-    x = Tensor(knots_x, requires_grad=True)
+    x = Tensor(device(knots_x), requires_grad=True)
     masses = ops.softmax(logits, axis=-1)
     y, log_derivative = T.piecewise_linear(x, masses)
     x_again, inverse_log_derivative = T.piecewise_linear_inverse(y, masses)
 
-    knots_y = _numpy_knots(masses.data, 0.0, 1.0)
+    knots_y = _numpy_knots(host(masses), 0.0, 1.0)
     # a knot goes to the cumulative mass; 1e-15 is a few ulps of numbers <= 1
     _close(y.data, knots_y, 1e-15, "knots go to cumulative masses")
-    assert np.all(y.data[0] == 0.0) and np.all(y.data[-1] == 1.0), "f(0) = 0 and f(1) = 1 exactly"
+    assert np.all(host(y)[0] == 0.0) and np.all(host(y)[-1] == 1.0), "f(0) = 0 and f(1) = 1 exactly"
     _close(x_again.data, knots_x, 1e-15, "the inverse brings knots back")
     _close(inverse_log_derivative.data, -log_derivative.data, 1e-15, "same bin both ways at a knot")
     loss = ops.sum(y) + ops.sum(log_derivative) + ops.sum(x_again) + ops.sum(inverse_log_derivative)
@@ -247,25 +248,25 @@ def _special_points(knots_x):
 def test_spline_is_exact_and_finite_at_knots_edges_and_tails(direction):
     rng = np.random.default_rng(1)
     free, (widths, heights, derivatives) = _spline_parameters(rng, requires_grad=True)
-    knots_in = _numpy_knots(widths.data if direction == "forward" else heights.data)
-    knots_out = _numpy_knots(heights.data if direction == "forward" else widths.data)
+    knots_in = _numpy_knots(host(widths if direction == "forward" else heights))
+    knots_out = _numpy_knots(host(heights if direction == "forward" else widths))
     there, back = T.rational_quadratic_spline, T.rational_quadratic_spline_inverse
     if direction == "inverse":
         there, back = back, there
 
     points = _special_points(knots_in)
-    x = Tensor(points, requires_grad=True)
+    x = Tensor(device(points), requires_grad=True)
     y, log_derivative = there(x, widths, heights, derivatives, BOUND)
     x_again, back_log_derivative = back(y, widths, heights, derivatives, BOUND)
 
-    assert np.all(np.isfinite(y.data)) and np.all(np.isfinite(log_derivative.data))
+    assert np.all(np.isfinite(host(y))) and np.all(np.isfinite(host(log_derivative)))
     # knots go to knots; 1e-14 is a few ulps of B = 3
-    _close(y.data[: BINS + 1], knots_out, 1e-14, "knots go to knots")
+    _close(host(y)[: BINS + 1], knots_out, 1e-14, "knots go to knots")
     _close(x_again.data, points, 1e-12, "round trip at knots and edges")
     _close(back_log_derivative.data, -log_derivative.data, 1e-12, "same bin both ways")
     tails = np.abs(points) > BOUND
-    assert np.all(y.data[tails] == points[tails]), "the tails are the identity, exactly"
-    assert np.all(log_derivative.data[tails] == 0.0), "the tails' log-derivative is exactly 0"
+    assert np.all(host(y)[tails] == points[tails]), "the tails are the identity, exactly"
+    assert np.all(host(log_derivative)[tails] == 0.0), "the tails' log-derivative is exactly 0"
     loss = ops.sum(y * y) + ops.sum(log_derivative) + ops.sum(x_again) + ops.sum(back_log_derivative)
     _assert_gradients_finite(loss, [x] + free, f"spline {direction} at knots and edges")
 
@@ -276,13 +277,13 @@ def test_spline_on_an_all_tail_batch_is_the_identity_with_clean_gradients(direct
     free, parameters = _spline_parameters(rng, requires_grad=True)
     transform = T.rational_quadratic_spline if direction == "forward" else T.rational_quadratic_spline_inverse
     points = np.array([[-1e3, BOUND + 1e-12, 50.0], [1e3, -BOUND - 1e-12, -7.0]])
-    x = Tensor(points, requires_grad=True)
+    x = Tensor(device(points), requires_grad=True)
     y, log_derivative = transform(x, *parameters, BOUND)
-    assert np.all(y.data == points) and np.all(log_derivative.data == 0.0)
+    assert np.all(host(y) == points) and np.all(host(log_derivative) == 0.0)
     (ops.sum(y) + ops.sum(log_derivative)).backward()
-    assert np.all(x.grad == 1.0), "dy/dx = 1 in the tails, exactly"
+    assert np.all(host(x.grad) == 1.0), "dy/dx = 1 in the tails, exactly"
     for tensor in free:  # the parameters do not touch tail points: gradient exactly zero, not NaN
-        assert np.all(tensor.grad == 0.0)
+        assert np.all(host(tensor.grad) == 0.0)
 
 
 # --- gradients with respect to the parameters ---------------------------------------------------
@@ -298,17 +299,20 @@ def _check_parameter_gradients(loss_of, free, rng, what, entries=4):
     step = 1e-5
     loss_of().backward()
     for tensor in free:
+        gradient = host(tensor.grad)
         for flat in rng.choice(tensor.size, size=min(entries, tensor.size), replace=False):
             index = np.unravel_index(flat, tensor.shape)
-            saved = tensor.data[index]
+            # A host copy of the entry: on CuPy, tensor.data[index] is a 0-d *view*, which the
+            # writes below would change.
+            saved = float(host(tensor.data)[index])
             values = []
             for offset in (-2, -1, 1, 2):
                 tensor.data[index] = saved + offset * step
                 values.append(loss_of().item())
             tensor.data[index] = saved
             numeric = (values[0] - 8 * values[1] + 8 * values[2] - values[3]) / (12 * step)
-            assert math.isclose(tensor.grad[index], numeric, rel_tol=1e-6, abs_tol=1e-8), (
-                f"{what}: d loss / d param{index}: autodiff {tensor.grad[index]}, finite differences {numeric}"
+            assert math.isclose(gradient[index], numeric, rel_tol=1e-6, abs_tol=1e-8), (
+                f"{what}: d loss / d param{index}: autodiff {gradient[index]}, finite differences {numeric}"
             )
 
 
@@ -332,9 +336,9 @@ def _away_from_knots_of(points, knots, margin=1e-3):
 def test_spline_parameter_gradients_match_finite_differences(direction, seed):
     rng = np.random.default_rng(seed)
     free, (widths, heights, _) = _spline_parameters(rng, requires_grad=True)
-    knots = _numpy_knots((widths if direction == "forward" else heights).data)[1:-1].T  # interior, (DIM, K - 1)
-    points = Tensor(_away_from_knots_of(rng.uniform(-1.2 * BOUND, 1.2 * BOUND, size=SHAPE), knots))
-    weights = Tensor(rng.normal(size=SHAPE))
+    knots = _numpy_knots(host(widths if direction == "forward" else heights))[1:-1].T  # interior, (DIM, K - 1)
+    points = Tensor(device(_away_from_knots_of(rng.uniform(-1.2 * BOUND, 1.2 * BOUND, size=SHAPE), knots)))
+    weights = Tensor(device(rng.normal(size=SHAPE)))
     transform = T.rational_quadratic_spline if direction == "forward" else T.rational_quadratic_spline_inverse
 
     def loss():
@@ -348,13 +352,13 @@ def test_spline_parameter_gradients_match_finite_differences(direction, seed):
 @given(seed=seeds)
 def test_piecewise_linear_parameter_gradients_match_finite_differences(direction, seed):
     rng = np.random.default_rng(seed)
-    logits = Tensor(rng.normal(size=(DIM, BINS)), requires_grad=True)
-    weights = Tensor(rng.normal(size=SHAPE))
+    logits = Tensor(device(rng.normal(size=(DIM, BINS))), requires_grad=True)
+    weights = Tensor(device(rng.normal(size=SHAPE)))
     if direction == "forward":
-        transform, points = T.piecewise_linear, Tensor(_away_from_knots(rng, SHAPE, BINS))
+        transform, points = T.piecewise_linear, Tensor(device(_away_from_knots(rng, SHAPE, BINS)))
     else:  # keep y away from the knots, which move with the logits: use the images of such points
         transform = T.piecewise_linear_inverse
-        points = T.piecewise_linear(Tensor(_away_from_knots(rng, SHAPE, BINS)), ops.softmax(logits.detach(), -1))[0]
+        points = T.piecewise_linear(Tensor(device(_away_from_knots(rng, SHAPE, BINS))), ops.softmax(logits.detach(), -1))[0]
 
     def loss():
         out, log_derivative = transform(points, ops.softmax(logits, axis=-1))
@@ -368,16 +372,16 @@ def test_per_sample_parameters_broadcast_like_a_loop_over_samples():
     # coupling layers hand every sample its own parameters: (B, D, K) against x (B, D)
     rng = np.random.default_rng(3)
     _, (widths, heights, derivatives) = _spline_parameters(rng, shape=SHAPE)
-    masses = Tensor(_softmax(rng.normal(size=SHAPE + (BINS,))))
+    masses = Tensor(device(_softmax(rng.normal(size=SHAPE + (BINS,)))))
     x = rng.uniform(-BOUND, BOUND, size=SHAPE)
     h = rng.uniform(0, 1, size=SHAPE)
-    y, log_derivative = T.rational_quadratic_spline(Tensor(x), widths, heights, derivatives, BOUND)
-    g, log_g = T.piecewise_linear(Tensor(h), masses)
+    y, log_derivative = T.rational_quadratic_spline(Tensor(device(x)), widths, heights, derivatives, BOUND)
+    g, log_g = T.piecewise_linear(Tensor(device(h)), masses)
     for i in range(BATCH):
-        row = T.rational_quadratic_spline(Tensor(x[i]), widths[i], heights[i], derivatives[i], BOUND)
-        assert np.array_equal(row[0].data, y.data[i]) and np.array_equal(row[1].data, log_derivative.data[i])
-        row = T.piecewise_linear(Tensor(h[i]), masses[i])
-        assert np.array_equal(row[0].data, g.data[i]) and np.array_equal(row[1].data, log_g.data[i])
+        row = T.rational_quadratic_spline(Tensor(device(x[i])), widths[i], heights[i], derivatives[i], BOUND)
+        assert np.array_equal(host(row[0]), host(y)[i]) and np.array_equal(host(row[1]), host(log_derivative)[i])
+        row = T.piecewise_linear(Tensor(device(h[i])), masses[i])
+        assert np.array_equal(host(row[0]), host(g)[i]) and np.array_equal(host(row[1]), host(log_g)[i])
 
 
 def test_float32_stays_float32_and_close_to_float64():
@@ -385,12 +389,12 @@ def test_float32_stays_float32_and_close_to_float64():
     _, spline64 = _spline_parameters(rng)
     masses64 = _softmax(rng.normal(size=(DIM, BINS)))
     x64, h64 = rng.uniform(-4, 4, size=SHAPE), rng.uniform(0, 1, size=SHAPE)
-    as32 = lambda a: Tensor(np.asarray(a.data if isinstance(a, Tensor) else a, dtype=np.float32))
+    as32 = lambda a: Tensor(device(host(a), np.float32))
     for (y32, ld32), (y64, ld64) in [
         (T.rational_quadratic_spline(as32(x64), *map(as32, spline64), BOUND),
-         T.rational_quadratic_spline(Tensor(x64), *spline64, BOUND)),
-        (T.piecewise_linear(as32(h64), as32(masses64)), T.piecewise_linear(Tensor(h64), Tensor(masses64))),
-        (T.logit(as32(h64 * 0.9 + 0.05)), T.logit(Tensor(h64 * 0.9 + 0.05))),
+         T.rational_quadratic_spline(Tensor(device(x64)), *spline64, BOUND)),
+        (T.piecewise_linear(as32(h64), as32(masses64)), T.piecewise_linear(Tensor(device(h64)), Tensor(device(masses64)))),
+        (T.logit(as32(h64 * 0.9 + 0.05)), T.logit(Tensor(device(h64 * 0.9 + 0.05)))),
     ]:
         assert y32.dtype == ld32.dtype == np.float32
         # float32 unit roundoff is 6e-8; a few dozen operations stay below 1e-5
@@ -410,7 +414,7 @@ def test_logit_outside_the_open_unit_interval_raises_with_the_range(values, show
 @pytest.mark.parametrize("values, shown", [([-0.25, 0.5], "-0.25"), ([0.5, 1.125], "1.125")])
 def test_piecewise_linear_outside_the_unit_interval_raises_with_the_range(values, shown):
     flow = PiecewiseLinear(2)
-    masses = Tensor(np.full(4, 0.25))
+    masses = Tensor(device(np.full(4, 0.25)))
     calls = (
         lambda: flow.forward([values]),
         lambda: flow.inverse([values]),
@@ -470,7 +474,7 @@ def test_invalid_constructor_arguments_raise_naming_the_argument(make, argument)
 def _randomized(flow, rng):
     """The flow with N(0, 0.5) parameters instead of its identity initialisation."""
     for parameter in flow.parameters():
-        parameter.data = parameter.data + 0.5 * rng.normal(size=parameter.shape)
+        parameter.data = parameter.data + device(0.5 * rng.normal(size=parameter.shape))
     return flow
 
 
@@ -489,16 +493,17 @@ def test_flow_log_det_matches_the_finite_difference_jacobian(name):
     make, sample = FLOWS[name]
     rng = np.random.default_rng(5)
     flow, x = _randomized(make(), rng), sample(rng)
-    z, log_det = flow.forward(x)
+    z, log_det = flow.forward(device(x))
     assert log_det.shape == (BATCH,)
     for b in range(BATCH):  # the full D x D Jacobian of sample b, column by column
         jacobian = np.empty((DIM, DIM))
         for j in range(DIM):
             step = np.zeros(SHAPE)
             step[b, j] = EPS
-            jacobian[:, j] = (flow.forward(x + step)[0].data[b] - flow.forward(x - step)[0].data[b]) / (2 * EPS)
+            plus, minus = flow.forward(device(x + step))[0], flow.forward(device(x - step))[0]
+            jacobian[:, j] = (host(plus)[b] - host(minus)[b]) / (2 * EPS)
         assert np.all(jacobian[~np.eye(DIM, dtype=bool)] == 0.0), f"{name}: the Jacobian must be diagonal"
-        _close(log_det.data[b], np.linalg.slogdet(jacobian)[1], FD_LOG, f"{name}: log-det of sample {b}")
+        _close(host(log_det)[b], np.linalg.slogdet(jacobian)[1], FD_LOG, f"{name}: log-det of sample {b}")
     x_again, inverse_log_det = flow.inverse(z)
     _close(x_again.data, x, ROUND_TRIP, f"{name}: inverse(forward(x))")
     _close(inverse_log_det.data, -log_det.data, ROUND_TRIP, f"{name}: inverse log-det")
@@ -507,7 +512,7 @@ def test_flow_log_det_matches_the_finite_difference_jacobian(name):
 @pytest.mark.parametrize("make", [lambda: ElementwiseAffine(DIM), lambda: PiecewiseLinear(DIM), lambda: RationalQuadraticSpline(DIM)])
 def test_parametrized_flows_start_as_the_identity(make):
     x = np.random.default_rng(6).uniform(0, 1, size=SHAPE)
-    z, log_det = make().forward(x)
+    z, log_det = make().forward(device(x))
     _close(z.data, x, 1e-12, "identity at initialisation")  # softmax / softplus round to ~1e-16
     _close(log_det.data, np.zeros(BATCH), 1e-12, "zero log-det at initialisation")
 
@@ -515,7 +520,7 @@ def test_parametrized_flows_start_as_the_identity(make):
 def test_parameter_free_flows_take_any_event_shape_and_report_their_domains():
     images = np.random.default_rng(7).uniform(0.1, 0.9, size=(2, 3, 4, 4))
     for flow in (LeakyReLU(), Sigmoid(), Logit()):
-        z, log_det = flow.forward(images)
+        z, log_det = flow.forward(device(images))
         assert z.shape == images.shape and log_det.shape == (2,)
     assert Sigmoid().output_domain == (0.0, 1.0) and Logit().input_domain == (0.0, 1.0)
     assert PiecewiseLinear(2).input_domain == PiecewiseLinear(2).output_domain == (0.0, 1.0)
