@@ -38,6 +38,7 @@ import numpy as np
 import minflow
 from minflow import train
 from minflow.autodiff import Tensor, ops
+from minflow.backend import to_device
 from minflow.flows import ElementwiseAffine, RationalQuadraticSpline
 from minflow.nn import Parameter
 from minflow.testing import check_flow
@@ -257,6 +258,10 @@ assert abs(entropy_z - 1.4189) < 1e-4
 # $(f_2 \circ f_1)' = f_2'(f_1(x))\, f_1'(x)$). `NormalizingFlow` adds the base density,
 # $\log p(x) = \log p_Z(f(x)) + \log|f'(x)|$, and `train.fit` minimises the mean NLL with
 # Adam (read `NormalizingFlow.log_prob` in `minflow/models.py`: it is that one line).
+#
+# The samples are a NumPy array; `train.fit` copies them once to wherever the model lives
+# (NumPy by default, a GPU under `MINFLOW_BACKEND=cupy`: lecture 9). When we call the model
+# ourselves, `to_device` makes that copy, and a Tensor's `.numpy()` brings a result back.
 
 # %%
 n_train = budget(20_000, 10_000)
@@ -288,8 +293,8 @@ assert -0.01 < gap < budget(0.02, 0.05)
 # %%
 x_plot = np.linspace(-4, 4, 401)
 with minflow.no_grad():
-    learned_log_p = model.log_prob(x_plot[:, None]).numpy()
-    learned_f = flow.forward(x_plot[:, None])[0].numpy()[:, 0]
+    learned_log_p = model.log_prob(to_device(x_plot[:, None])).numpy()
+    learned_f = flow.forward(to_device(x_plot[:, None]))[0].numpy()[:, 0]
 true_f = f(x_plot)
 central = (x_plot > np.quantile(data_test, 0.01)) & (x_plot < np.quantile(data_test, 0.99))
 f_error = np.abs(learned_f - true_f)[central].max()
@@ -394,7 +399,8 @@ assert abs(mass_without - np.trapezoid(normal_pdf(wide) * g_prime(wide), wide)) 
 #
 # $$z = f(x) = \frac{\operatorname{asinh}(a x)}{a},\qquad a = e^{\ell} > 0,$$
 #
-# with one trainable parameter $\ell$ = `log_a` (a `minflow.nn.Parameter` of shape (1,)).
+# with one trainable parameter $\ell$ = `log_a` (a `minflow.nn.Parameter` of shape (1,), made
+# with `to_device` so that it lives where minflow's own flows do).
 # It squashes heavy tails logarithmically and is nearly the identity near 0. You need:
 #
 # - `forward(x) -> (z, log_det)` with $\log|f'(x)| = -\tfrac12 \log(1 + a^2 x^2)$, summed
@@ -414,7 +420,7 @@ assert abs(mass_without - np.trapezoid(normal_pdf(wide) * g_prime(wide), wide)) 
 class ScaledAsinh(minflow.Flow):
     def __init__(self):
         self.event_shape = (1,)
-        self.log_a = Parameter(np.zeros(1))
+        self.log_a = Parameter(to_device(np.zeros(1)))
 
     def forward(self, x):
         return None  # your code here
@@ -433,13 +439,14 @@ class ScaledAsinh(minflow.Flow):  # noqa: F811 - the solution replaces the stub
 
     def __init__(self):
         self.event_shape = (1,)
-        self.log_a = Parameter(np.zeros(1))
+        self.log_a = Parameter(to_device(np.zeros(1)))
 
     def forward(self, x):
         x = self._check_input(x)
         a = ops.exp(self.log_a)
         u = a * x
-        sign = np.sign(u.data)  # a constant: its derivative is 0 almost everywhere
+        # a constant: its derivative is 0 almost everywhere (given a CuPy array, np.sign runs CuPy's sign)
+        sign = np.sign(u.data)
         z = sign * ops.log(ops.absolute(u) + ops.sqrt(u * u + 1)) / a
         log_det = ops.sum(-0.5 * ops.log1p(u * u), axis=1)
         return z, log_det

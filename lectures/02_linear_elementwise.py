@@ -44,7 +44,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from minflow import NormalizingFlow, Sequential
-from minflow.autodiff import no_grad, ops
+from minflow.autodiff import Tensor, no_grad, ops
+from minflow.backend import to_device, to_numpy
 from minflow.flows import (ElementwiseAffine, Flow, Linear, LULinear, PiecewiseLinear,
                            RationalQuadraticSpline, Reverse)
 from minflow.flows.transformers import (piecewise_linear, piecewise_linear_inverse,
@@ -80,7 +81,9 @@ print("quick mode: small samples and sizes" if QUICK else "full mode")
 # $\mathcal{N}(\mu, WSW^\top)$.
 #
 # Let us check it with minflow's own `Linear` layer: sample $x$, push it through
-# `forward`, and compare the sample covariance of $z$ with $WSW^\top$.
+# `forward`, and compare the sample covariance of $z$ with $WSW^\top$. The samples are a
+# NumPy array; `to_device` copies one to wherever minflow computes (NumPy by default, a GPU
+# under `MINFLOW_BACKEND=cupy`: lecture 9) and `to_numpy` brings results back.
 
 # %%
 n_samples = budget(200_000, 20_000)
@@ -89,24 +92,24 @@ S = np.array([[1.0, 0.6], [0.6, 0.5]])
 x = rng.multivariate_normal(m, S, size=n_samples)
 
 layer = Linear(2, seed=0)
-layer.weight.data = np.array([[1.5, -0.8], [0.4, 0.9]])  # any invertible W
-layer.bias.data = np.array([0.5, 1.0])
-W, b = layer.weight.data, layer.bias.data
+W = np.array([[1.5, -0.8], [0.4, 0.9]])  # any invertible W
+b = np.array([0.5, 1.0])
+layer.weight.data, layer.bias.data = to_device(W), to_device(b)
 
 with no_grad():
-    z, log_det = layer.forward(x)
-z = z.data
+    z, log_det = layer.forward(to_device(x))
+z, log_det = to_numpy(z), to_numpy(log_det)
 
 predicted_mean, predicted_cov = W @ m + b, W @ S @ W.T
 print("sample mean of z      ", z.mean(axis=0), "  predicted W m + b   ", predicted_mean)
 print("sample covariance of z\n", np.cov(z.T), "\npredicted W S W^T\n", predicted_cov)
-print("log-det of the layer", log_det.data[0], " log|det W| =", np.log(abs(np.linalg.det(W))))
+print("log-det of the layer", log_det[0], " log|det W| =", np.log(abs(np.linalg.det(W))))
 
 # The sample mean and covariance have standard errors of order 1/sqrt(n); 6/sqrt(n) is a safe band.
 tolerance = 6.0 * np.abs(predicted_cov).max() / np.sqrt(n_samples)
 assert np.allclose(z.mean(axis=0), predicted_mean, atol=tolerance)
 assert np.allclose(np.cov(z.T), predicted_cov, atol=2 * tolerance)
-assert np.allclose(log_det.data, np.log(abs(np.linalg.det(W))))
+assert np.allclose(log_det, np.log(abs(np.linalg.det(W))))
 
 # %% [markdown]
 # The picture: the ellipse that holds a Gaussian's mass is carried by $W$ onto the ellipse of
@@ -150,7 +153,7 @@ centred = points - gaussian_mean
 by_hand = (-0.5 * np.einsum("bi,ij,bj->b", centred, np.linalg.inv(gaussian_cov), centred)
            - 0.5 * np.log(np.linalg.det(2 * np.pi * gaussian_cov)))
 with no_grad():
-    by_model = model.log_prob(points).data
+    by_model = to_numpy(model.log_prob(to_device(points)))
 print("model log p(x)   ", by_model)
 print("Gaussian log p(x)", by_hand)
 assert np.allclose(by_model, by_hand, atol=1e-12)
@@ -164,15 +167,16 @@ assert np.allclose(by_model, by_hand, atol=1e-12)
 # %%
 first, second = Linear(3, seed=1), Linear(3, seed=2)
 for lin in (first, second):
-    lin.bias.data = rng.normal(size=3)
+    lin.bias.data = to_device(rng.normal(size=3))
 merged = Linear(3, seed=3)
 merged.weight.data = second.weight.data @ first.weight.data
 merged.bias.data = second.weight.data @ first.bias.data + second.bias.data
-probe = rng.normal(size=(4, 3))
+probe = to_device(rng.normal(size=(4, 3)))
 with no_grad():
     z_stack, log_det_stack = Sequential([first, second]).forward(probe)
     z_merged, log_det_merged = merged.forward(probe)
-assert np.allclose(z_stack.data, z_merged.data) and np.allclose(log_det_stack.data, log_det_merged.data)
+assert np.allclose(to_numpy(z_stack), to_numpy(z_merged))
+assert np.allclose(to_numpy(log_det_stack), to_numpy(log_det_merged))
 print("two linear layers == one linear layer with W = W2 W1: True")
 
 # %% [markdown]
@@ -196,14 +200,15 @@ print("two linear layers == one linear layer with W = W2 W1: True")
 D = 8
 lu = LULinear(D)
 for p in lu.parameters():
-    p.data = p.data + 0.5 * rng.normal(size=p.shape)
+    p.data = p.data + to_device(0.5 * rng.normal(size=p.shape))
 with no_grad():
-    _, lu_log_det = lu.forward(rng.normal(size=(3, D)))
-    W_lu = lu.weight.data
+    _, lu_log_det = lu.forward(to_device(rng.normal(size=(3, D))))
+    W_lu = to_numpy(lu.weight)
+lu_log_det = to_numpy(lu_log_det)
 sign, brute_force = np.linalg.slogdet(W_lu)
-print("LULinear log-det", lu_log_det.data[0], "   slogdet(L U)", brute_force, "   sign", sign)
-assert np.allclose(lu_log_det.data, brute_force, atol=1e-12)
-assert np.isclose(lu_log_det.data[0], lu.log_diag.data.sum())
+print("LULinear log-det", lu_log_det[0], "   slogdet(L U)", brute_force, "   sign", sign)
+assert np.allclose(lu_log_det, brute_force, atol=1e-12)
+assert np.isclose(lu_log_det[0], to_numpy(lu.log_diag).sum())
 assert sign > 0  # det W = exp(sum s) > 0: LU reaches only matrices with positive determinant
 
 # %% [markdown]
@@ -216,6 +221,11 @@ assert sign > 0  # det W = exp(sum s) > 0: LU reaches only matrices with positiv
 # `ops.solve_triangular` calls the general $O(D^3)$ solver (see the comment in
 # `minflow/autodiff/ops.py`): the inverse is not where the CPU speed-up shows, so we time
 # only the log-determinant.
+#
+# We time on the CPU whatever backend the lecture runs on: the matrices are copied to the
+# host first. This section is about arithmetic; a GPU runs small ops asynchronously, so its
+# timings would need a synchronisation per call and would mostly measure launch overhead
+# (lecture 9).
 
 # %%
 def best_time(fn, repeats=5, min_seconds=0.01):
@@ -235,9 +245,10 @@ dims = budget([16, 32, 64, 128, 256, 512], [16, 32, 64, 128, 256])
 dense_times, lu_times = [], []
 with no_grad():
     for dim in dims:
-        dense, triangular = Linear(dim, seed=0), LULinear(dim)
-        dense_times.append(best_time(lambda dense=dense: ops.slogdet(dense.weight)))
-        lu_times.append(best_time(lambda triangular=triangular: ops.sum(triangular.log_diag)))
+        weight = Tensor(to_numpy(Linear(dim, seed=0).weight))  # host copies of the layers' parameters
+        log_diag = Tensor(to_numpy(LULinear(dim).log_diag))
+        dense_times.append(best_time(lambda weight=weight: ops.slogdet(weight)))
+        lu_times.append(best_time(lambda log_diag=log_diag: ops.sum(log_diag)))
 for dim, t_dense, t_lu in zip(dims, dense_times, lu_times):
     print(f"D = {dim:4d}   dense slogdet {t_dense * 1e6:9.1f} us   LU sum {t_lu * 1e6:6.1f} us   ratio {t_dense / t_lu:7.1f}")
 
@@ -469,7 +480,7 @@ show(fig, "02_rq_spline.png")
 def perturbed(flow, scale=0.5, seed=0):
     generator = np.random.default_rng(seed)
     for p in flow.parameters():
-        p.data = p.data + scale * generator.normal(size=p.shape)
+        p.data = p.data + to_device(scale * generator.normal(size=p.shape), dtype=p.dtype)
     return flow
 
 
@@ -577,7 +588,7 @@ class ScaledSinh(Flow):
 
     def __init__(self, dim):
         self.event_shape = (dim,)
-        self.log_scale = Parameter(np.zeros(dim))
+        self.log_scale = Parameter(to_device(np.zeros(dim)))
 
     def forward(self, x):
         x = self._check_input(x)
@@ -596,7 +607,7 @@ class ScaledSinh(Flow):
 
 def make_flow(dim):
     flow = ScaledSinh(dim)
-    flow.log_scale.data = np.linspace(-0.5, 0.5, dim)
+    flow.log_scale.data = to_device(np.linspace(-0.5, 0.5, dim))
     return flow
 
 

@@ -35,6 +35,7 @@ import numpy as np
 
 from minflow import Sequential, data, models, plot, train
 from minflow.autodiff import no_grad, ops
+from minflow.backend import to_device, to_numpy
 from minflow.flows import AffineCoupling, Coupling, Flow, SplineCoupling
 from minflow.flows.base import zero_log_det
 from minflow.flows.coupling import alternating_mask, channel_mask, checkerboard_mask, half_mask
@@ -81,20 +82,21 @@ class WildConditioner(Module):
 
 wild = Coupling(half_mask(2), AffineTransformer(), conditioner=WildConditioner())
 keys = np.array([[0.3], [0.3 + 2 * np.pi]])
-theta_a, theta_b = WildConditioner()(keys).data
+theta_a, theta_b = to_numpy(WildConditioner()(keys))
 print("theta(0.3) =", theta_a, "  theta(0.3 + 2 pi) =", theta_b)
 assert np.allclose(theta_a, theta_b)  # the conditioner cannot be inverted ...
 
 x = rng.normal(size=(5, 2))
 with no_grad():
-    z, _ = wild.forward(x)
+    z, _ = wild.forward(to_device(x))  # to_device: the data go where minflow computes (lecture 2)
     x_back, _ = wild.inverse(z)
-    wrong_key = z.data + np.array([0.1, 0.0])  # tamper with z1 only
+    wrong_key = z.data + to_device(np.array([0.1, 0.0]))  # tamper with z1 only
     x_wrong, _ = wild.inverse(wrong_key)
-print("round trip error with the right key:", np.abs(x_back.data - x).max())
-print("h2 recovered with a wrong key is off by:", np.abs(x_wrong.data[:, 1] - x[:, 1]))
-assert np.allclose(x_back.data, x, atol=1e-12)  # ... yet the layer is
-assert np.all(np.abs(x_wrong.data[:, 1] - x[:, 1]) > 1e-3)
+x_back, x_wrong = to_numpy(x_back), to_numpy(x_wrong)
+print("round trip error with the right key:", np.abs(x_back - x).max())
+print("h2 recovered with a wrong key is off by:", np.abs(x_wrong[:, 1] - x[:, 1]))
+assert np.allclose(x_back, x, atol=1e-12)  # ... yet the layer is
+assert np.all(np.abs(x_wrong[:, 1] - x[:, 1]) > 1e-3)
 check_flow(wild)  # round trips, log-det, batch independence: all hold
 print("check_flow(coupling with a many-to-one conditioner): all properties hold")
 
@@ -127,7 +129,8 @@ print("check_flow(coupling with a many-to-one conditioner): all properties hold"
 # Jacobian ($D$ extra network passes) and factorise it ($O(D^3)$) — gives the same number,
 # as we now check. We take a RealNVP layer (`AffineCoupling`) in $D = 6$ with random
 # (non-identity) weights and compute its Jacobian by central finite differences with
-# `minflow.testing.numerical_jacobian`.
+# `minflow.testing.numerical_jacobian`. (As in lecture 2, `to_device` copies NumPy data to
+# wherever the layers live, and `to_numpy` brings results back for NumPy's `slogdet`.)
 
 # %%
 D = 6
@@ -138,28 +141,29 @@ def random_coupling(mask, seed):
     layer = AffineCoupling(mask, hidden=(16, 16), activation="tanh", seed=seed)
     generator = np.random.default_rng(seed)
     for p in layer.parameters():
-        p.data = p.data + 0.4 * generator.normal(size=p.shape)
+        p.data = p.data + to_device(0.4 * generator.normal(size=p.shape), dtype=p.dtype)
     return layer
 
 
 half_layer = random_coupling(half_mask(D), seed=1)
 alternating_layer = random_coupling(alternating_mask(D), seed=2)
-point = rng.normal(size=(1, D))
+point = to_device(rng.normal(size=(1, D)))
 
 jacobians = {}
 for name, layer in (("half", half_layer), ("alternating", alternating_layer)):
     with no_grad():
         _, log_det = layer.forward(point)
-        J = numerical_jacobian(lambda a, layer=layer: layer.forward(a)[0].data, point)[0]
-    kept, changed = layer.kept.data, layer.changed.data
+        J = to_numpy(numerical_jacobian(lambda a, layer=layer: layer.forward(a)[0].data, point))[0]
+    log_det = to_numpy(log_det)
+    kept, changed = to_numpy(layer.kept), to_numpy(layer.changed)
     top_left, top_right = J[np.ix_(kept, kept)], J[np.ix_(kept, changed)]
     bottom_right = J[np.ix_(changed, changed)]
     assert np.all(top_right == 0.0)  # exactly: perturbing h2 does not move z1 at all
     assert np.allclose(top_left, np.eye(len(kept)), atol=1e-9)
     assert np.all(bottom_right[~np.eye(len(changed), dtype=bool)] == 0.0)  # exactly diagonal
     brute_force = np.linalg.slogdet(J)[1]
-    print(f"{name:11s} mask: layer log-det {log_det.data[0]: .10f}   log|det J| by slogdet {brute_force: .10f}")
-    assert abs(log_det.data[0] - brute_force) < 1e-8
+    print(f"{name:11s} mask: layer log-det {log_det[0]: .10f}   log|det J| by slogdet {brute_force: .10f}")
+    assert abs(log_det[0] - brute_force) < 1e-8
     jacobians[name] = (J, kept, changed)
 
 # %% [markdown]
@@ -350,7 +354,7 @@ fig, ax = plt.subplots(figsize=(5.5, 4.5))
 for key in (-1.5, -0.5, 0.5, 1.5):
     inputs = np.stack([np.full_like(h2, key), h2], axis=1)
     with no_grad():
-        outputs = first_layer.forward(inputs)[0].data
+        outputs = to_numpy(first_layer.forward(to_device(inputs))[0])
     assert np.all(outputs[:, 0] == key)  # the key passes through
     assert np.all(np.diff(outputs[:, 1]) > 0)  # each conditional map is increasing
     tails = np.abs(h2) > 4.0
@@ -417,7 +421,7 @@ def make_additive(dim):
 
 
 additive = make_additive(5)
-moved = additive is not None and not np.allclose(additive.forward(rng.normal(size=(4, 5)))[0].data[:, 2:], 0)
+moved = additive is not None and not np.allclose(to_numpy(additive.forward(to_device(rng.normal(size=(4, 5))))[0])[:, 2:], 0)
 check("Exercise 3.1", passes_check_flow(additive) and moved,
       "keep h1, add t(h1) to h2 in forward and subtract it in inverse; the log-det is zeros of shape (B,)")
 
@@ -431,7 +435,7 @@ check("Exercise 3.1", passes_check_flow(additive) and moved,
 # complementary mask, and store it in `unchanged_after_two`.
 
 # %%
-probe = rng.normal(size=(100, D))
+probe = rng.normal(size=(100, D))  # on the host; to_device(probe) is the same points where the layers live
 two_layers = Sequential([alternating_layer, random_coupling(alternating_mask(D, even=False), seed=3)])
 unchanged = None  # your code here
 unchanged_after_two = None  # your code here
@@ -441,8 +445,8 @@ unchanged_after_two = None  # your code here
 
 # %%
 with no_grad():
-    unchanged = np.all(alternating_layer.forward(probe)[0].data == probe, axis=0)
-    unchanged_after_two = np.all(two_layers.forward(probe)[0].data == probe, axis=0)
+    unchanged = np.all(to_numpy(alternating_layer.forward(to_device(probe))[0]) == probe, axis=0)
+    unchanged_after_two = np.all(to_numpy(two_layers.forward(to_device(probe))[0]) == probe, axis=0)
 print("unchanged by one layer: ", unchanged)
 print("unchanged by two layers:", unchanged_after_two)
 

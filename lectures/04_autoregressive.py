@@ -131,15 +131,15 @@ assert all(set(layer) == {1, 2, 3} for layer in hidden_degrees)  # 1..D-1, every
 
 # %%
 made = randomise(MADE(D, params_per_dim=1, hidden=(16, 16), seed=0), seed=1)
-x = np.random.default_rng(2).standard_normal((64, D))
+x = np.random.default_rng(2).standard_normal((64, D))  # on the host; to_device copies it to the network's backend
 
 with no_grad():
-    theta = to_numpy(made(x).data)[..., 0]  # (64, D): theta_i for each point
+    theta = to_numpy(made(backend.to_device(x)).data)[..., 0]  # (64, D): theta_i for each point
     moved = np.zeros((D, D))  # moved[i, j]: largest change of theta_i when x_j moves by 1
     for j in range(D):
         x_pert = x.copy()
         x_pert[:, j] += 1.0
-        moved[:, j] = np.abs(to_numpy(made(x_pert).data)[..., 0] - theta).max(axis=0)
+        moved[:, j] = np.abs(to_numpy(made(backend.to_device(x_pert)).data)[..., 0] - theta).max(axis=0)
 
 print("max |change of theta_i| when x_j is perturbed (rows i, columns j):")
 print(np.array2string(moved, precision=3, suppress_small=True))
@@ -246,13 +246,13 @@ udl_flow = randomise(
     seed=1, scale=1.0,
 )
 with no_grad():
-    h_prime, _ = udl_flow.forward(h)  # forward mapping: one MADE pass
-    h_prime = to_numpy(h_prime.data)
+    h_prime_device, _ = udl_flow.forward(backend.to_device(h))  # forward mapping: one MADE pass
+    h_prime = to_numpy(h_prime_device.data)
     print("Original h values      " + ",".join(f"{v:3.3f}" for v in h[0]))
     print("h_prime values         " + ",".join(f"{v:3.3f}" for v in h_prime[0]))
     recovered = {}
     for passes in range(1, 5):  # backward mapping: stop after 1, 2, 3, 4 passes
-        h_back, _ = udl_flow.inverse(h_prime, passes=passes)
+        h_back, _ = udl_flow.inverse(h_prime_device, passes=passes)
         recovered[passes] = to_numpy(h_back.data)[0]
         error = np.abs(recovered[passes] - h[0])
         print(f"after {passes} pass(es):       " + ",".join(f"{v:.3f}" for v in recovered[passes])
@@ -287,7 +287,7 @@ batch, repeats = 1024, budget(10, 5)
 columns = ["MAF density", "MAF sampling", "IAF density", "IAF sampling", "coupling fwd", "coupling inv"]
 timings = {name: [] for name in columns}
 for dim in dims:
-    x_bench = np.random.default_rng(0).standard_normal((batch, dim))
+    x_bench = backend.to_device(np.random.default_rng(0).standard_normal((batch, dim)))
     maf_b = randomise(MaskedAutoregressive(dim, hidden=(64, 64), seed=0), 1, scale=0.1)
     iaf_b = randomise(InverseAutoregressive(dim, hidden=(64, 64), seed=0), 1, scale=0.1)
     coupling_b = randomise(AffineCoupling(half_mask(dim), hidden=(64, 64), seed=0), 1, scale=0.1)
@@ -355,10 +355,10 @@ plt.close(fig)
 dim = 6
 maf6 = randomise(MaskedAutoregressive(dim, hidden=(32, 32), activation="tanh", seed=0), seed=5)
 coupling6 = randomise(AffineCoupling(half_mask(dim), hidden=(32, 32), activation="tanh", seed=0), seed=6)
-x6 = np.random.default_rng(7).standard_normal((1, dim))
+x6 = backend.to_device(np.random.default_rng(7).standard_normal((1, dim)))
 with no_grad():
-    jac_maf = numerical_jacobian(lambda a: maf6.forward(a)[0].data, x6)[0]
-    jac_coupling = numerical_jacobian(lambda a: coupling6.forward(a)[0].data, x6)[0]
+    jac_maf = to_numpy(numerical_jacobian(lambda a: maf6.forward(a)[0].data, x6))[0]
+    jac_coupling = to_numpy(numerical_jacobian(lambda a: coupling6.forward(a)[0].data, x6))[0]
 nonzero_maf, nonzero_coupling = np.abs(jac_maf) > 1e-8, np.abs(jac_coupling) > 1e-8
 print("MAF nonzeros:\n", nonzero_maf.astype(int))
 print("coupling nonzeros:\n", nonzero_coupling.astype(int))
@@ -457,9 +457,9 @@ def triangular_log_det(jac, order):  # noqa: F811 (the solution replaces the stu
 # %%
 order = [2, 0, 1]
 maf_ordered = randomise(MaskedAutoregressive(3, hidden=(16, 16), order=order, activation="tanh", seed=0), seed=8)
-x3 = np.random.default_rng(9).standard_normal((1, 3))
+x3 = backend.to_device(np.random.default_rng(9).standard_normal((1, 3)))
 with no_grad():
-    jac3 = numerical_jacobian(lambda a: maf_ordered.forward(a)[0].data, x3)[0]
+    jac3 = to_numpy(numerical_jacobian(lambda a: maf_ordered.forward(a)[0].data, x3))[0]
     flow_log_det = float(to_numpy(maf_ordered.forward(x3)[1].data)[0])
 print("Jacobian in coordinate order:\n", np.round(jac3, 3))
 print("the same, rows and columns in the order", order, ":\n", np.round(jac3[np.ix_(order, order)], 3))
@@ -517,19 +517,20 @@ def count_made_calls(flow, direction, batch):  # noqa: F811 (the solution replac
 
 # %%
 iaf5 = randomise(InverseAutoregressive(5, hidden=(16,), activation="tanh", seed=0), seed=10)
-x5 = np.random.default_rng(11).standard_normal((4, 5))
+x5 = backend.to_device(np.random.default_rng(11).standard_normal((4, 5)))
 density_calls = count_made_calls(iaf5, "forward", x5)
 sampling_calls = count_made_calls(iaf5, "inverse", x5)
 print("MADE calls: density", density_calls, "| sampling", sampling_calls)
 with no_grad():
-    z_full = to_numpy(iaf5.forward(x5)[0].data)
-    z_short = to_numpy(iaf5.flow.inverse(x5, passes=4)[0].data)  # IAF density with D-1 passes
-    x_again = to_numpy(iaf5.inverse(z_full)[0].data)
+    z_full = iaf5.forward(x5)[0].data
+    z_short = iaf5.flow.inverse(x5, passes=4)[0].data  # IAF density with D-1 passes
+    x_again = iaf5.inverse(z_full)[0].data
+z_full, z_short, x_again = to_numpy(z_full), to_numpy(z_short), to_numpy(x_again)
 print("max error with D-1 passes:", np.abs(z_short - z_full).max())
 check(
     "Exercise 4.3",
     density_calls == 5 and sampling_calls == 1 and np.abs(z_short - z_full).max() > 1e-6
-    and np.allclose(x_again, x5, atol=1e-10),
+    and np.allclose(x_again, to_numpy(x5), atol=1e-10),
     "wrap made.forward on the instance, run the direction under no_grad, count; IAF density is the MAF's inverse",
 )
 

@@ -76,9 +76,10 @@ def randomise(module, seed, scale=0.5):
 # %%
 revnet = randomise(AdditiveResidualCoupling(4, hidden=(16,), seed=0), seed=1)
 x4 = np.random.default_rng(2).standard_normal((8, 4))
+x4_device = backend.to_device(x4)  # the same points, where the block lives (a GPU under MINFLOW_BACKEND=cupy)
 with no_grad():
-    z4, log_det4 = revnet.forward(x4)
-    jacobian4 = numerical_jacobian(lambda a: revnet.forward(a)[0].data, x4)
+    z4, log_det4 = revnet.forward(x4_device)
+    jacobian4 = to_numpy(numerical_jacobian(lambda a: revnet.forward(a)[0].data, x4_device))
 moved = np.abs(to_numpy(z4.data) - x4).max()
 det4 = np.linalg.det(jacobian4)
 print(f"largest move |z - x|: {moved:.3f}; log-det returned: {np.abs(to_numpy(log_det4.data)).max()}; "
@@ -267,6 +268,7 @@ for layer in iresnet.layers:
 raw_weights = [to_numpy(layer.weight.data) for layer in iresnet.layers]
 biases = [to_numpy(layer.bias.data) for layer in iresnet.layers]
 x = 1.5 * rng.standard_normal((n_points, dim))
+x_device = backend.to_device(x)  # for the block; x stays on the host for the NumPy computations
 
 
 def raw_g(x):
@@ -279,8 +281,8 @@ def raw_jacobian(x):  # J[b, i, j] = dg_i / dx_j
 
 
 with no_grad():
-    normalised_jacobian = to_numpy(iresnet.jacobian(x).data)
-    assert np.allclose(numerical_jacobian(lambda a: to_numpy(iresnet.residual(a).data), x[:5]),
+    normalised_jacobian = to_numpy(iresnet.jacobian(x_device).data)
+    assert np.allclose(to_numpy(numerical_jacobian(lambda a: iresnet.residual(a).data, x_device[:5])),
                        normalised_jacobian[:5], atol=1e-8)  # the hand-derived J_g is right
 assert np.allclose(numerical_jacobian(raw_g, x[:5]), raw_jacobian(x[:5]), atol=1e-8)
 raw_bound = np.prod([np.linalg.norm(w, 2) for w in raw_weights])
@@ -310,11 +312,10 @@ assert abs(bound - 0.81) < 1e-12 and empirical <= bound  # the normalised one ce
 
 # %%
 with no_grad():
-    z, forward_log_det = iresnet.forward(x)
+    z, forward_log_det = iresnet.forward(x_device)
     trace = np.array(iresnet.fixed_point_trace(z))
     x_back, inverse_log_det = iresnet.inverse(z)
 iterations = iresnet.last_inverse_iterations
-z_np = to_numpy(z.data)
 raw_z = x + raw_g(x)
 raw_trace, guess = [], raw_z.copy()
 for _ in range(100):
@@ -371,7 +372,7 @@ plt.close(fig)
 check_flow(iresnet)
 print("check_flow passed for ContractiveResidual (exact log-det)")
 terms = (1, 2, 3, 5, 10, 15, 20)
-bias = iresnet.log_det_series_bias(x, terms=terms)
+bias = iresnet.log_det_series_bias(x_device, terms=terms)
 norms = np.linalg.norm(normalised_jacobian, 2, axis=(1, 2))
 print(" n   mean(exact - series)   bound with ||J(x)||   bound with L = 0.81")
 for n in terms:
@@ -405,7 +406,7 @@ plt.close(fig)
 
 # %%
 repeats = budget(400, 150)
-point = x[:1]
+point = x_device[:1]
 with no_grad():
     exact_point = float(to_numpy(iresnet.log_det_at(point, "exact").data)[0])
     series_point = float(to_numpy(iresnet.log_det_at(point, "series").data)[0])
@@ -565,7 +566,7 @@ def inverse_log_det_candidates(flow, z):  # noqa: F811 (the solution replaces th
 
 
 # %%
-candidates = inverse_log_det_candidates(iresnet, z_np[:20])
+candidates = inverse_log_det_candidates(iresnet, z.data[:20])
 returned = to_numpy(inverse_log_det.data)[:20]
 if candidates is not None:
     print("largest |returned - (-log det at x)|:", np.abs(returned - candidates[0]).max())

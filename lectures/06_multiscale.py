@@ -181,16 +181,17 @@ print("MultiScale((1, 4, 4), scales=2) passes check_flow")
 conv = InvertibleConv1x1(4, 3, 2, seed=1)
 rng = numpy.random.default_rng(0)
 for parameter in (conv.lower, conv.upper, conv.log_diag):
-    parameter.data = parameter.data + 0.3 * rng.standard_normal(parameter.data.shape)
-weight = conv.weight.data
-x_conv = rng.standard_normal((5, 4, 3, 2))
+    parameter.data = parameter.data + backend.to_device(0.3 * rng.standard_normal(parameter.shape), parameter.dtype)
+weight = backend.to_numpy(conv.weight)  # W on the host, for NumPy's slogdet
+x_conv = backend.to_device(rng.standard_normal((5, 4, 3, 2)))  # where the layer lives
 with no_grad():
     z_conv, conv_log_det = conv.forward(x_conv)
-jacobian = testing.numerical_jacobian(lambda a: conv.forward(a)[0].data, x_conv)  # (5, 24, 24)
+    conv_log_det = backend.to_numpy(conv_log_det)
+jacobian = backend.to_numpy(testing.numerical_jacobian(lambda a: conv.forward(a)[0].data, x_conv))  # (5, 24, 24)
 numeric = numpy.linalg.slogdet(jacobian)[1]
 formula = 3 * 2 * numpy.linalg.slogdet(weight)[1]
-print(f"H W log|det W| = {formula:.6f}; finite differences: {numeric.round(6)}; forward: {conv_log_det.data[0]:.6f}")
-assert numpy.allclose(numeric, formula, atol=1e-6) and numpy.allclose(conv_log_det.data, formula, atol=1e-10)
+print(f"H W log|det W| = {formula:.6f}; finite differences: {numeric.round(6)}; forward: {conv_log_det[0]:.6f}")
+assert numpy.allclose(numeric, formula, atol=1e-6) and numpy.allclose(conv_log_det, formula, atol=1e-10)
 assert abs(formula) > 0.1  # not the trivial log-det 0 of a rotation
 testing.check_flow(conv)
 
@@ -205,14 +206,15 @@ testing.check_flow(conv)
 
 # %%
 actnorm = ActNormImage(4, 3, 2)
-x_act = 3.0 + 2.0 * rng.standard_normal((64, 4, 3, 2))
+x_act = backend.to_device(3.0 + 2.0 * rng.standard_normal((64, 4, 3, 2)))
 with no_grad():
     z_act, act_log_det = actnorm.forward(x_act)
-print("per-channel mean after init:", z_act.data.mean(axis=(0, 2, 3)).round(12))
-print("per-channel std after init: ", z_act.data.std(axis=(0, 2, 3)).round(6))
-assert numpy.allclose(z_act.data.mean(axis=(0, 2, 3)), 0, atol=1e-12)
-assert numpy.allclose(z_act.data.std(axis=(0, 2, 3)), 1, atol=1e-5)
-assert numpy.allclose(act_log_det.data, 3 * 2 * actnorm.log_scale.data.sum())
+z_act, act_log_det = backend.to_numpy(z_act), backend.to_numpy(act_log_det)
+print("per-channel mean after init:", z_act.mean(axis=(0, 2, 3)).round(12))
+print("per-channel std after init: ", z_act.std(axis=(0, 2, 3)).round(6))
+assert numpy.allclose(z_act.mean(axis=(0, 2, 3)), 0, atol=1e-12)
+assert numpy.allclose(z_act.std(axis=(0, 2, 3)), 1, atol=1e-5)
+assert numpy.allclose(act_log_det, 3 * 2 * backend.to_numpy(actnorm.log_scale).sum())
 testing.check_flow(actnorm)
 
 # %% [markdown]

@@ -52,7 +52,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from _common import QUICK, budget, check, show
-from minflow import data, models, no_grad, plot, train
+from minflow import data, models, no_grad, plot, to_numpy, train
+from minflow.backend import to_device
 from minflow.testing import numerical_jacobian
 
 started = time.perf_counter()
@@ -152,7 +153,7 @@ def train_flow(points, layers, seed=0):
 
 def mc_fraction(model, region, n=N_MC, seed=1, to_data=lambda x: x):
     """Fraction of n model samples (mapped by ``to_data``) inside ``region``, and its standard error."""
-    inside = region(to_data(model.sample(n, seed=seed)))
+    inside = region(to_data(to_numpy(model.sample(n, seed=seed))))  # samples back on the host for NumPy
     fraction = inside.mean()
     return fraction, math.sqrt(max(fraction * (1 - fraction), 1.0 / n) / n)
 
@@ -233,7 +234,7 @@ def log_density_grid(model, bounds, resolution=budget(200, 80), to_model=lambda 
     xs, ys = np.linspace(x0, x1, resolution), np.linspace(y0, y1, resolution)
     grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
     with no_grad():
-        log_p = model.log_prob(to_model(grid)).data + log_det
+        log_p = to_numpy(model.log_prob(to_device(to_model(grid)))) + log_det
     return log_p.reshape(resolution, resolution)
 
 
@@ -318,9 +319,10 @@ def stretch_in_gap(model, points):
     forward = lambda x: model.flow.forward(x)[0].data
     inverse = lambda z: model.flow.inverse(z)[0].data
     with no_grad():
+        points = to_device(points)  # where the model lives
         z = forward(points)
-        jacobian_f = numerical_jacobian(forward, points)  # (N, 2, 2), dz/dx
-        jacobian_inverse = numerical_jacobian(inverse, z)  # (N, 2, 2), dx/dz at z = f(x)
+        jacobian_f = to_numpy(numerical_jacobian(forward, points))  # (N, 2, 2), dz/dx
+        jacobian_inverse = to_numpy(numerical_jacobian(inverse, z))  # (N, 2, 2), dx/dz at z = f(x)
     sigma_min_f = np.linalg.svd(jacobian_f, compute_uv=False)[:, -1]
     sigma_max_inverse = np.linalg.svd(jacobian_inverse, compute_uv=False)[:, 0]
     return sigma_min_f, sigma_max_inverse
@@ -330,7 +332,7 @@ points = gap_grid()
 lipschitz_rows = []
 for layers in DEPTHS:
     model = gauss_models[layers]
-    samples = model.sample(N_MC, seed=1)
+    samples = to_numpy(model.sample(N_MC, seed=1))
     mass_left, mass_gap = np.mean(samples[:, 0] <= -GAP), np.mean(in_gap(samples))
     w_max = Phi_inverse(mass_left + mass_gap) - Phi_inverse(mass_left)
     bound = 2 * GAP / w_max
@@ -444,6 +446,7 @@ def lipschitz_from_samples(model, n, seed=0):
     z = model.base.sample(n, seed=seed)
     with no_grad():
         x = model.flow.inverse(z)[0].data
+    z, x = to_numpy(z), to_numpy(x)  # on the host for NumPy's norms
     dz = np.linalg.norm(z[:, None] - z[None], axis=-1)
     dx = np.linalg.norm(x[:, None] - x[None], axis=-1)
     off_diagonal = ~np.eye(n, dtype=bool)
@@ -528,12 +531,12 @@ def data_log_density(x):
 wide_gap = gap_grid(n2=budget(241, 121), half_height=3.0)
 for layers in DEPTHS:
     model = gauss_models[layers]
-    samples = model.sample(N_MC, seed=1)
+    samples = to_numpy(model.sample(N_MC, seed=1))
     heavier = max(np.mean(samples[:, 0] <= -GAP), np.mean(samples[:, 0] >= GAP))
     r_max = math.sqrt(2 * math.log(1 / (1 - heavier)))
     with no_grad():
-        z, log_det = (t.data for t in model.flow.forward(wide_gap))
-        log_p_model = model.log_prob(wide_gap).data
+        z, log_det = (to_numpy(t) for t in model.flow.forward(to_device(wide_gap)))
+        log_p_model = to_numpy(model.log_prob(to_device(wide_gap)))
     k = int(np.argmin(np.linalg.norm(z, axis=1)))
     x_star, z_star = wide_gap[k], float(np.linalg.norm(z[k]))
     log_p_data = float(data_log_density(wide_gap[k:k + 1])[0])

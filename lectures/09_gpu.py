@@ -21,7 +21,8 @@
 # This lecture runs everywhere. If CuPy and a CUDA device are present it times both
 # backends; otherwise (a laptop, the CI machine) it says so, times NumPy only and explains
 # what a GPU would change. CuPy is never imported at the top: `import minflow` needs NumPy
-# only, and so does this lecture.
+# only, and so does this lecture. Run it as it is (NumPy is the default backend) or with
+# `MINFLOW_BACKEND=cupy`: then everything it builds outside the timing loop lives on CuPy.
 #
 # Notation as before: $x$ data, $z = f(x)$ latent, $f$ the normalizing direction (minflow's
 # `forward`), and the loss is the mean negative log-likelihood
@@ -67,8 +68,10 @@ def gpu_available():
         return False
 
 
+HAS_CUPY = importlib.util.find_spec("cupy") is not None
 HAS_GPU = gpu_available()
-print(f"quick mode: {QUICK}; CuPy installed: {importlib.util.find_spec('cupy') is not None}; GPU present: {HAS_GPU}")
+DEFAULT_BACKEND = backend.backend_name()  # numpy, unless MINFLOW_BACKEND=cupy asked for CuPy
+print(f"quick mode: {QUICK}; CuPy installed: {HAS_CUPY}; GPU present: {HAS_GPU}; default backend: {DEFAULT_BACKEND}")
 if not HAS_GPU:
     print("No GPU here: this lecture times NumPy only and explains what a GPU would change.")
 
@@ -93,7 +96,9 @@ x_host = np.linspace(-1.0, 1.0, 6).reshape(3, 2)
 print("array_module(numpy array) is numpy:", backend.array_module(x_host) is np)
 print("array_module(a number) is numpy:", backend.array_module(2.0) is np)  # numbers carry no namespace
 print("default backend:", backend.backend_name())
-assert backend.array_module(x_host) is np and backend.backend_name() == "numpy"
+assert backend.array_module(x_host) is np  # whatever the default backend: ops follow their data
+# the default is NumPy, unless the environment variable asked for CuPy when minflow was imported
+assert backend.backend_name() == (os.environ.get("MINFLOW_BACKEND", "").strip().lower() or "numpy")
 
 probe = "import minflow; print(minflow.backend.backend_name())"
 for value in ("numpy", "cupy"):
@@ -101,7 +106,7 @@ for value in ("numpy", "cupy"):
     done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
     said = done.stdout.strip() or done.stderr.strip().splitlines()[-1]
     print(f"MINFLOW_BACKEND={value}: {said}")
-    if value == "numpy" or HAS_GPU:
+    if value == "numpy" or HAS_CUPY:  # choosing CuPy needs CuPy installed, not yet a device
         assert done.returncode == 0 and said == value
     else:  # without CuPy the import fails loudly, with the install hint: never a silent fallback to NumPy
         assert done.returncode != 0
@@ -111,7 +116,7 @@ for value in ("numpy", "cupy"):
 # back to NumPy (you would think you were timing a GPU):
 
 # %%
-if importlib.util.find_spec("cupy") is None:
+if not HAS_CUPY:
     try:
         minflow.set_backend("cupy")
     except ImportError as error:
@@ -122,7 +127,7 @@ if importlib.util.find_spec("cupy") is None:
 # %% [markdown]
 # ## 2. Moving data: `to_device`, `to_numpy`, and what mixing does
 #
-# `backend.to_device(array)` copies a host array onto the default backend (a no-op copy on
+# `backend.to_device(array)` copies a host array onto the default backend (a plain copy on
 # NumPy); `backend.to_numpy(array_or_tensor)` copies anything back to the host. Both are
 # **host ↔ device copies** over the PCIe bus, slow compared with GPU arithmetic: a training
 # loop should copy the data set once (minflow's `train.fit` does, in `_on_device`) and never
@@ -139,7 +144,7 @@ back = backend.to_numpy(minflow.Tensor(moved))
 assert isinstance(back, np.ndarray) and np.array_equal(back, x_host)
 mixing_message = "cannot mix NumPy and CuPy arrays in one operation"
 assert mixing_message in inspect.getsource(backend.array_module)  # the error the text quotes
-if HAS_GPU:
+if HAS_GPU or DEFAULT_BACKEND == "cupy":  # CuPy arrays can be made here
     import cupy
 
     try:
@@ -204,14 +209,14 @@ def time_per_step(step, batch, min_time=MIN_TIME, min_repeats=3, windows=3):
 
 host_points = data.moons(max(BATCHES), seed=0)
 timings = {}
-for name in ["numpy"] + (["cupy"] if HAS_GPU else []):
+for name in ["numpy"] + (["cupy"] if HAS_GPU else []):  # CuPy is timed only on a real device
     minflow.set_backend(name)
     try:
         model, step = make_step()
         device_points = backend.to_device(host_points)  # copied once, not per step
         timings[name] = [time_per_step(step, device_points[:b]) for b in BATCHES]
     finally:
-        minflow.set_backend("numpy")
+        minflow.set_backend(DEFAULT_BACKEND)  # back to the backend the lecture started with
     for b, t in zip(BATCHES, timings[name]):
         print(f"{name:5s}  batch {b:6d}: {1e3 * t:8.2f} ms/step  {b / t:12,.0f} samples/s")
 
@@ -236,8 +241,8 @@ def count_ops(loss):
     return len(seen)
 
 
-model, _ = make_step()
-ops_per_forward = count_ops(model.nll(host_points[:16]))
+model, _ = make_step()  # on the default backend
+ops_per_forward = count_ops(model.nll(backend.to_device(host_points[:16])))
 print(f"one forward + NLL builds {ops_per_forward} op nodes; backward runs about as many VJPs, "
       f"and Adam updates all {len(model.parameters())} parameters at once, as one flat array "
       "(read `Adam` in minflow/optim.py)")
@@ -321,7 +326,8 @@ plt.close(fig)
 # $\log p(x) = -\tfrac12 \lvert x\rvert^2 - \tfrac D2 \log 2\pi$, returning an array of
 # shape $(B,)$ **in the same namespace as `x`**. Do not use `np.` inside: get the namespace
 # with `backend.array_module(x)`. It is checked against minflow's `StandardNormal` on NumPy
-# arrays; on a GPU the same function would run on CuPy arrays unchanged.
+# arrays, and on arrays of the default backend (CuPy under `MINFLOW_BACKEND=cupy`): the same
+# function runs on both unchanged.
 
 # %%
 def log_standard_normal(x):
@@ -344,7 +350,11 @@ mine = log_standard_normal(x_check)
 reference = minflow.StandardNormal((3,)).log_prob(x_check)
 reference = backend.to_numpy(reference)
 source = inspect.getsource(log_standard_normal)
+x_default = backend.to_device(x_check)  # the same points on the default backend
+mine_default = log_standard_normal(x_default)
+same_namespace = mine_default is not None and backend.array_module(mine_default) is backend.array_module(x_default)
 check("Exercise 9.1", isinstance(mine, np.ndarray) and mine.shape == (5,) and np.allclose(mine, reference)
+      and same_namespace and np.allclose(backend.to_numpy(mine_default), reference)
       and "np." not in source and "numpy." not in source,
       "xp = backend.array_module(x), then -0.5 * xp.sum(x * x, axis=1) - 0.5 * D * xp.log(2 * xp.pi)")
 

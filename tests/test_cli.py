@@ -51,8 +51,12 @@ def test_sample_writes_csv_in_data_units(run_folder, tmp_path):
 
 
 def _run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "minflow", *args], capture_output=True, text=True, cwd=cwd,
-                          env=dict(os.environ, MPLBACKEND="Agg"))
+    env = dict(os.environ, MPLBACKEND="Agg")
+    # The subprocess runs in another folder: a relative PYTHONPATH (the strict CuPy stand-in's,
+    # PYTHONPATH=tests/support/strict_cupy) must name the same folders there.
+    if env.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) if p else p for p in env["PYTHONPATH"].split(os.pathsep))
+    return subprocess.run([sys.executable, "-m", "minflow", *args], capture_output=True, text=True, cwd=cwd, env=env)
 
 
 def test_demo_runs_with_defaults_into_its_folder(tmp_path):

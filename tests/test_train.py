@@ -4,8 +4,9 @@ import math
 
 import numpy as np
 import pytest
+from helpers import assert_close, device, host
 
-from minflow import data, models, train
+from minflow import backend, data, models, train
 from minflow.autodiff import ops
 
 
@@ -15,7 +16,7 @@ def moons():
 
 
 def _parameters(model):
-    return [p.data.copy() for p in model.parameters()]
+    return [host(p.data) for p in model.parameters()]
 
 
 def test_fit_learns_two_moons(moons):
@@ -79,7 +80,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_parameters():
         train.fit_to_density(model, _poisoned_density(5), steps=10, batch_size=32, seed=0, progress=False)
     assert len(error.value.history["loss"]) == 4
     for p, q in zip(model.parameters(), reference.parameters()):
-        assert np.array_equal(p.data, q.data), "parameters are those after the 4 good steps"
+        assert np.array_equal(host(p.data), host(q.data)), "parameters are those after the 4 good steps"
 
 
 def test_ctrl_c_stops_cleanly_and_keeps_the_model():
@@ -87,7 +88,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_model():
     history = train.fit_to_density(model, _poisoned_density(3, KeyboardInterrupt()), steps=10,
                                    batch_size=32, seed=0, progress=False)
     assert history["stopped"] == "interrupted at step 2" and len(history["loss"]) == 2
-    assert all(np.all(np.isfinite(p.data)) for p in model.parameters())
+    assert all(np.all(np.isfinite(host(p.data))) for p in model.parameters())
 
 
 def test_reverse_kl_fits_an_energy():
@@ -97,7 +98,7 @@ def test_reverse_kl_fits_an_energy():
     first, last = np.mean(history["loss"][:20]), np.mean(history["loss"][-20:])
     # The loss is KL(q || p) - log Z >= -log Z; it must fall clearly as q moves onto the ring.
     assert last < first - 1.0, f"reverse KL went from {first} to {last}"
-    samples = model.sample(2000, seed=1)
+    samples = host(model.sample(2000, seed=1))
     radius = np.sqrt((samples**2).sum(1))
     assert abs(np.median(radius) - 2) < 0.5, "U1's mass lies on the ring of radius 2"
 
@@ -120,7 +121,7 @@ def test_gradient_clipping_bounds_each_update(moons):
 
     train.fit(model, moons.train, steps=1, batch_size=256, lr=0.1, clip=0.01,
               optimizer=SGD(model.parameters(), lr=0.1), progress=False)
-    moved = math.sqrt(sum(((p.data - s) ** 2).sum() for p, s in zip(model.parameters(), start)))
+    moved = math.sqrt(sum(((host(p.data) - s) ** 2).sum() for p, s in zip(model.parameters(), start)))
     assert moved <= 0.1 * 0.01 * (1 + 1e-9)
 
 
@@ -148,7 +149,7 @@ def test_models_start_as_the_base_and_builders_validate():
     x = np.random.default_rng(0).standard_normal((10, 2))
     for name in models.MODELS:
         model = models.build(name, 2, seed=0)
-        np.testing.assert_allclose(model.log_prob(x).data, -0.5 * (x**2).sum(1) - math.log(2 * math.pi), atol=1e-10)
+        assert_close(model.log_prob(device(x)), -0.5 * (x**2).sum(1) - math.log(2 * math.pi), atol=1e-10)
     with pytest.raises(ValueError, match="unknown model"):
         models.build("glow9000", 2)
     with pytest.raises(ValueError, match="dim must be an int >= 2"):
@@ -159,14 +160,14 @@ def test_evaluate_nll_matches_the_mean_log_prob(moons):
     model = models.spline_flow(2, layers=1, hidden=8, seed=0)
     for p in model.parameters():
         p.data = p.data + 0.1
-    expected = -float(ops.mean(model.log_prob(moons.test)).data)
+    expected = -float(host(ops.mean(model.log_prob(device(moons.test)))))
     assert train.evaluate_nll(model, moons.test, batch_size=300) == pytest.approx(expected, rel=1e-12)
 
 
 @pytest.mark.parametrize("name", sorted(models.MODELS))
 def test_every_builder_makes_a_valid_flow(name):
     model = models.build(name, 3, layers=2, hidden=8, seed=0)
-    rng = np.random.default_rng(1)
+    rng = backend.rng(1)
     for p in model.parameters():  # away from the identity start, so the check proves something
         p.data = p.data + 0.2 * rng.standard_normal(p.shape)
     from minflow import testing
