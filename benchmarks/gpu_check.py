@@ -86,6 +86,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import train_step  # noqa: E402  (its cpu_model for the header; it imports numpy, nothing heavier)
 RESULTS_DIR = os.path.join(HERE, "gpu_results")
 RAW_DIR = os.path.join(ROOT, "build", "gpu-check")
 
@@ -519,17 +521,6 @@ def git_commit():
         return "unknown"
 
 
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as file:
-            for line in file:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 # --- the results file ---------------------------------------------------------------------------
 def results_path(out, force, today):
     """Where the results file goes, checked before anything runs; exits 2 with one line if unusable."""
@@ -714,7 +705,7 @@ def main(argv=None):
             break
     context = {"started": now.strftime("%Y-%m-%d %H:%M"), "command": " ".join(["gpu_check.py"] + sys.argv[1:]),
                "git": git_commit(), "raw": raw, "device": device, "torch": torch_, "nvidia_smi": nvidia_smi(),
-               "cpu": cpu_model(), "notes": notes, "records": records, "skipped": skipped,
+               "cpu": train_step.cpu_model(), "notes": notes, "records": records, "skipped": skipped,
                "skip_reason": "interrupted", "gpu_json": os.path.join(raw, "train_step_cuda.json"),
                "cpu_json": os.path.join(raw, "train_step_cpu.json")}
     write_atomically(path, render(context))
