@@ -22,7 +22,10 @@ Both loops: Adam by default, an optional learning-rate schedule and gradient cli
 tqdm progress bar, and a returned ``history``. ``fit`` validates every ``val_every`` steps,
 stops early after ``patience`` validations without improvement and restores the best
 parameters. A non-finite loss or gradient stops training with a ``NonFiniteLossError``
-and restores the parameters of the last good step; Ctrl-C stops cleanly and keeps the
+and restores the parameters of the last good step (a step is checked before it updates
+anything: the loss, the finiteness of every gradient and the layers' value checks, which
+wait in ``backend.deferred_checks``, come to the host in one copy, so a step synchronises
+a GPU once); Ctrl-C stops cleanly and keeps the
 model (the best one, when there is validation data).
 """
 
