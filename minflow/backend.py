@@ -20,6 +20,7 @@ away (:func:`set_default_dtype`).
 import contextlib
 import os
 import tempfile
+import zipfile
 
 import numpy
 
@@ -245,14 +246,20 @@ def scatter_add(target, index, values):
 def save_arrays(path, arrays):
     """Write a dict of arrays to ``path`` (.npz) atomically.
 
-    The file is written next to its destination and renamed into place, so a crash leaves
-    either the old file or the new one, never half of one.
+    The file is written into a temporary file in the destination's own folder (a hidden
+    ``.NAME.XXXX.tmp``: a rename is atomic only within one file system) and renamed into
+    place, so a crash leaves either the old file or the new one, never half of one. Any
+    exception while writing, ``KeyboardInterrupt`` and ``SystemExit`` included (a SIGTERM
+    handler that raises), removes the temporary file before it propagates. (A signal whose
+    default action kills the process, like an unhandled SIGTERM, runs no Python code: a
+    program that wants no temporary file then must install a handler that raises.)
     """
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    host = {name: to_numpy(array) for name, array in arrays.items()}
-    handle, tmp = tempfile.mkstemp(dir=folder, suffix=".npz.tmp")
+    folder, name = os.path.split(os.path.abspath(path))
+    host = {key: to_numpy(array) for key, array in arrays.items()}  # device -> host before any file exists
+    tmp = None
     try:
+        handle, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
         with os.fdopen(handle, "wb") as file:
             numpy.savez(file, **host)
         # mkstemp makes a private (0600) file; give the checkpoint the usual permissions.
@@ -260,21 +267,38 @@ def save_arrays(path, arrays):
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+        tmp = None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
-        raise
 
 
 def load_arrays(path):
-    """Read a dict of host arrays from an .npz file; a corrupt file raises ``ValueError``."""
+    """Read a dict of host arrays from an .npz file.
+
+    A file that is not an .npz archive, is truncated or corrupt, or holds Python objects
+    (which would need unpickling, and unpickling a file can run any code: minflow never
+    does it) raises a one-line ``ValueError`` naming the file. A missing or unreadable
+    file raises the usual ``OSError`` (``FileNotFoundError``, ``PermissionError``...).
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as file:
+        magic = file.read(4)
+    if not magic:
+        raise ValueError(f"could not read checkpoint {path!r}: the file is empty")
+    if magic != b"PK\x03\x04":  # every .npz is a zip archive
+        raise ValueError(f"could not read checkpoint {path!r}: it is not an .npz archive")
     try:
-        with numpy.load(os.fspath(path), allow_pickle=False) as archive:
+        with numpy.load(path, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
-    except FileNotFoundError:
-        raise
-    except Exception as error:  # zipfile, pickle and format errors all mean "not a checkpoint"
-        raise ValueError(f"could not read checkpoint {path!r}: {error}") from error
+    except Exception as error:  # zipfile, zlib and format errors all mean "not a checkpoint"
+        if isinstance(error, zipfile.BadZipFile):
+            reason = "the archive is truncated or corrupt"
+        elif "pickle" in str(error):
+            reason = "it holds Python objects, which minflow does not load (unpickling a file can run any code)"
+        else:
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"could not read checkpoint {path!r}: {reason}") from error
 
 
 def keep_freed_memory(mmap_threshold=32 << 20, trim_threshold=256 << 20):

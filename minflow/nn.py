@@ -5,11 +5,15 @@ optimizer trains), :class:`Buffer`\\ s (state that is saved but not trained, suc
 permutation) and other Modules (also inside lists and tuples). From that one rule it
 finds all of its parameters by name, recursively: ``"layers.0.weight"``.
 
-Checkpoints are plain ``.npz`` files of the :meth:`Module.state_dict`; loading checks
-every name, shape and dtype and says what did not match.
+Checkpoints are plain ``.npz`` files of the :meth:`Module.state_dict`, plus one entry
+``__minflow_format__`` (a 0-d integer array, now ``1``) that says which layout the file has;
+loading checks the version, then every name, shape and dtype, and says what did not match.
+A file without the entry (written before it existed) is read as version 1; a file of
+another version, or one that is not a minflow checkpoint, is refused with one line.
 """
 
 import math
+import os
 
 from . import backend
 from .autodiff import Tensor, ops
@@ -146,12 +150,23 @@ class Module:
         return {name: t.data.copy() for name, t in self.named_parameters() + self.named_buffers()}
 
     def load_state_dict(self, state):
-        """Copy arrays into the parameters and buffers, after checking names, shapes and dtypes."""
+        """Copy arrays into the parameters and buffers, after checking names, shapes and dtypes.
+
+        A ``__minflow_format__`` entry (as :meth:`save` writes) is checked and ignored.
+        """
+        state = dict(state)
+        check_format(state.pop(FORMAT_KEY, None), FORMAT_VERSION, "model checkpoint")
+        if TRAINING_STATE_KEY in state:
+            raise ValueError("this is a training state (minflow.train.TrainingState), not a model checkpoint; "
+                             "load it with TrainingState.load")
         own = dict(self.named_parameters() + self.named_buffers())
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
+        if own and state and not set(own) & set(state):
+            raise ValueError(f"state does not match the model: none of its {len(state)} names is one of the "
+                             f"model's {len(own)} (the model has {_some(sorted(own))}; the state has {_some(sorted(state))})")
         if missing or unexpected:
-            raise ValueError(f"state does not match the model: missing {missing}, unexpected {unexpected}")
+            raise ValueError(f"state does not match the model: missing {_some(missing)}, unexpected {_some(unexpected)}")
         for name, tensor in own.items():
             value = state[name]
             if tuple(value.shape) != tuple(tensor.shape):
@@ -162,13 +177,47 @@ class Module:
             tensor.data = backend.to_device(state[name], dtype=tensor.dtype, xp=backend.array_module(tensor.data)).copy()
 
     def save(self, path):
-        """Write the state to an .npz file, atomically (a crash never leaves half a file)."""
-        backend.save_arrays(path, self.state_dict())
+        """Write the state to an .npz file, atomically (a crash never leaves half a file),
+        with the format version under ``__minflow_format__``."""
+        arrays = self.state_dict()
+        arrays[FORMAT_KEY] = FORMAT_VERSION  # a 0-d integer array in the file
+        backend.save_arrays(path, arrays)
 
     def load(self, path):
-        """Read a checkpoint written by :meth:`save`; raises ``ValueError`` if it does not fit."""
-        self.load_state_dict(backend.load_arrays(path))
+        """Read a checkpoint written by :meth:`save`; raises a one-line ``ValueError`` naming
+        the file if it cannot be read, has another format version or does not fit the model."""
+        arrays = backend.load_arrays(path)
+        try:
+            self.load_state_dict(arrays)
+        except ValueError as error:
+            raise ValueError(f"checkpoint {os.fspath(path)!r}: {error}") from None
         return self
+
+
+FORMAT_KEY = "__minflow_format__"
+FORMAT_VERSION = 1
+TRAINING_STATE_KEY = "__minflow_training_state__"
+
+
+def check_format(value, supported, what):
+    """Check a file's format-version entry (``None``: absent, read as version 1)."""
+    if value is None:
+        version = 1
+    else:
+        try:
+            version = int(backend.to_numpy(value))
+        except (TypeError, ValueError):
+            raise ValueError(f"its format version {value!r} is not a number: not a minflow {what}") from None
+    if version != supported:
+        raise ValueError(f"it is a minflow {what} of format version {version}, and this minflow reads version "
+                         f"{supported} only (it was written by {'a newer' if version > supported else 'an older'} minflow)")
+
+
+def _some(names, limit=5):
+    """A list of names for a message, shortened to ``limit`` and a count of the rest."""
+    if len(names) <= limit:
+        return str(names)
+    return f"{names[:limit]} and {len(names) - limit} more"
 
 
 def _uniform(shape, bound, seed):

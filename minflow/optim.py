@@ -2,6 +2,12 @@
 
 Each ``step()`` reads ``p.grad`` of every parameter and updates ``p.data`` in place;
 ``zero_grad()`` clears the gradients, which otherwise accumulate across ``backward`` calls.
+
+``state_dict()`` and ``load_state_dict()`` save and restore what an optimizer remembers
+between steps (Adam's moments and step count, SGD's velocities) together with its
+hyperparameters, so that training can stop and later continue exactly where it was
+(``train.fit(..., resume=state)``). The state is a flat dict: names to arrays (copies, on
+the parameters' device) and to plain Python values (``type``, ``lr``, ...).
 """
 
 import math
@@ -22,6 +28,23 @@ class Optimizer:
         for p in self.params:
             p.grad = None
 
+    def _check_state(self, state, hyperparameters):
+        """Refuse a state of another optimizer class; return its hyperparameters' values."""
+        kind = type(self).__name__
+        if state.get("type") != kind:
+            raise ValueError(f"optimizer state is for {state.get('type')!r}, this optimizer is {kind!r}")
+        missing = [name for name in hyperparameters if name not in state]
+        if missing:
+            raise ValueError(f"{kind} state is missing {missing}")
+
+    def _state_array(self, state, name, size, like):
+        """``state[name]`` as a flat array of ``size`` entries on ``like``'s device and dtype."""
+        value = state[name]
+        if not backend.is_array(value) or value.size != size:
+            raise ValueError(f"{type(self).__name__} state {name!r} has {getattr(value, 'size', '?')} entries, "
+                             f"the parameters have {size}")
+        return backend.to_device(value, dtype=like.dtype, xp=backend.array_module(like)).reshape(-1).copy()
+
 
 class SGD(Optimizer):
     """theta <- theta - lr * v, with v = momentum * v + grad (plain gradient descent for momentum 0)."""
@@ -38,6 +61,28 @@ class SGD(Optimizer):
             v = p.grad if self.velocity[i] is None else self.momentum * self.velocity[i] + p.grad
             self.velocity[i] = v
             p.data -= self.lr * v
+
+    def state_dict(self):
+        """``{"type": "SGD", "lr", "momentum", "velocity.<i>": array}`` (a velocity only for
+        the parameters that have one: those that got a gradient since the start)."""
+        state = {"type": "SGD", "lr": self.lr, "momentum": self.momentum}
+        for i, v in enumerate(self.velocity):
+            if v is not None:
+                state[f"velocity.{i}"] = v.copy()
+        return state
+
+    def load_state_dict(self, state):
+        """Restore a :meth:`state_dict` (hyperparameters and velocities; checks the sizes)."""
+        self._check_state(state, ("lr", "momentum"))
+        velocity = [None] * len(self.params)
+        for i, p in enumerate(self.params):
+            if f"velocity.{i}" in state:
+                velocity[i] = self._state_array(state, f"velocity.{i}", p.size, p.data).reshape(p.shape)
+        known = {f"velocity.{i}" for i in range(len(self.params))}
+        unexpected = sorted(k for k in state if k.startswith("velocity.") and k not in known)
+        if unexpected:
+            raise ValueError(f"SGD state has {unexpected}, but the optimizer has {len(self.params)} parameters")
+        self.lr, self.momentum, self.velocity = float(state["lr"]), float(state["momentum"]), velocity
 
 
 class Adam(Optimizer):
@@ -107,6 +152,40 @@ class Adam(Optimizer):
         if skipping:
             update *= has_grad
         self.theta -= update
+
+    def state_dict(self):
+        """What the next step needs: ``{"type": "Adam", "t": steps taken, "lr", "betas",
+        "eps", "weight_decay", "m", "v"}``, with m and v the flat moment arrays (copies, in
+        the order of the parameters, each flattened; absent before the first step).
+        """
+        state = {"type": "Adam", "t": self.t, "lr": self.lr, "betas": [self.beta1, self.beta2],
+                 "eps": self.eps, "weight_decay": self.weight_decay}
+        if self.m is not None:
+            state["m"], state["v"] = self.m.copy(), self.v.copy()
+        return state
+
+    def load_state_dict(self, state):
+        """Restore a :meth:`state_dict`: hyperparameters, step count and moments.
+
+        The moments are copied to the parameters' device and dtype; the flat parameter
+        array is rebuilt at the next step (the parameters keep their own arrays, which a
+        checkpoint load may just have replaced).
+        """
+        self._check_state(state, ("t", "lr", "betas", "eps", "weight_decay"))
+        size = sum(p.size for p in self.params)
+        like = self.params[0].data
+        if ("m" in state) != ("v" in state):
+            raise ValueError("Adam state has only one of its moments m and v")
+        m = v = None
+        if "m" in state:
+            m, v = self._state_array(state, "m", size, like), self._state_array(state, "v", size, like)
+        t = int(state["t"])
+        if t < 0 or (t > 0 and m is None):
+            raise ValueError(f"Adam state has step count {t} but {'no' if m is None else 'its'} moments")
+        self.lr, (self.beta1, self.beta2) = float(state["lr"]), (float(b) for b in state["betas"])
+        self.eps, self.weight_decay = float(state["eps"]), float(state["weight_decay"])
+        self.t, self.m, self.v = t, m, v
+        self.theta, self.views = None, []  # the next step flattens the parameters again, keeping m and v
 
     def _flatten(self):
         """Copy the parameters into one flat array and point each ``p.data`` at its slice."""

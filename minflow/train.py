@@ -21,28 +21,73 @@ mode-seeking: it would rather miss a mode than put mass where p has none.
 Both loops: Adam by default, an optional learning-rate schedule and gradient clipping, a
 tqdm progress bar, and a returned ``history``. ``fit`` validates every ``val_every`` steps,
 stops early after ``patience`` validations without improvement and restores the best
-parameters. A non-finite loss or gradient stops training with a ``NonFiniteLossError``
-and restores the parameters of the last good step (a step is checked before it updates
-anything: the loss, the finiteness of every gradient and the layers' value checks, which
-wait in ``backend.deferred_checks``, come to the host in one copy, so a step synchronises
-a GPU once); Ctrl-C stops cleanly and keeps the
-model (the best one, when there is validation data).
+parameters.
+
+What can go wrong, and what happens then:
+
+- **Non-finite numbers.** ``fit`` checks its data once, before the first step (one
+  synchronisation): NaN or infinite rows in ``data`` or ``val_data`` raise a
+  ``NonFiniteLossError`` with ``cause`` "data" or "val_data", naming how many rows. A
+  non-finite loss or gradient during training (the run diverged) raises it with ``cause``
+  "step" and keeps the parameters of the last good step (a step is checked before it
+  updates anything: the loss, the finiteness of every gradient and the layers' value
+  checks, which wait in ``backend.deferred_checks``, come to the host in one copy, so a
+  step synchronises a GPU once).
+- **Ctrl-C.** While a loop runs in the main thread it owns SIGINT. The *first* Ctrl-C
+  only raises a flag: the step under way finishes (its optimizer update and, when one is
+  due, its validation), training stops, the best validated parameters are restored, the
+  history is marked (``interrupted`` True, ``stopped`` "interrupted at step k") and a
+  ``TrainingInterrupted`` is raised. It is a ``KeyboardInterrupt``, so a script that calls
+  ``fit`` several times stops at the first Ctrl-C; catch it to keep going (it carries
+  ``history`` and ``state``). The *second* Ctrl-C raises a plain ``KeyboardInterrupt`` at
+  once: an abort, with the parameters wherever they were. Outside the main thread (no
+  signal handler can be installed there) a ``KeyboardInterrupt`` raised inside a step
+  stops training after the last complete step, and the same ``TrainingInterrupted`` follows.
+- **Resuming.** Every run ends with a ``TrainingState`` (``history["state"]``, and
+  ``TrainingInterrupted.state``): the last parameters (not the best), the optimizer's
+  moments and step count, the step reached and the validation bookkeeping. It saves to one
+  ``.npz`` file (``state.save(path)``, ``TrainingState.load(path)``), and
+  ``fit(..., steps=S, resume=state)`` continues to S steps *in total*. The minibatch order
+  of epoch e is a function of (seed, e) alone, so the data order needs no random-generator
+  state: a run interrupted at step k and resumed to S ends with the same parameters as an
+  uninterrupted run of S steps, to rounding.
 """
 
+import json
 import math
+import operator
+import secrets
+import signal
+import threading
 import time
 
 from . import backend
 from .autodiff import Tensor, no_grad, ops
+from .nn import FORMAT_KEY, TRAINING_STATE_KEY, check_format
 from .optim import Adam, clip_grad_norm
 
 
 class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss or gradient. ``history`` holds what was done."""
+    """Training met a NaN or an infinity. ``cause`` says where: "data" or "val_data" (the
+    input has non-finite rows: nothing was trained), or "step" (a loss or gradient became
+    non-finite: the run diverged; the parameters of the last good step are kept).
+    ``history`` holds what was done and ``state`` (for "step") the ``TrainingState`` of
+    the last good step."""
 
-    def __init__(self, message, history):
+    def __init__(self, message, history, cause="step", state=None):
         super().__init__(message)
-        self.history = history
+        self.history, self.cause, self.state = history, cause, state
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training after a complete step. A ``KeyboardInterrupt``, so that a
+    script stops; ``history`` (marked ``interrupted``) and ``state`` (a ``TrainingState``
+    to resume from) say where it stopped. The model holds the best validated parameters
+    (or the last ones, without validation data)."""
+
+    def __init__(self, message, history, state):
+        super().__init__(message)
+        self.history, self.state = history, state
 
 
 SCHEDULES = ("constant", "cosine")
@@ -65,7 +110,12 @@ def learning_rate(schedule, base_lr, step, steps):
 
 
 def _model_dtype(model):
-    return model.parameters()[0].dtype
+    """The floating dtype of the model's first floating parameter or buffer (the default
+    dtype for a model that has none, such as a fixed permutation)."""
+    for _, tensor in model.named_parameters() + model.named_buffers():
+        if tensor.dtype.kind == "f":
+            return tensor.dtype
+    return backend.get_default_dtype()
 
 
 def _on_device(model, data, name):
@@ -78,15 +128,32 @@ def _on_device(model, data, name):
     return backend.to_device(array, dtype=_model_dtype(model), xp=model.array_module())
 
 
+def _non_finite_rows(x):
+    """How many rows of ``x`` hold a NaN or an infinity (a 0-d device array: no synchronisation)."""
+    xp = backend.array_module(x)
+    return xp.sum(~xp.all(xp.isfinite(x.reshape(x.shape[0], -1)), axis=1))
+
+
+def _non_finite_message(name, bad, n, when="before training"):
+    return (f"{name} has {bad} of {n} rows with NaN or infinite values; "
+            f"remove or repair them {when} (e.g. keep x[numpy.isfinite(x).all(axis=1)])")
+
+
 def evaluate_nll(model, data, batch_size=4096):
-    """Mean negative log-likelihood (nats per sample) of ``data``, in chunks, without a graph."""
+    """Mean negative log-likelihood (nats per sample) of ``data``, in chunks, without a graph.
+
+    Data with NaN or infinite values raises ``ValueError`` naming how many rows."""
     data = _on_device(model, data, "data")
+    n = data.shape[0]
     total = 0.0
     with no_grad(), backend.deferred_checks() as checks:  # read once at the end: one synchronisation
-        for start in range(0, data.shape[0], batch_size):
+        # First in the list, so that it is the error reported (a layer would complain too).
+        checks.append((_non_finite_rows(data) == 0,
+                       lambda: f"evaluate_nll: {_non_finite_message('data', int(_non_finite_rows(data)), n, 'first')}"))
+        for start in range(0, n, batch_size):
             chunk = data[start : start + batch_size]
             total = total + ops.sum(model.log_prob(chunk)).data
-    return -backend.read_scalars([total], checks)[0] / data.shape[0]
+    return -backend.read_scalars([total], checks)[0] / n
 
 
 def _check_options(steps, batch_size, lr, clip, val_every, patience):
@@ -99,6 +166,11 @@ def _check_options(steps, batch_size, lr, clip, val_every, patience):
         raise ValueError(f"clip must be positive or None, got {clip!r}")
     if patience is not None and (not isinstance(patience, int) or patience < 1):
         raise ValueError(f"patience must be a positive int or None, got {patience!r}")
+
+
+def _check_trainable(model):
+    if not model.parameters():
+        raise ValueError(f"the model ({type(model).__name__}) has no parameters: nothing to train")
 
 
 def _snapshot(params):
@@ -125,111 +197,251 @@ def _read_step(loss, params, checks):
     return values[0], math.isfinite(sum(values))
 
 
-def _progress(steps, progress, description):
+def _progress(steps, progress, description, done=0):
     if not progress:
         return None
     from tqdm.auto import tqdm  # imported here: `import minflow` needs numpy only
 
-    return tqdm(total=steps, desc=description, dynamic_ncols=True, leave=False)
+    return tqdm(total=steps, initial=done, desc=description, dynamic_ncols=True, leave=False)
 
 
 def _new_history():
     return {"step": [], "loss": [], "lr": [], "val_step": [], "val_nll": [], "best_step": None,
-            "best_val_nll": None, "stopped": None, "wall_time": 0.0}
+            "best_val_nll": None, "stopped": None, "interrupted": False, "wall_time": 0.0}
+
+
+def _copy_history(history):
+    """A copy of ``history`` without its ``state`` (lists copied: the copy does not grow with it)."""
+    return {k: list(v) if isinstance(v, list) else v for k, v in history.items() if k != "state"}
+
+
+class _CtrlC:
+    """SIGINT while training runs: the first one raises a flag, the second aborts.
+
+    Installed only in the main thread (the only one Python lets set a signal handler) and
+    only where SIGINT is not ignored; the previous handler is restored on the way out.
+    """
+
+    def __init__(self):
+        self.requested = self.aborted = self.installed = False
+        self.previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            try:
+                if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+                    self.previous = signal.signal(signal.SIGINT, self._handle)
+                    self.installed = True
+            except ValueError:  # not the main interpreter: no handler, fall back to KeyboardInterrupt
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            self.aborted = True
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc_info):
+        if self.installed:  # None: the previous handler was not set from Python; SIG_DFL is the nearest
+            signal.signal(signal.SIGINT, signal.SIG_DFL if self.previous is None else self.previous)
+        return False
 
 
 def _train_loop(model, loss_fn, steps, lr, schedule, clip, optimizer, progress, description,
-                validate=None, val_every=None, patience=None):
-    """The loop both objectives share. ``loss_fn(step)`` returns the scalar loss Tensor of one step."""
-    params = model.parameters()
+                validate=None, val_every=None, patience=None, resume=None, order=None):
+    """The loop both objectives share. ``loss_fn(step)`` returns the scalar loss Tensor of one
+    step; ``order`` describes the data order for the TrainingState (objective, seed, batch size, N)."""
+    named = model.named_parameters()
+    params = [p for _, p in named]
     optimizer = optimizer or Adam(params, lr=lr)
-    history = _new_history()
-    bar = _progress(steps, progress, description)
-    best, best_snapshot, bad_validations = math.inf, None, 0
-    started = time.perf_counter()
+    best, best_snapshot, bad_validations, done = math.inf, None, 0, 0
+    if resume is None:
+        history = _new_history()
+    else:
+        optimizer.load_state_dict(resume.optimizer)
+        history = _copy_history(resume.history)
+        history.update(stopped=None, interrupted=False)
+        done, bad_validations = resume.step, resume.bad_validations
+        if resume.best_val_nll is not None:
+            best = resume.best_val_nll
+        if resume.best_parameters is not None:
+            best_snapshot = [backend.to_device(resume.best_parameters[name], dtype=p.dtype,
+                                               xp=backend.array_module(p.data)) for name, p in named]
+
+    def state():
+        return TrainingState(step=done, steps=steps, parameters=model.state_dict(), optimizer=optimizer.state_dict(),
+                             best_val_nll=None if best == math.inf else best, best_step=history["best_step"],
+                             bad_validations=bad_validations,
+                             best_parameters=None if best_snapshot is None else
+                             {name: a for (name, _), a in zip(named, best_snapshot)},
+                             history=_copy_history(history), **order)
+
+    bar = _progress(steps, progress, description, done)
+    wall_time, started = history["wall_time"], time.perf_counter()
+    interrupts, interrupted = _CtrlC(), False
     try:
-        for step in range(1, steps + 1):
-            optimizer.lr = learning_rate(schedule, lr, step - 1, steps)
-            optimizer.zero_grad()
-            with backend.deferred_checks() as checks:  # value checks wait for the step's one sync
-                loss = loss_fn(step)
-                loss.backward()
-            # The parameters change only in optimizer.step(), below: a bad step is caught
-            # before it, so the parameters are still those of the previous step.
-            value, finite = _read_step(loss, params, checks)
-            if not finite:
-                history["stopped"] = f"non-finite loss or gradient at step {step}"
-                raise NonFiniteLossError(
-                    f"training stopped at step {step}: the loss was {value} or a gradient was not finite; "
-                    "the parameters of the previous step are kept (try a smaller lr or clip=...)",
-                    history,
-                )
-            if clip is not None:
-                clip_grad_norm(params, clip)
-            optimizer.step()
-            history["step"].append(step)
-            history["loss"].append(value)
-            history["lr"].append(optimizer.lr)
-            if bar is not None:
-                bar.update(1)
-                if step % 10 == 0 or step == steps:
-                    bar.set_postfix(loss=f"{sum(history['loss'][-50:]) / len(history['loss'][-50:]):.4f}")
-            if validate is not None and (step % val_every == 0 or step == steps):
-                val_nll = validate()
-                history["val_step"].append(step)
-                history["val_nll"].append(val_nll)
-                if val_nll < best:
-                    best, best_snapshot, bad_validations = val_nll, _snapshot(params), 0
-                    history["best_step"], history["best_val_nll"] = step, val_nll
-                else:
-                    bad_validations += 1
-                    if patience is not None and bad_validations >= patience:
-                        history["stopped"] = f"early stopping at step {step}: no improvement in {patience} validations"
-                        break
+        with interrupts:
+            for step in range(done + 1, steps + 1):
+                optimizer.lr = learning_rate(schedule, lr, step - 1, steps)
+                optimizer.zero_grad()
+                with backend.deferred_checks() as checks:  # value checks wait for the step's one sync
+                    loss = loss_fn(step)
+                    loss.backward()
+                # The parameters change only in optimizer.step(), below: a bad step is caught
+                # before it, so the parameters are still those of the previous step.
+                value, finite = _read_step(loss, params, checks)
+                if not finite:
+                    history["stopped"] = f"non-finite loss or gradient at step {step}"
+                    raise NonFiniteLossError(
+                        f"training stopped at step {step}: the loss was {value} or a gradient was not finite; "
+                        "the parameters of the previous step are kept (try a smaller lr, or clip the gradients "
+                        "with clip=...)", history, cause="step", state=state())
+                if clip is not None:
+                    clip_grad_norm(params, clip)
+                optimizer.step()
+                done = step
+                history["step"].append(step)
+                history["loss"].append(value)
+                history["lr"].append(optimizer.lr)
+                if bar is not None:
+                    bar.update(1)
+                    if step % 10 == 0 or step == steps:
+                        bar.set_postfix(loss=f"{sum(history['loss'][-50:]) / len(history['loss'][-50:]):.4f}")
+                if validate is not None and (step % val_every == 0 or step == steps):
+                    val_nll = validate()
+                    history["val_step"].append(step)
+                    history["val_nll"].append(val_nll)
+                    if val_nll < best:
+                        best, best_snapshot, bad_validations = val_nll, _snapshot(params), 0
+                        history["best_step"], history["best_val_nll"] = step, val_nll
+                    else:
+                        bad_validations += 1
+                        if patience is not None and bad_validations >= patience:
+                            history["stopped"] = f"early stopping at step {step}: no improvement in {patience} validations"
+                            break
+                if interrupts.requested:  # the first Ctrl-C: this step is complete, stop here
+                    break
+        interrupted = interrupts.requested  # a Ctrl-C after the last step counts too
     except KeyboardInterrupt:
-        history["stopped"] = f"interrupted at step {len(history['step'])}"
+        if interrupts.aborted:  # the second Ctrl-C: abort at once
+            raise
+        interrupted = True  # raised inside a step (another thread, or the loss): the last complete step stands
     finally:
         if bar is not None:
             bar.close()
-        history["wall_time"] = time.perf_counter() - started
+        history["wall_time"] = wall_time + time.perf_counter() - started
+    history["interrupted"] = interrupted
+    if interrupted:
+        history["stopped"] = f"interrupted at step {done}"
+    history["state"] = final = state()  # the last parameters, before the best are restored
     if best_snapshot is not None:
         _restore(params, best_snapshot)  # the best validated parameters, not the last ones
+    if interrupted:
+        raise TrainingInterrupted(f"training interrupted at step {done} of {steps}", history, final)
     return history
 
 
+def _data_seed(seed, xp):
+    """The int that, with the epoch, seeds each epoch's data order."""
+    if seed is None:
+        return secrets.randbits(63)
+    if hasattr(seed, "standard_normal"):  # a Generator: one number from it (on a GPU, one synchronisation)
+        return int(backend.rng(seed, xp).integers(0, 2**63 - 1))
+    try:
+        seed = operator.index(seed)
+    except TypeError:
+        seed = -1
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative int, None or a random Generator, got {seed!r}")
+    return seed
+
+
+def _check_resume(resume, objective, steps, **same):
+    """Refuse a state that cannot continue this run; ``same``: what must match (None: anything)."""
+    if not isinstance(resume, TrainingState):
+        raise ValueError(f"resume must be a TrainingState (history['state'] or TrainingState.load(path)), got {type(resume).__name__}")
+    if resume.objective != objective:
+        raise ValueError(f"resume: the state is of a {resume.objective} run, not of {objective}")
+    if steps <= resume.step:
+        raise ValueError(f"resume: steps={steps} is the total number of steps and must be more than the "
+                         f"{resume.step} the state has done already")
+    for name, value in same.items():
+        if value is not None and value != getattr(resume, name):
+            raise ValueError(f"resume: {name}={value!r}, but the state was trained with {name}={getattr(resume, name)!r}; "
+                             f"the same data order needs the same {name}")
+
+
 def fit(model, data, steps=1000, batch_size=512, lr=1e-3, schedule="constant", clip=None,
-        val_data=None, val_every=100, patience=None, optimizer=None, seed=0, progress=True):
+        val_data=None, val_every=100, patience=None, optimizer=None, seed=0, progress=True, resume=None):
     """Train ``model`` (a NormalizingFlow) by maximum likelihood on ``data`` (N, ...).
 
-    Minibatches are drawn without replacement, reshuffled every epoch (seeded by ``seed``).
-    With ``val_data``, the validation NLL is computed every ``val_every`` steps (and at
-    the end); training stops after ``patience`` validations without improvement, and the
-    parameters with the best validation NLL are restored before returning.
+    Minibatches are drawn without replacement, in a fresh random order every epoch (the
+    order of epoch e is seeded by (seed, e); ``seed`` None draws a fresh seed, a Generator
+    gives one number for it). With ``val_data``, the validation NLL is computed every
+    ``val_every`` steps (and at the end); training stops after ``patience`` validations
+    without improvement, and the parameters with the best validation NLL are restored
+    before returning.
 
     Returns the history: per step ``step``, ``loss`` (train NLL of the batch), ``lr``; per
-    validation ``val_step``, ``val_nll``; and ``best_step``, ``best_val_nll``,
-    ``stopped`` (why training ended early, else None), ``wall_time`` (seconds).
+    validation ``val_step``, ``val_nll``; and ``best_step``, ``best_val_nll``, ``stopped``
+    (why training ended early, else None), ``interrupted`` (False), ``wall_time``
+    (seconds), and ``state``: the :class:`TrainingState` at the end (pop it before writing
+    the history as JSON; ``state.save(path)`` writes it).
+
+    ``resume=state`` continues a run from a TrainingState: it loads the state's last
+    parameters into ``model`` and its optimizer state into the optimizer (a new Adam, or
+    ``optimizer``), and runs steps ``state.step + 1`` to ``steps`` — the *total*, so the
+    learning-rate schedule is the uninterrupted run's — in the same data order. The data,
+    ``batch_size`` and ``seed`` must be the run's (``seed=None`` takes the state's); the
+    returned history continues the state's. A run interrupted at step k and resumed to S
+    ends where an uninterrupted run of S steps does, to rounding.
+
+    Raises ``NonFiniteLossError`` (``cause`` "data", "val_data" or "step") for NaN or
+    infinite data or a diverging step, and ``TrainingInterrupted`` (a KeyboardInterrupt)
+    after a first Ctrl-C: the step under way completes, the best parameters are restored,
+    and the exception's ``history`` (``interrupted`` True, ``stopped`` "interrupted at step
+    k") and ``state`` say where it stopped. A second Ctrl-C aborts at once with a plain
+    ``KeyboardInterrupt``.
     """
     _check_options(steps, batch_size, lr, clip, val_every, patience)
+    _check_trainable(model)
     data = _on_device(model, data, "data")
     val_data = _on_device(model, val_data, "val_data")
     xp = backend.array_module(data)
-    rng = backend.rng(seed, xp)
     n = data.shape[0]
     batch_size = min(batch_size, n)
-    order, position = None, n
+    if resume is not None:
+        _check_resume(resume, "fit", steps, n_data=n, batch_size=batch_size,
+                      seed=None if seed is None else _data_seed(seed, xp))
+        seed = resume.seed
+        try:
+            model.load_state_dict(resume.parameters)
+        except ValueError as error:
+            raise ValueError(f"resume: the state does not fit the model: {error}") from None
+    else:
+        seed = _data_seed(seed, xp)
+    # Non-finite data, found before the first step (one synchronisation for both arrays).
+    counts = [_non_finite_rows(data)] + ([] if val_data is None else [_non_finite_rows(val_data)])
+    for name, array, bad in zip(("data", "val_data"), (data, val_data), backend.read_scalars(counts)):
+        if bad:
+            raise NonFiniteLossError(_non_finite_message(name, int(bad), array.shape[0]), _new_history(), cause=name)
+
+    batches_per_epoch = n // batch_size
+    epoch_order = {}
 
     def loss_fn(step):
-        nonlocal order, position
-        if position + batch_size > n:  # a new epoch: a fresh random order
-            order, position = xp.argsort(rng.random(n)), 0
-        batch = data[order[position : position + batch_size]]
-        position += batch_size
-        return model.nll(batch)
+        epoch, index = divmod(step - 1, batches_per_epoch)
+        if epoch not in epoch_order:  # a new epoch: its order depends on (seed, epoch) only
+            epoch_order.clear()
+            epoch_order[epoch] = xp.argsort(backend.rng([seed, epoch], xp).random(n))
+        start = index * batch_size
+        return model.nll(data[epoch_order[epoch][start : start + batch_size]])
 
     validate = None if val_data is None else (lambda: evaluate_nll(model, val_data))
+    order = {"objective": "fit", "seed": seed, "batch_size": batch_size, "n_data": n}
     return _train_loop(model, loss_fn, steps, lr, schedule, clip, optimizer, progress, "fit",
-                       validate=validate, val_every=val_every, patience=patience)
+                       validate=validate, val_every=val_every, patience=patience, resume=resume, order=order)
 
 
 def reverse_kl(model, log_density, n, seed=None):
@@ -250,9 +462,94 @@ def fit_to_density(model, log_density, steps=2000, batch_size=256, lr=1e-3, sche
 
     ``log_density(x)`` takes a Tensor (B, D) and returns a Tensor (B,), differentiable
     (e.g. ``minflow.data.log_density("u1")``). Returns the history as :func:`fit` does,
-    with ``loss`` the KL estimate plus log Z (it goes down to -log Z).
+    with ``loss`` the KL estimate plus log Z (it goes down to -log Z), and stops on Ctrl-C
+    and on a non-finite step as ``fit`` does. Its ``state`` records the parameters and the
+    optimizer, but cannot be resumed: the base samples come from one random stream, whose
+    state a CuPy Generator cannot export.
     """
     _check_options(steps, batch_size, lr, clip, 1, None)
+    _check_trainable(model)
     rng = backend.rng(seed, model.array_module())
+    order = {"objective": "fit_to_density", "seed": None, "batch_size": batch_size, "n_data": None}
     return _train_loop(model, lambda step: reverse_kl(model, log_density, batch_size, seed=rng),
-                       steps, lr, schedule, clip, optimizer, progress, "fit_to_density")
+                       steps, lr, schedule, clip, optimizer, progress, "fit_to_density", order=order)
+
+
+class TrainingState:
+    """Everything needed to continue a :func:`fit` exactly where it stopped.
+
+    ``step`` (steps done) of ``steps`` (the total that run aimed for); ``parameters`` (the
+    model's :meth:`~minflow.nn.Module.state_dict` after the last step: the *last*
+    parameters, not the best); ``optimizer`` (its ``state_dict()``); the data order
+    (``seed``, ``batch_size``, ``n_data``: the next batch is at ``position`` of ``epoch``);
+    the validation bookkeeping (``best_val_nll``, ``best_step``, ``bad_validations``,
+    ``best_parameters``: names to arrays, or None); and the ``history`` so far.
+    ``objective`` is "fit" (resumable) or "fit_to_density" (not).
+
+    ``save(path)`` writes one ``.npz`` (atomically, no pickle): the arrays under
+    ``parameters/NAME``, ``optimizer/KEY`` and ``best/NAME``, everything else as JSON in the
+    0-d string array ``meta``, and the format version under ``__minflow_training_state__``.
+    """
+
+    VERSION = 1
+
+    def __init__(self, *, objective, step, steps, parameters, optimizer, seed, batch_size, n_data,
+                 best_val_nll, best_step, bad_validations, best_parameters, history):
+        self.objective, self.step, self.steps = objective, step, steps
+        self.parameters, self.optimizer = parameters, optimizer
+        self.seed, self.batch_size, self.n_data = seed, batch_size, n_data
+        self.best_val_nll, self.best_step, self.bad_validations = best_val_nll, best_step, bad_validations
+        self.best_parameters, self.history = best_parameters, history
+
+    @property
+    def epoch(self):
+        """The epoch of the next step's minibatch (None for fit_to_density)."""
+        return None if not self.n_data else self.step // (self.n_data // self.batch_size)
+
+    @property
+    def position(self):
+        """Where the next minibatch starts in its epoch's order (None for fit_to_density)."""
+        return None if not self.n_data else self.step % (self.n_data // self.batch_size) * self.batch_size
+
+    def __repr__(self):
+        return f"TrainingState({self.objective}, step {self.step} of {self.steps})"
+
+    _META = ("objective", "step", "steps", "seed", "batch_size", "n_data", "best_val_nll", "best_step",
+             "bad_validations", "history")
+
+    def save(self, path):
+        """Write the state to one ``.npz`` file, atomically."""
+        arrays = {TRAINING_STATE_KEY: self.VERSION}
+        meta = {name: getattr(self, name) for name in self._META}
+        meta["optimizer"] = {k: v for k, v in self.optimizer.items() if not backend.is_array(v)}
+        meta["has_best"] = self.best_parameters is not None
+        arrays["meta"] = json.dumps(meta, default=float)
+        arrays.update({f"parameters/{k}": v for k, v in self.parameters.items()})
+        arrays.update({f"optimizer/{k}": v for k, v in self.optimizer.items() if backend.is_array(v)})
+        arrays.update({f"best/{k}": v for k, v in (self.best_parameters or {}).items()})
+        backend.save_arrays(path, arrays)
+
+    @classmethod
+    def load(cls, path):
+        """Read a state written by :meth:`save` (host arrays); a missing, unreadable, corrupt
+        or incompatible file raises a one-line ``ValueError`` naming it."""
+        try:
+            arrays = backend.load_arrays(path)
+        except OSError as error:
+            raise ValueError(f"could not read training state {str(path)!r}: {error.strerror or error}") from None
+        try:
+            if TRAINING_STATE_KEY not in arrays:
+                kind = "a model checkpoint (Module.save)" if FORMAT_KEY in arrays else "not a minflow file"
+                raise ValueError(f"it is {kind}, not a training state")
+            check_format(arrays.pop(TRAINING_STATE_KEY), cls.VERSION, "training state")
+            meta = json.loads(str(arrays.pop("meta")))
+            parts = {"parameters": {}, "optimizer": dict(meta.pop("optimizer")), "best": {}}
+            for key, value in arrays.items():
+                part, _, name = key.partition("/")
+                parts[part][name] = value
+            has_best = meta.pop("has_best")
+            return cls(**meta, parameters=parts["parameters"], optimizer=parts["optimizer"],
+                       best_parameters=parts["best"] if has_best else None)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            reason = str(error) if isinstance(error, ValueError) else f"it is incomplete or corrupt ({type(error).__name__}: {error})"
+            raise ValueError(f"training state {str(path)!r}: {reason}") from None

@@ -159,3 +159,42 @@ def test_astype_after_steps_casts_the_state():
     opt.step()
     assert w.dtype == np.float32 and opt.m.dtype == np.float32
     assert backend.array_module(opt.theta).shares_memory(w.data, opt.theta)
+
+
+def _continue(opt_params, opt, grads):
+    for step_grads in grads:
+        for p, g in zip(opt_params, step_grads):
+            p.grad = None if g is None else device(g)
+        opt.step()
+
+
+@pytest.mark.parametrize("first_steps", [0, 4])
+def test_state_dict_continues_exactly_in_a_new_optimizer(first_steps):
+    # Stop after some steps, carry the state (and the parameters) into new objects, and go on:
+    # the same numbers as one optimizer that never stopped. Parameter 1 has no gradient at
+    # steps 2..5, so the mask path is carried over too.
+    params = random_parameters(8)
+    grads = random_grads(9, params, steps=10, missing={(t, 1) for t in range(2, 6)})
+    opt = optim.Adam(params, lr=1e-2, betas=(0.8, 0.99), weight_decay=0.01)
+    _continue(params, opt, grads[:first_steps])
+    state = opt.state_dict()
+    saved_m = None if "m" not in state else host(state["m"])
+    copies = [nn.Parameter(device(host(p).copy())) for p in params]  # host(p) may be a view of the flat array
+    resumed = optim.Adam(copies, lr=0.5)  # other hyperparameters: the state's win
+    resumed.load_state_dict(state)
+    assert (resumed.beta1, resumed.beta2, resumed.weight_decay, resumed.t) == (0.8, 0.99, 0.01, first_steps)
+    _continue(params, opt, grads[first_steps:])
+    _continue(copies, resumed, grads[first_steps:])
+    for p, q in zip(params, copies):
+        assert_close(q, p, rtol=0, atol=0)
+    if saved_m is not None:
+        assert np.array_equal(host(state["m"]), saved_m), "a state_dict is a copy: later steps do not change it"
+
+
+def test_load_state_dict_refuses_another_optimizer_or_layout():
+    params = random_parameters(10)
+    opt = run_adam(params, random_grads(11, params, steps=2))
+    with pytest.raises(ValueError, match="optimizer state is for 'SGD', this optimizer is 'Adam'"):
+        optim.Adam(params).load_state_dict(optim.SGD(params).state_dict())
+    with pytest.raises(ValueError, match="state 'm' has 29 entries, the parameters have 12"):
+        optim.Adam(random_parameters(12, shapes=((3, 4),))).load_state_dict(opt.state_dict())

@@ -178,3 +178,112 @@ def test_default_dtype_controls_new_parameters():
         backend.set_default_dtype("float64")
     with pytest.raises(ValueError, match="float32 or float64"):
         backend.set_default_dtype("int32")
+
+
+def _quadratic_steps(w, opt, loss, steps):
+    for _ in range(steps):
+        opt.zero_grad()
+        loss().backward()
+        opt.step()
+
+
+def test_sgd_state_dict_continues_exactly():
+    w, _, loss = _quadratic_problem()
+    opt = optim.SGD([w], lr=0.1, momentum=0.9)
+    _quadratic_steps(w, opt, loss, 3)
+    state = opt.state_dict()
+    assert state["type"] == "SGD" and state["momentum"] == 0.9 and "velocity.0" in state
+    v, _, loss_v = _quadratic_problem()
+    v.data = w.data.copy()
+    resumed = optim.SGD([v], lr=1.0)
+    resumed.load_state_dict(state)
+    _quadratic_steps(w, opt, loss, 5)
+    _quadratic_steps(v, resumed, loss_v, 5)
+    assert np.array_equal(host(v), host(w))
+    with pytest.raises(ValueError, match="velocity.3"):
+        optim.SGD([v]).load_state_dict({**state, "velocity.3": state["velocity.0"]})
+
+
+def test_checkpoints_carry_a_format_version(tmp_path):
+    path = tmp_path / "model.npz"
+    _mlp(1).save(path)
+    with np.load(path) as archive:
+        assert int(archive["__minflow_format__"]) == 1
+        arrays = dict(archive)
+    # An old file, without the entry, still loads (as version 1).
+    old = tmp_path / "old.npz"
+    np.savez(old, **{k: v for k, v in arrays.items() if k != "__minflow_format__"})
+    b = _mlp(2).load(old)
+    assert all(np.array_equal(host(p), host(arrays[n])) for n, p in b.named_parameters())
+    # A newer file is refused, naming the file and both versions, in one line.
+    newer = tmp_path / "newer.npz"
+    np.savez(newer, **{**arrays, "__minflow_format__": np.asarray(2)})
+    with pytest.raises(ValueError, match=r"newer.npz.*format version 2, and this minflow reads version 1 only") as error:
+        _mlp().load(newer)
+    assert "\n" not in str(error.value)
+    # load_state_dict strips the entry too.
+    _mlp().load_state_dict(arrays)
+
+
+def test_files_that_are_not_checkpoints_get_one_line(tmp_path):
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, **{f"x{i}": np.zeros(2) for i in range(40)})
+    pickled = tmp_path / "pickled.npz"
+    np.savez(pickled, weights=np.array([{"a": 1}], dtype=object))
+    text = tmp_path / "notes.npz"
+    text.write_text("hello")
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    cases = [(foreign, r"none of its 40 names is one of the model's 6 .* and 35 more"),
+             (pickled, "holds Python objects, which minflow does not load"),
+             (text, "not an .npz archive"), (empty, "the file is empty")]
+    for path, message in cases:
+        with pytest.raises(ValueError, match=message) as error:
+            _mlp().load(path)
+        assert "\n" not in str(error.value) and "allow_pickle" not in str(error.value)
+        assert path.name in str(error.value)
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, SystemExit, OSError])
+def test_an_interrupted_save_leaves_no_temporary_file(tmp_path, monkeypatch, error):
+    path = tmp_path / "model.npz"
+    _mlp(1).save(path)
+    before = path.read_bytes()
+    seen = {}
+
+    def interrupted(file, **arrays):
+        file.write(b"half a checkpoint")
+        seen["during"] = sorted(os.listdir(tmp_path))  # the temporary file sits beside its destination
+        raise error()
+
+    monkeypatch.setattr(np, "savez", interrupted)
+    with pytest.raises(error):
+        _mlp(2).save(path)
+    assert len(seen["during"]) == 2 and seen["during"][0].startswith(".model.npz.")
+    assert os.listdir(tmp_path) == ["model.npz"] and path.read_bytes() == before
+
+
+def test_sigterm_during_a_save_leaves_no_temporary_file(tmp_path):
+    # A real SIGTERM in the middle of writing, in a process whose handler raises (as the
+    # command line's does): the temporary file goes, the old checkpoint stays.
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "model.npz"
+    path.write_bytes(b"the previous checkpoint")
+    script = (
+        "import os, signal, sys, numpy as np\n"
+        "from minflow import backend\n"
+        "signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))\n"
+        "real = np.savez\n"
+        "def slow(file, **arrays):\n"
+        "    file.write(b'x' * 100000)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    real(file, **arrays)\n"
+        "np.savez = slow\n"
+        "backend.save_arrays(sys.argv[1], {'a': np.ones(1000)})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, timeout=60)
+    assert done.returncode == 143, done.stderr.decode()
+    assert os.listdir(tmp_path) == ["model.npz"] and path.read_bytes() == b"the previous checkpoint"

@@ -97,9 +97,12 @@ def test_the_counter_catches_a_layer_that_synchronises():
 
 def test_a_deferred_value_check_still_raises_with_its_message():
     # Deferring a spline's checks (its bin widths must be positive and sum to 2 B) to the
-    # step's one read must not lose the error: NaN data makes NaN widths, and fit says so.
+    # step's one read must not lose the error: NaN parameters make NaN widths, and fit says
+    # so. (NaN *data* is refused before the first step, with its own message.)
     _stand_in()
     model = models.spline_coupling_flow(2, layers=1, hidden=8, seed=0)
-    x = backend.xp().full((64, 2), float("nan"), dtype=backend.get_default_dtype())
+    for p in model.parameters():
+        p.data = p.data * float("nan")
+    x = _training_data(model)
     with pytest.raises(ValueError, match="widths must"):
         train.fit(model, x, steps=2, batch_size=16, progress=False)

@@ -76,19 +76,79 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_parameters():
     model = models.realnvp(2, layers=2, hidden=8, seed=0)
     reference = models.realnvp(2, layers=2, hidden=8, seed=0)
     train.fit_to_density(reference, data.log_density("u1"), steps=4, batch_size=32, seed=0, progress=False)
-    with pytest.raises(train.NonFiniteLossError, match="step 5") as error:
+    with pytest.raises(train.NonFiniteLossError, match=r"step 5: .* clip=") as error:
         train.fit_to_density(model, _poisoned_density(5), steps=10, batch_size=32, seed=0, progress=False)
-    assert len(error.value.history["loss"]) == 4
+    assert len(error.value.history["loss"]) == 4 and error.value.cause == "step"
+    assert error.value.state.step == 4, "the state of the last good step, to resume from with other options"
     for p, q in zip(model.parameters(), reference.parameters()):
         assert np.array_equal(host(p.data), host(q.data)), "parameters are those after the 4 good steps"
 
 
-def test_ctrl_c_stops_cleanly_and_keeps_the_model():
+def test_a_keyboard_interrupt_inside_a_step_stops_after_the_last_complete_step():
+    # A KeyboardInterrupt raised by user code in step 3 (as one raised in another thread
+    # would be): steps 1 and 2 stand, and TrainingInterrupted (a KeyboardInterrupt, so a
+    # script stops) carries the marked history and a state. Real SIGINTs: test_resume.py.
     model = models.realnvp(2, layers=2, hidden=8, seed=0)
-    history = train.fit_to_density(model, _poisoned_density(3, KeyboardInterrupt()), steps=10,
-                                   batch_size=32, seed=0, progress=False)
-    assert history["stopped"] == "interrupted at step 2" and len(history["loss"]) == 2
+    with pytest.raises(train.TrainingInterrupted, match="interrupted at step 2 of 10") as error:
+        train.fit_to_density(model, _poisoned_density(3, KeyboardInterrupt()), steps=10,
+                             batch_size=32, seed=0, progress=False)
+    assert isinstance(error.value, KeyboardInterrupt)
+    history = error.value.history
+    assert history["stopped"] == "interrupted at step 2" and history["interrupted"] is True
+    assert len(history["loss"]) == 2 and error.value.state.step == 2 and history["state"] is error.value.state
     assert all(np.all(np.isfinite(host(p.data))) for p in model.parameters())
+
+
+def test_every_finished_history_says_it_was_not_interrupted(moons):
+    model = models.realnvp(2, layers=1, hidden=4, seed=0)
+    history = train.fit(model, moons.train, steps=3, batch_size=64, progress=False)
+    assert history["interrupted"] is False and history["stopped"] is None
+    state = history["state"]
+    assert isinstance(state, train.TrainingState) and state.step == 3 and "state" not in state.history
+    history = train.fit_to_density(model, data.log_density("u1"), steps=2, batch_size=8, progress=False)
+    assert history["interrupted"] is False and history["state"].objective == "fit_to_density"
+
+
+def test_non_finite_training_data_is_refused_before_the_first_step(moons):
+    bad = moons.train.copy()
+    bad[[3, 7, 7], [0, 0, 1]] = [np.nan, np.inf, np.nan]  # two bad rows
+    model = models.realnvp(2, layers=1, hidden=4, seed=0)
+    start = _parameters(model)
+    with pytest.raises(train.NonFiniteLossError, match=f"^data has 2 of {len(bad)} rows with NaN or infinite") as error:
+        train.fit(model, bad, steps=5, progress=False)
+    assert error.value.cause == "data" and error.value.history["step"] == []
+    assert all(np.array_equal(a, b) for a, b in zip(start, _parameters(model))), "nothing was trained"
+
+
+def test_non_finite_validation_data_is_named_not_reported_as_early_stopping(moons):
+    bad = moons.val.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(train.NonFiniteLossError, match=f"^val_data has 1 of {len(bad)} rows") as error:
+        train.fit(models.realnvp(2, layers=1, hidden=4, seed=0), moons.train, steps=50, val_data=bad,
+                  val_every=5, patience=2, progress=False)
+    assert error.value.cause == "val_data"
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the model still runs on the bad rows (one read for all)
+def test_evaluate_nll_names_non_finite_data(moons):
+    bad = moons.test.copy()
+    bad[5, 1] = -np.inf
+    with pytest.raises(ValueError, match=f"data has 1 of {len(bad)} rows with NaN or infinite values"):
+        train.evaluate_nll(models.spline_flow(2, layers=1, hidden=8, seed=0), bad)
+
+
+def test_a_model_without_parameters_cannot_be_fit_but_can_be_evaluated(moons):
+    from minflow import NormalizingFlow
+    from minflow.flows.linear import Reverse
+
+    model = NormalizingFlow(Reverse(2))
+    with pytest.raises(ValueError, match="has no parameters: nothing to train"):
+        train.fit(model, moons.train, steps=2, progress=False)
+    with pytest.raises(ValueError, match="nothing to train"):
+        train.fit_to_density(model, data.log_density("u1"), steps=2, progress=False)
+    # A reversal has log-det 0: the NLL is the standard normal's.
+    expected = np.mean(0.5 * (moons.test**2).sum(1) + math.log(2 * math.pi))
+    assert train.evaluate_nll(model, moons.test) == pytest.approx(expected, rel=1e-12)
 
 
 def test_reverse_kl_fits_an_energy():
