@@ -2,10 +2,12 @@
 
 A run is a folder::
 
-    config.json    what was trained on what (enough to rebuild the model and the data)
-    model.npz      the parameters (minflow.nn.Module.save)
-    metrics.json   train / validation / test NLL, steps, wall time
-    *.png          the figures (density, samples, warped grid, morph, training curve)
+    config.json          what was trained on what (enough to rebuild the model and the data)
+    model.npz            the parameters (minflow.nn.Module.save): the best validated ones
+    training_state.npz   where training stood (parameters, optimizer, step, batch order): --resume
+    metrics.json         train / validation / test NLL, steps, wall time, ``interrupted``
+    history.json         the loss of every step and the validation NLLs
+    *.png                the figures (density, samples, warped grid, morph, training curve)
 
 NLLs are in nats per sample of the *standardised* data (the space the model sees);
 ``test_nll_original_units`` adds back the standardisation's log-determinant.
@@ -15,12 +17,34 @@ the logit space of ``minflow.data.digits``. Its metrics are in bits per dimensio
 dequantized pixels (``train_bpd``, ``val_bpd``, ``test_bpd``; see ``data.bits_per_dim``),
 and its figures are ``samples.png`` (a grid of sampled digits), ``interpolations.png``
 (straight lines in latent space between pairs of test digits, decoded) and ``training.png``.
+
+**The command line never loses work** (DESIGN.md, section 7):
+
+- A run folder is written whole or not at all: everything goes into a temporary sibling
+  folder (``.NAME.tmp-XXXX``), which is renamed into place once complete. An existing folder
+  is replaced only with ``--force`` (or, for ``demo``, when the demo itself wrote it), and only
+  after the new one is complete. The output location is checked before training starts.
+- The first Ctrl-C stops training at the end of the step and saves the run as interrupted
+  (``"interrupted": true`` in metrics.json; continue it with ``train --resume``). A second
+  Ctrl-C, or SIGTERM, aborts at once and writes nothing.
+- Every error a user can cause is one line on stderr naming the argument or file and the
+  fix: exit code 2 for bad input (arguments, run folders and their files), 1 for failures
+  at run time, 130 after Ctrl-C, 143 after SIGTERM. ``--debug`` (or ``MINFLOW_DEBUG=1``)
+  prints the traceback instead.
 """
 
 import argparse
 import json
 import math
 import os
+import re
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import traceback
 
 import numpy
 
@@ -29,6 +53,10 @@ from .autodiff import no_grad
 
 DEMO = {"data": "moons", "model": "realnvp", "steps": 1500, "out": os.path.join("runs", "demo")}
 IMAGE_DATASETS = ("digits",)
+DEFAULT_STEPS = 3000
+RUN_FILES = ("config.json", "model.npz", "training_state.npz", "metrics.json", "history.json")
+SAMPLE_CHUNK = 65_536  # samples drawn and written at a time: memory stays flat in --n
+MAX_SEED = 2**32 - 1  # seeds every backend's generator takes
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,13 +67,22 @@ class _Parser(argparse.ArgumentParser):
 
 
 class UsageError(Exception):
-    """A bad argument found after parsing (a missing run folder, say): one line, exit code 2."""
+    """Bad input found after parsing (a missing run folder, a damaged checkpoint): one line, exit code 2."""
 
 
-class TrainingFailed(Exception):
-    """Training diverged (a non-finite loss): one line, exit code 1."""
+class RunFailed(Exception):
+    """A failure at run time (training diverged, the model gives NaN): one line, exit code 1."""
 
 
+TrainingFailed = RunFailed  # the older name
+
+
+class Terminated(BaseException):
+    """Raised by the SIGTERM handler: abort at once, like a second Ctrl-C (but not a KeyboardInterrupt,
+    so that nothing mistakes it for a first Ctrl-C to be saved)."""
+
+
+# --- argument types -----------------------------------------------------------------------------
 def _positive_int(text):
     try:
         value = int(text)
@@ -61,9 +98,34 @@ def _positive_float(text):
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
     return value
+
+
+def _noise(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 (a standard deviation), got {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0 (a standard deviation), got {text!r}")
+    return value
+
+
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to {MAX_SEED}, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to {MAX_SEED}, got {text!r}")
+    return value
+
+
+def _add_debug(parser):
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error instead of one line (or set MINFLOW_DEBUG=1)")
 
 
 def _add_training_arguments(parser, defaults):
@@ -72,25 +134,34 @@ def _add_training_arguments(parser, defaults):
                         help="2-D toy dataset, or digits (8x8 images, with --model glow) (default: %(default)s)")
     parser.add_argument("--model", choices=sorted(models.MODELS) + sorted(models.IMAGE_MODELS),
                         default=defaults.get("model"), help="model family (default: realnvp for 2-D data, glow for digits)")
-    parser.add_argument("--steps", type=_positive_int, default=defaults.get("steps", 3000),
-                        help="Adam steps (default: %(default)s)")
-    parser.add_argument("--out", default=defaults.get("out"), required="out" not in defaults,
-                        help="run folder to write" + (" (default: %(default)s)" if "out" in defaults else ""))
+    parser.add_argument("--steps", type=_positive_int, default=defaults.get("steps"),
+                        help=f"Adam steps, in all (default: {defaults.get('steps', DEFAULT_STEPS)}"
+                        + ("" if "steps" in defaults else "; with --resume, the run's own total") + ")")
+    parser.add_argument("--out", default=defaults.get("out"),
+                        help="run folder to write" + (" (default: %(default)s)" if "out" in defaults else
+                                                      " (needed unless --resume; default then: the resumed run)"))
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing run folder (only once the new run is complete)")
     parser.add_argument("--batch-size", type=_positive_int, default=None,
                         help="minibatch size (default: 512 for 2-D data, 64 for digits)")
     parser.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate (default: %(default)s)")
     parser.add_argument("--schedule", choices=train.SCHEDULES, default="cosine",
                         help="learning-rate schedule (default: %(default)s)")
+    parser.add_argument("--clip", type=_positive_float, default=None,
+                        help="clip the gradient's global norm to this (default: no clipping)")
     parser.add_argument("--layers", type=_positive_int, default=None,
                         help="number of coupling layers; steps per scale for glow (model default)")
     parser.add_argument("--scales", type=_positive_int, default=None, help="glow only: number of scales (model default)")
     parser.add_argument("--hidden", type=_positive_int, default=64, help="hidden units per conditioner layer (default: %(default)s)")
-    parser.add_argument("--noise", type=float, default=None, help="dataset noise (dataset default)")
+    parser.add_argument("--noise", type=_noise, default=None, help="dataset noise (dataset default)")
     parser.add_argument("--n-train", type=_positive_int, default=10_000, help="training points (default: %(default)s)")
     parser.add_argument("--n-test", type=_positive_int, default=10_000, help="held-out test points (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for data, initialisation and batches (default: %(default)s)")
+    parser.add_argument("--seed", type=_seed, default=0, help="seed for data, initialisation and batches (default: %(default)s)")
+    parser.add_argument("--dtype", choices=("float64", "float32"), default=None,
+                        help="floating dtype of the model and data (default: minflow's default, float64)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-figures", action="store_true", help="skip the figures")
+    _add_debug(parser)
 
 
 def make_parser():
@@ -99,24 +170,175 @@ def make_parser():
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     demo = commands.add_parser("demo", help=f"train {DEMO['model']} on {DEMO['data']} and write its figures to {DEMO['out']}",
-                               description="The main job, with no arguments: a trained two-moons model and its figures.")
+                               description="The main job, with no arguments: a trained two-moons model and its figures. "
+                               "Run again, it replaces the folder it wrote before (and no other without --force).")
     _add_training_arguments(demo, DEMO)
 
     fit = commands.add_parser("train", help="train a model on a toy dataset",
-                              description="Train a flow by maximum likelihood and write checkpoint, metrics and figures.")
+                              description="Train a flow by maximum likelihood and write checkpoint, metrics and figures. "
+                              "Ctrl-C once stops and saves the run as interrupted; twice aborts and writes nothing.")
     _add_training_arguments(fit, {})
+    fit.add_argument("--resume", metavar="RUN", default=None,
+                     help="continue the run in folder RUN (its own settings; --steps sets the new total) and write it back")
+    parser.train_parser = fit  # main() asks it which options were given with --resume
 
     evaluate = commands.add_parser("evaluate", help="test NLL of a saved run",
-                                   description="Rebuild a run's model and test data and print its metrics as JSON.")
+                                   description="Rebuild a run's model and test data and print its metrics as JSON. "
+                                   "A non-finite result is an error (exit code 1), never NaN in the JSON.")
     evaluate.add_argument("run", help="run folder written by train")
+    _add_debug(evaluate)
 
     sample = commands.add_parser("sample", help="draw samples from a saved run",
-                                 description="Draw samples (in the data's original units) and write them as CSV.")
+                                 description="Draw samples (in the data's original units) and write them as CSV, "
+                                 f"{SAMPLE_CHUNK} at a time.")
     sample.add_argument("run", help="run folder written by train")
     sample.add_argument("--n", type=_positive_int, default=1000, help="number of samples (default: %(default)s)")
-    sample.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
+    sample.add_argument("--seed", type=_seed, default=0, help="sampling seed (default: %(default)s)")
     sample.add_argument("--out", default=None, help="CSV file to write (default: RUN/samples.csv)")
+    sample.add_argument("--force", action="store_true", help="replace an existing --out file (never one of the run's own)")
+    _add_debug(sample)
     return parser
+
+
+# --- writing a folder or a file whole, or not at all ----------------------------------------------
+_committed = []  # paths written completely by this command (for an honest message after a late signal)
+
+
+def _signals_blocked():
+    """Block SIGINT and SIGTERM (they stay pending) around a few renames that must all happen."""
+    mask = getattr(signal, "pthread_sigmask", None)
+    if mask is None:
+        return lambda: None
+    old = mask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    return lambda: mask(signal.SIG_SETMASK, old)
+
+
+def _usual_permissions(path, mode):
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, mode & ~umask)
+
+
+def _is_run_folder(path):
+    return os.path.isfile(os.path.join(path, "config.json"))
+
+
+def _written_by(path):
+    try:
+        with open(os.path.join(path, "config.json")) as file:
+            return json.load(file).get("written_by")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+class _RunFolder:
+    """``with _RunFolder(out, ...) as folder:`` write into ``folder.tmp``, then ``folder.commit()``.
+
+    Entering checks ``out`` and makes the temporary sibling folder (so a location that cannot
+    be written fails *before* training); leaving without a commit removes it (and any parent
+    folders it made). ``commit`` renames the old folder aside, the new one in, then deletes
+    the old one: at every moment ``out`` is either the old run or the new one, whole.
+    """
+
+    def __init__(self, out, option="--out", force=False, demo=False, replaces_itself=False):
+        if not out or not out.strip():
+            raise UsageError(f"{option} is empty; name the run folder to write")
+        self.given, self.path = out, os.path.abspath(os.path.normpath(out))
+        self.option, self.force, self.demo, self.replaces_itself = option, force, demo, replaces_itself
+        self.tmp, self.made = None, []
+
+    def _check(self):
+        path, shown = self.path, f"{self.option} {self.given!r}"
+        cwd = os.path.abspath(os.getcwd())
+        if path == cwd or cwd.startswith(path.rstrip(os.sep) + os.sep) or os.path.dirname(path) == path:
+            raise UsageError(f"{shown} is the current folder or contains it; name a new folder for the run")
+        if os.path.lexists(path) and not os.path.isdir(path):
+            raise UsageError(f"{shown} is a file, not a folder; choose another {self.option}")
+        if os.path.isdir(path) and not self.replaces_itself and os.listdir(path):
+            if not _is_run_folder(path):
+                raise UsageError(f"{shown} exists and is not a run folder (no config.json); minflow replaces only run "
+                                 f"folders, even with --force: choose another {self.option}")
+            if not self.force and not (self.demo and _written_by(path) == "demo"):
+                mine = " and was not written by the demo" if self.demo else ""
+                raise UsageError(f"{shown} already exists{mine}; pass --force to replace it (the old run is kept until "
+                                 f"the new one is complete) or choose another {self.option}")
+        ancestor = os.path.dirname(path)
+        while not os.path.exists(ancestor):
+            ancestor = os.path.dirname(ancestor)
+        if not os.path.isdir(ancestor):
+            raise UsageError(f"cannot create {shown}: {ancestor!r} is a file; choose another {self.option}")
+
+    def __enter__(self):
+        self._check()
+        parent = os.path.dirname(self.path)
+        missing = []
+        while not os.path.exists(parent):
+            missing.append(parent)
+            parent = os.path.dirname(parent)
+        try:
+            for folder in reversed(missing):
+                os.mkdir(folder)
+                self.made.append(folder)
+            self.tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(self.path)}.tmp-", dir=os.path.dirname(self.path))
+        except OSError as error:
+            self._clean()
+            raise UsageError(f"cannot write {self.option} {self.given!r}: {error.strerror or error}; "
+                             f"choose a folder you can write to") from error
+        return self
+
+    def commit(self):
+        _usual_permissions(self.tmp, 0o777)
+        parent, name = os.path.dirname(self.path), os.path.basename(self.path)
+        aside = None
+        unblock = _signals_blocked()
+        try:
+            if os.path.lexists(self.path):
+                aside = os.path.join(parent, f".{name}.old-{secrets.token_hex(4)}")
+                os.rename(self.path, aside)
+            try:
+                os.rename(self.tmp, self.path)
+            except OSError:
+                if aside is not None:
+                    os.rename(aside, self.path)
+                raise
+            self.tmp = None
+            _committed.append(self.path)
+        finally:
+            unblock()
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+
+    def _clean(self):
+        unblock = _signals_blocked()  # a Ctrl-C now must not leave half a temporary folder
+        try:
+            if self.tmp is not None:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                self.tmp = None
+            for folder in reversed(self.made):
+                try:
+                    os.rmdir(folder)
+                except OSError:
+                    break
+        finally:
+            unblock()
+
+    def __exit__(self, *exc):
+        if self.tmp is not None:  # not committed: leave nothing behind
+            self._clean()
+        return False
+
+
+def _write_json(path, content):
+    with open(path, "w") as file:
+        file.write(json.dumps(content, indent=2, allow_nan=False) + "\n")
+
+
+def _finite_or_none(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
 
 
 # --- runs ---------------------------------------------------------------------------------------
@@ -130,26 +352,127 @@ def _build(config):
     return models.build(config["model"], dim, seed=config["seed"], **config["model_options"])
 
 
-def load_run(folder):
-    """(config, model, standardizer) of a run folder (standardizer None for digits); UsageError if it is not one."""
-    config_path, model_path = os.path.join(folder, "config.json"), os.path.join(folder, "model.npz")
-    if not (os.path.isfile(config_path) and os.path.isfile(model_path)):
+def _model_dtype(model):
+    params = model.parameters()
+    return params[0].dtype if params else backend.get_default_dtype()
+
+
+def _read_config(folder):
+    """The run's config.json as a dict; UsageError naming the file if it is missing or not JSON."""
+    if not os.path.exists(folder):
+        raise UsageError(f"{folder!r} is not a run folder: it does not exist; give a folder written by 'train'")
+    if not os.path.isdir(folder):
+        raise UsageError(f"{folder!r} is not a run folder: it is a file; give a folder written by 'train'")
+    path = os.path.join(folder, "config.json")
+    if not (os.path.isfile(path) and os.path.isfile(os.path.join(folder, "model.npz"))):
         raise UsageError(f"{folder!r} is not a run folder (it needs config.json and model.npz; write one with 'train')")
-    with open(config_path) as file:
-        config = json.load(file)
-    model = _build(config)
-    model.load(model_path)
-    standardizer = data.Standardizer.from_state(config["standardizer"]) if "standardizer" in config else None
+    try:
+        with open(path, encoding="utf-8") as file:
+            config = json.load(file)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise UsageError(f"{path} is not valid JSON ({error}); restore it or train the run again") from None
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror or error}") from None
+    if not isinstance(config, dict):
+        raise UsageError(f"{path} holds a {type(config).__name__}, not a run's settings; restore it or train the run again")
+    return config
+
+
+def _use_run_settings(config, folder):
+    """Make the run's recorded dtype (and backend, unless MINFLOW_BACKEND chooses one) the defaults,
+    so that the model is rebuilt as it was trained. main() puts the old defaults back."""
+    path = os.path.join(folder, "config.json")
+    dtype = config.get("dtype", "float64")
+    if dtype not in ("float32", "float64"):
+        raise UsageError(f"{path}: dtype must be 'float32' or 'float64', got {dtype!r}; restore it or train the run again")
+    backend.set_default_dtype(dtype)
+    name = config.get("backend", "numpy")
+    if os.environ.get("MINFLOW_BACKEND") or name == backend.backend_name():
+        return
+    if name not in ("numpy", "cupy"):
+        raise UsageError(f"{path}: backend must be 'numpy' or 'cupy', got {name!r}; restore it or train the run again")
+    try:
+        backend.set_backend(name)
+    except ImportError as error:
+        raise UsageError(f"{folder!r} was trained on the {name} backend, which is not available here "
+                         f"({str(error).splitlines()[0]}); set MINFLOW_BACKEND=numpy to use it on the CPU") from None
+
+
+def _build_from(config, folder):
+    try:
+        return _build(config)
+    except KeyError as error:
+        raise UsageError(f"{os.path.join(folder, 'config.json')} lacks the setting {error}; restore it or train the "
+                         "run again") from None
+    except (ValueError, TypeError) as error:
+        raise UsageError(f"{os.path.join(folder, 'config.json')} does not describe a model minflow can build "
+                         f"({_first_line(error)}); restore it or train the run again") from None
+
+
+def _load_checkpoint(model, folder):
+    """Load RUN/model.npz into ``model``; every way it can fail is one UsageError naming the file."""
+    path = os.path.join(folder, "model.npz")
+    try:
+        model.load(path)
+        return
+    except Exception as error:  # diagnose below, never by unpickling
+        problem = error
+    try:
+        arrays = backend.load_arrays(path)
+    except Exception:
+        raise UsageError(f"{path} is not a readable checkpoint (damaged, truncated or not written by minflow); "
+                         "train the run again") from None
+    own = {name: tensor for name, tensor in model.named_parameters() + model.named_buffers()}
+    missing = [name for name in own if name not in arrays]
+    extra = [name for name in arrays if name not in own and not name.startswith("_")]
+    disagree = f"{os.path.join(folder, 'config.json')} and {path} disagree (they come from different runs)"
+    fix = "put back the matching pair of files or train the run again"
+    if missing or extra:
+        example = f"{missing[0]!r} is missing from model.npz" if missing else f"model.npz has {extra[0]!r} too"
+        raise UsageError(f"{disagree}: the model config.json describes has {len(own)} arrays, model.npz has "
+                         f"{len(own) - len(missing) + len(extra)} ({example}); {fix}") from None
+    for name, tensor in own.items():
+        stored = arrays[name]
+        if tuple(stored.shape) != tuple(tensor.shape):
+            raise UsageError(f"{disagree}: {name!r} has shape {tuple(tensor.shape)} in the model config.json describes "
+                             f"and {tuple(stored.shape)} in model.npz; {fix}") from None
+        if stored.dtype != tensor.dtype:
+            raise UsageError(f"{disagree}: config.json says {tensor.dtype}, model.npz holds {stored.dtype}; {fix}") from None
+    message = _first_line(problem)  # e.g. another format version; it names the file already
+    raise UsageError(message if path in message else f"{path}: {message}") from None
+
+
+def load_run(folder):
+    """(config, model, standardizer) of a run folder (standardizer None for digits); UsageError if it is not one.
+
+    Sets the run's dtype (and backend, unless ``MINFLOW_BACKEND`` is set) as the defaults first.
+    """
+    config = _read_config(folder)
+    _use_run_settings(config, folder)
+    model = _build_from(config, folder)
+    _load_checkpoint(model, folder)
+    standardizer = None
+    if "standardizer" in config:
+        try:
+            standardizer = data.Standardizer.from_state(config["standardizer"])
+        except Exception as error:
+            raise UsageError(f"{os.path.join(folder, 'config.json')}: its standardizer is not usable "
+                             f"({_first_line(error)}); restore it or train the run again") from None
+    elif config.get("data") not in IMAGE_DATASETS:
+        raise UsageError(f"{os.path.join(folder, 'config.json')} lacks the setting 'standardizer'; restore it or "
+                         "train the run again")
     return config, model, standardizer
 
 
-def _write_json(path, content):
-    with open(path, "w") as file:
-        json.dump(content, file, indent=2)
-        file.write("\n")
+def _first_line(error):
+    lines = str(error).strip().splitlines()
+    text = lines[0] if lines else type(error).__name__
+    return text if len(text) <= 300 else text[:300] + "..."
 
 
-def run_training(args):
+# --- training ------------------------------------------------------------------------------------
+def _new_config(args):
+    """The settings of a new run from the command's arguments (checked before anything is built)."""
     images = args.data in IMAGE_DATASETS
     args.model = args.model or ("glow" if images else "realnvp")
     if images != (args.model in models.IMAGE_MODELS):
@@ -157,55 +480,184 @@ def run_training(args):
                          else f"a 2-D model, not the image model {args.model!r}; use --data digits"))
     if args.scales is not None and not images:
         raise UsageError("--scales is for image models (--model glow)")
-    if args.batch_size is None:
-        args.batch_size = 64 if images else 512
-    if images:
-        return run_image_training(args)
+    if not images and args.n_train < 2:
+        raise UsageError(f"--n-train {args.n_train} is too few: the data are standardised by the training split's "
+                         "mean and spread, which needs at least 2 points")
+    if args.dtype is not None:
+        backend.set_default_dtype(args.dtype)  # main() puts the old default back
+    config = {"data": args.data, "seed": args.seed, "model": args.model,
+              "steps": args.steps or DEFAULT_STEPS, "batch_size": args.batch_size or (64 if images else 512),
+              "lr": args.lr, "schedule": args.schedule, "clip": args.clip,
+              "dtype": str(backend.get_default_dtype()), "backend": backend.backend_name(), "written_by": args.command}
     options = {"hidden": args.hidden}
     if args.layers is not None:
-        options["layers"] = args.layers
-    config = {"data": args.data, "noise": args.noise, "n_train": args.n_train, "n_val": max(args.n_train // 5, 1),
-              "n_test": args.n_test, "seed": args.seed, "model": args.model, "model_options": options, "dim": 2,
-              "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "schedule": args.schedule,
-              "dtype": str(backend.get_default_dtype()), "backend": backend.backend_name()}
+        options["steps_per_scale" if images else "layers"] = args.layers
+    if args.scales is not None:
+        options["scales"] = args.scales
+    if not images:
+        config.update({"noise": args.noise, "n_train": args.n_train, "n_val": max(args.n_train // 5, 1),
+                       "n_test": args.n_test, "dim": 2})
+    config["model_options"] = options
+    return config
+
+
+def _resume_config(args):
+    """(config, state) of the run ``--resume RUN``, with ``--steps`` as the new total."""
+    folder = args.resume
+    config = _read_config(folder)
+    _use_run_settings(config, folder)
+    path = os.path.join(folder, "training_state.npz")
+    if not os.path.isfile(path):
+        raise UsageError(f"{folder!r} has no training_state.npz, so it cannot be resumed; train it again "
+                         "(runs written by this version of minflow can be resumed)")
+    try:
+        state = train.TrainingState.load(path)
+    except Exception as error:  # ValueError for a damaged or foreign file, OSError for an unreadable one
+        message = _first_line(error)
+        message = message if path in message else f"{path}: {message}"
+        raise UsageError(f"{message}; it cannot be resumed: train the run again") from None
+    done = int(state.step)
+    steps = args.steps or config.get("steps")
+    if not isinstance(steps, int) or steps <= done:
+        given = f"--steps {args.steps}" if args.steps else f"its total of {steps} steps"
+        raise UsageError(f"{folder!r} has already run {done} steps, so {given} leaves nothing to do; "
+                         f"give a larger total with --steps")
+    config["steps"] = steps
+    args.out = args.out or folder
+    return config, state
+
+
+def _check_resume_options(parser, argv):
+    """With --resume, the run's own settings are used: any other training option is a mistake."""
+    sub = parser.train_parser
+    unset = object()
+    given = argparse.Namespace(**{a.dest: unset for a in sub._actions if a.dest != "help"})
+    sub.parse_args(argv[argv.index("train") + 1 :], given)
+    allowed = {"resume", "steps", "out", "force", "no_progress", "no_figures", "debug"}
+    extra = [a.option_strings[0] for a in sub._actions
+             if a.dest not in allowed and a.option_strings and getattr(given, a.dest, unset) is not unset]
+    if extra:
+        raise UsageError(f"--resume continues a run with its own settings (RUN/config.json); drop {', '.join(extra)} "
+                         "(only --steps, --out, --force, --no-progress, --no-figures go with it)")
+
+
+def _figures_possible(args):
+    if not args.no_figures:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            raise UsageError("the figures need matplotlib: pip install 'minflow[plot]', or pass --no-figures")
+
+
+def _fit(args, config, model, train_data, val_data, state=None):
+    """``train.fit`` with the run's settings: (history, state, interrupted).
+
+    A first Ctrl-C ends in ``train.TrainingInterrupted`` (the best parameters restored): say so
+    in one line and return, so the run is saved as interrupted. A diverging run becomes a
+    one-line error naming an option that helps.
+    """
+    options = {} if state is None else {"resume": state}
+    steps = config["steps"]
+    try:
+        history = train.fit(model, train_data, steps=steps, batch_size=config["batch_size"], lr=config["lr"],
+                            schedule=config["schedule"], clip=config.get("clip"), val_data=val_data,
+                            val_every=max(steps // 20, 1), seed=config["seed"], progress=not args.no_progress, **options)
+        interrupted = bool(history.get("interrupted"))
+    except train.TrainingInterrupted as stop:
+        history, interrupted = stop.history, True
+        history.setdefault("state", stop.state)
+        print(f"interrupted at step {stop.state.step}; saving the run as interrupted (Ctrl-C again to abort)",
+              file=sys.stderr, flush=True)
+    except train.NonFiniteLossError as error:
+        raise RunFailed(_divergence(error, args, config)) from error
+    except ValueError as error:
+        if state is None or not str(error).startswith("resume"):
+            raise
+        raise UsageError(f"{os.path.join(args.resume, 'training_state.npz')} does not continue the run its "
+                         f"config.json describes ({_first_line(error)}); train the run again") from None
+    return history, history.pop("state", None), interrupted
+
+
+def _divergence(error, args, config):
+    cause = getattr(error, "cause", "step")
+    nothing = f"nothing was written to {args.out!r}"
+    if cause == "data":
+        return f"the training data hold NaN or infinite values (check --noise); {nothing}"
+    if cause == "val_data":
+        return f"the validation data hold NaN or infinite values (check --noise); {nothing}"
+    found = re.search(r"step (\d+)", str(error))
+    where = f" at step {found.group(1)}" if found else ""
+    clip = "a smaller --clip" if config.get("clip") else "--clip 1.0"
+    return (f"training diverged{where}: the loss or a gradient became NaN or infinite; try a smaller --lr "
+            f"(now {config['lr']:g}) or {clip}; {nothing}")
+
+
+def run_training(args):
+    """``train`` and ``demo``: a new run, or ``--resume RUN``; returns the exit code (0, or 130 if interrupted)."""
+    resuming = getattr(args, "resume", None)
+    config, state = _resume_config(args) if resuming else (_new_config(args), None)
+    _figures_possible(args)
+    same = bool(resuming) and os.path.abspath(args.out) == os.path.abspath(resuming)
+    with _RunFolder(args.out, force=args.force, demo=args.command == "demo", replaces_itself=same) as folder:
+        if config["data"] in IMAGE_DATASETS:
+            task = run_image_training(config)
+        else:
+            task = _toy_task(config)
+        model = _build_from(config, resuming) if resuming else _build_usage(config)
+        if state is not None:
+            print(f"resuming {resuming} at step {state.step} of {config['steps']} (Ctrl-C stops and saves)", flush=True)
+        else:
+            print(f"training {config['model']} on {config['data']} for {config['steps']} steps into {args.out} "
+                  "(Ctrl-C stops and saves)", flush=True)
+        history, state, interrupted = _fit(args, config, model, task["train"], task["val"], state)
+        metrics = task["metrics"](model)
+        bad = [key for key, value in metrics.items() if not math.isfinite(value)]
+        if bad:
+            raise RunFailed(f"the trained model gives a non-finite {bad[0]} ({metrics[bad[0]]}); nothing was written to "
+                            f"{args.out!r}; try a smaller --lr or --clip 1.0")
+        steps_run = int(state.step) if state is not None else len(history["step"])
+        metrics.update({"steps": config["steps"], "steps_run": steps_run, "best_step": history.get("best_step"),
+                        "stopped": history.get("stopped"), "interrupted": interrupted,
+                        "wall_time_seconds": history.get("wall_time", 0.0)})
+        model.save(os.path.join(folder.tmp, "model.npz"))
+        if state is not None:
+            state.save(os.path.join(folder.tmp, "training_state.npz"))
+        _write_json(os.path.join(folder.tmp, "config.json"), config)
+        _write_json(os.path.join(folder.tmp, "metrics.json"), metrics)
+        _write_json(os.path.join(folder.tmp, "history.json"), {k: _finite_or_none(v) for k, v in history.items()})
+        figures = [] if args.no_figures else task["figures"](model, history, folder.tmp)
+        folder.commit()
+    state_text = f"interrupted at step {steps_run} of {config['steps']}" if interrupted else f"{steps_run} steps"
+    print(f"{config['model']} on {config['data']}: {task['summary'](metrics)}, {metrics['wall_time_seconds']:.1f} s, "
+          f"{state_text}")
+    written = ["model.npz", "metrics.json"] + (["training_state.npz"] if state is not None else [])
+    print(f"wrote {args.out}: " + ", ".join(written + [os.path.basename(f) for f in figures]))
+    if interrupted:
+        print(f"continue it with: python -m minflow train --resume {args.out}")
+        return 130
+    return 0
+
+
+def _build_usage(config):
+    try:
+        return _build(config)
+    except ValueError as error:  # e.g. more --scales than the images allow
+        raise UsageError(_first_line(error)) from None
+
+
+def _toy_task(config):
+    """Data, metrics, figures and summary of a 2-D toy run (completing ``config`` with the standardizer)."""
     splits = _splits(config)
     config["standardizer"] = {k: v.tolist() for k, v in splits.standardizer.state_dict().items()}
-    model = _build(config)
-    history = _fit(args, model, splits.train, splits.val)
-    test_nll = train.evaluate_nll(model, splits.test)
-    metrics = {
-        "train_nll": train.evaluate_nll(model, splits.train),
-        "val_nll": train.evaluate_nll(model, splits.val),
-        "test_nll": test_nll,
-        "test_nll_original_units": test_nll - splits.standardizer.log_det,
-    }
-    return _write_run(args, model, config, metrics, history, lambda: write_figures(model, splits, history, args.out, args.seed),
-                      f"test NLL {test_nll:.4f} nats (standardised data)")
 
+    def metrics(model):
+        test_nll = train.evaluate_nll(model, splits.test)
+        return {"train_nll": train.evaluate_nll(model, splits.train), "val_nll": train.evaluate_nll(model, splits.val),
+                "test_nll": test_nll, "test_nll_original_units": test_nll - splits.standardizer.log_det}
 
-def _fit(args, model, train_data, val_data):
-    """``train.fit`` with the command's options; a diverging run becomes a one-line error."""
-    try:
-        return train.fit(model, train_data, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                         schedule=args.schedule, val_data=val_data, val_every=max(args.steps // 20, 1),
-                         seed=args.seed, progress=not args.no_progress)
-    except train.NonFiniteLossError as error:
-        raise TrainingFailed(f"{error}; nothing was written to {args.out!r}") from error
-
-
-def _write_run(args, model, config, metrics, history, draw_figures, summary):
-    """Write the run folder: checkpoint, config, metrics (plus steps and wall time), history, figures."""
-    os.makedirs(args.out, exist_ok=True)
-    model.save(os.path.join(args.out, "model.npz"))
-    _write_json(os.path.join(args.out, "config.json"), config)
-    metrics.update({"steps": args.steps, "steps_run": len(history["step"]), "best_step": history["best_step"],
-                    "stopped": history["stopped"], "wall_time_seconds": history["wall_time"]})
-    _write_json(os.path.join(args.out, "metrics.json"), metrics)
-    _write_json(os.path.join(args.out, "history.json"), history)
-    figures = [] if args.no_figures else draw_figures()
-    print(f"{args.model} on {args.data}: {summary}, {metrics['wall_time_seconds']:.1f} s for {metrics['steps_run']} steps")
-    print(f"wrote {os.path.join(args.out, 'model.npz')}, metrics.json" + "".join(f", {os.path.basename(f)}" for f in figures))
-    return metrics
+    return {"train": splits.train, "val": splits.val, "metrics": metrics,
+            "figures": lambda model, history, folder: write_figures(model, splits, history, folder, config["seed"]),
+            "summary": lambda m: f"test NLL {m['test_nll']:.4f} nats (standardised data)"}
 
 
 def write_figures(model, splits, history, folder, seed=0):
@@ -226,7 +678,7 @@ def write_figures(model, splits, history, folder, seed=0):
 # --- digits ------------------------------------------------------------------------------------
 def _log_probs(model, images, batch_size=1024):
     """log p(h) of every image, (N,), in chunks and without a graph."""
-    dtype = model.parameters()[0].dtype
+    dtype = _model_dtype(model)
     with no_grad():
         chunks = [model.log_prob(backend.to_device(images[start : start + batch_size], dtype, model.array_module())).data
                   for start in range(0, len(images), batch_size)]
@@ -252,34 +704,29 @@ def fresh_dequantizations(seed, alpha, copies):
     return numpy.concatenate([data.to_model_space(data.dequantize(pixels, seed=rng), alpha)[0] for _ in range(copies)])
 
 
-def run_image_training(args):
-    """``train --data digits --model glow``: fit in model space, report bits/dim, draw digits."""
-    options = {"hidden": args.hidden}
-    if args.layers is not None:
-        options["steps_per_scale"] = args.layers
-    if args.scales is not None:
-        options["scales"] = args.scales
-    splits = data.digits(seed=args.seed)
-    config = {"data": args.data, "seed": args.seed, "alpha": splits.alpha, "model": args.model, "model_options": options,
-              "shape": list(splits.train.shape[1:]), "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
-              "schedule": args.schedule, "dtype": str(backend.get_default_dtype()), "backend": backend.backend_name()}
+def run_image_training(config):
+    """``train --data digits --model glow``: fit in model space, report bits/dim, draw digits.
+
+    Completes ``config`` (alpha, image shape, and how many freshly dequantized copies of the
+    training digits ``fit`` walks through) and returns the run's data, metrics and figures.
+    """
+    options = {"alpha": config["alpha"]} if "alpha" in config else {}
+    splits = data.digits(seed=config["seed"], **options)
+    config.setdefault("alpha", splits.alpha)
+    config.setdefault("shape", list(splits.train.shape[1:]))
     # enough copies that (nearly) every training example drawn has noise of its own, at most 64
-    config["train_copies"] = min(64, -(-args.steps * args.batch_size // len(splits.train)))
-    try:
-        model = _build(config)
-    except ValueError as error:
-        raise UsageError(str(error)) from error
-    train_images = fresh_dequantizations(args.seed, splits.alpha, config["train_copies"])
-    history = _fit(args, model, train_images, splits.val)
-    metrics = {  # train_bpd: on splits.train, the training digits with data.digits' own noise
-        "train_bpd": _bits_per_dim(model, splits.train, splits.train_log_det),
-        "val_bpd": _bits_per_dim(model, splits.val, splits.val_log_det),
-        "test_bpd": _bits_per_dim(model, splits.test, splits.test_log_det),
-        "test_nll": train.evaluate_nll(model, splits.test),
-    }
-    return _write_run(args, model, config, metrics, history,
-                      lambda: write_image_figures(model, splits, history, args.out, args.seed),
-                      f"test {metrics['test_bpd']:.3f} bits/dim")
+    config.setdefault("train_copies", min(64, -(-config["steps"] * config["batch_size"] // len(splits.train))))
+    train_images = fresh_dequantizations(config["seed"], splits.alpha, config["train_copies"])
+
+    def metrics(model):  # train_bpd: on splits.train, the training digits with data.digits' own noise
+        return {"train_bpd": _bits_per_dim(model, splits.train, splits.train_log_det),
+                "val_bpd": _bits_per_dim(model, splits.val, splits.val_log_det),
+                "test_bpd": _bits_per_dim(model, splits.test, splits.test_log_det),
+                "test_nll": train.evaluate_nll(model, splits.test)}
+
+    return {"train": train_images, "val": splits.val, "metrics": metrics,
+            "figures": lambda model, history, folder: write_image_figures(model, splits, history, folder, config["seed"]),
+            "summary": lambda m: f"test {m['test_bpd']:.3f} bits/dim"}
 
 
 def write_image_figures(model, splits, history, folder, seed=0, pairs=4, steps=8):
@@ -302,46 +749,150 @@ def write_image_figures(model, splits, history, folder, seed=0, pairs=4, steps=8
     return list(paths.values())
 
 
+# --- evaluate and sample -----------------------------------------------------------------------
+def _non_finite_cause(model, folder):
+    """Why a model gives NaN: its parameters, if any is not finite, else its outputs."""
+    for name, param in model.named_parameters():
+        if not numpy.isfinite(backend.to_numpy(param.data)).all():
+            return f"{os.path.join(folder, 'model.npz')} holds non-finite parameters ({name!r}); train the run again"
+    return "the model gives a non-finite log-density on this data"
+
+
 def run_evaluate(args):
+    """Print the run's test (and validation) metrics as strict JSON; a non-finite one is an error."""
     config, model, _ = load_run(args.run)
     if config["data"] in IMAGE_DATASETS:
         splits = data.digits(seed=config["seed"], alpha=config["alpha"])
         result = {"test_bpd": _bits_per_dim(model, splits.test, splits.test_log_det),
                   "val_bpd": _bits_per_dim(model, splits.val, splits.val_log_det),
                   "test_nll": train.evaluate_nll(model, splits.test)}
-        print(json.dumps(result, indent=2))
-        return result
-    splits = _splits(config)
-    result = {"test_nll": train.evaluate_nll(model, splits.test), "val_nll": train.evaluate_nll(model, splits.val)}
-    print(json.dumps(result, indent=2))
-    return result
-
-
-def run_sample(args):
-    config, model, standardizer = load_run(args.run)
-    out = args.out or os.path.join(args.run, "samples.csv")
-    if standardizer is None:  # images: one row of grey levels (0..17, row by row) per sample
-        samples = data.from_model_space(model.sample(args.n, seed=args.seed), config["alpha"]).reshape(args.n, -1)
-        header = ",".join(f"p{i}" for i in range(samples.shape[1]))
     else:
-        samples = standardizer.inverse_transform(backend.to_numpy(model.sample(args.n, seed=args.seed)))
-        header = "x1,x2"
-    with open(out, "w") as file:
-        file.write(header + "\n")
-        for row in samples.tolist():
-            file.write(",".join(repr(v) for v in row) + "\n")
-    print(f"wrote {args.n} samples to {out}")
+        splits = _splits(config)
+        result = {"test_nll": train.evaluate_nll(model, splits.test), "val_nll": train.evaluate_nll(model, splits.val)}
+    bad = [key for key, value in result.items() if not math.isfinite(value)]
+    if bad:
+        raise RunFailed(f"{bad[0]} is {result[bad[0]]}, not a number JSON can hold: {_non_finite_cause(model, args.run)}")
+    print(json.dumps(result, indent=2, allow_nan=False))
+    return 0
+
+
+def _sample_out(args):
+    """The CSV path to write, checked: never a run's own file, an existing file only with --force."""
+    out = args.out or os.path.join(args.run, "samples.csv")
+    path = os.path.abspath(out)
+    name, folder = os.path.basename(path), os.path.dirname(path)
+    if not name or os.path.isdir(path):
+        raise UsageError(f"--out {out!r} is a folder; name a CSV file")
+    if _is_run_folder(folder) and (name in RUN_FILES or name.endswith(".png")):
+        raise UsageError(f"--out {out!r} is one of the run's own files, never overwritten (even with --force); "
+                         "name another file")
+    if os.path.lexists(path) and not args.force:
+        raise UsageError(f"--out {out!r} already exists; pass --force to replace it or choose another --out")
+    if not os.path.isdir(folder):
+        raise UsageError(f"the folder of --out {out!r} does not exist; create it or choose another --out")
     return out
 
 
+def _csv_rows(values):
+    return "".join(",".join(map(repr, row)) + "\n" for row in values.tolist())
+
+
+def run_sample(args):
+    """Write ``--n`` samples as CSV, drawn and written ``SAMPLE_CHUNK`` at a time, into a temporary
+    file renamed into place at the end: an interrupted or failed command leaves no file."""
+    config, model, standardizer = load_run(args.run)
+    out = _sample_out(args)
+    images = standardizer is None
+    width = math.prod(config["shape"]) if images else 2
+    header = ",".join(f"p{i}" for i in range(width)) if images else "x1,x2"
+    rng = backend.rng(args.seed, model.array_module())  # one stream through all chunks
+    try:
+        handle, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(out)), prefix=f".{os.path.basename(out)}.tmp-")
+    except OSError as error:
+        raise UsageError(f"cannot write --out {out!r}: {error.strerror or error}; choose a folder you can write to") from None
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(header + "\n")
+            for start in range(0, args.n, SAMPLE_CHUNK):
+                count = min(SAMPLE_CHUNK, args.n - start)
+                drawn = model.sample(count, seed=rng)
+                if images:  # one row of grey levels (0..17, row by row) per sample
+                    values = data.from_model_space(drawn, config["alpha"]).reshape(count, -1)
+                else:
+                    values = standardizer.inverse_transform(backend.to_numpy(drawn))
+                values = numpy.asarray(backend.to_numpy(values))
+                if not numpy.isfinite(values).all():
+                    raise RunFailed(f"the samples are not finite (NaN or infinity among samples {start}..{start + count - 1}): "
+                                    f"{_non_finite_cause(model, args.run)}; nothing was written")
+                file.write(_csv_rows(values))
+        _usual_permissions(tmp, 0o666)
+        unblock = _signals_blocked()
+        try:
+            os.replace(tmp, out)
+            _committed.append(out)
+        finally:
+            unblock()
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    print(f"wrote {args.n} samples to {out}")
+    return 0
+
+
+# --- main --------------------------------------------------------------------------------------
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _one_line(error, command):
+    """(exit code, one-line message) for an error that ended a command."""
+    writes = command != "evaluate"
+    late = f"; {_committed[-1]} had been written completely" if _committed else ""
+    nothing = ("; nothing was written, existing files are unchanged" if writes else "") if not _committed else late
+    if isinstance(error, UsageError):
+        return 2, str(error)
+    if isinstance(error, RunFailed):
+        return 1, str(error)
+    if isinstance(error, Terminated):
+        return 143, f"terminated (SIGTERM){nothing}"
+    if isinstance(error, KeyboardInterrupt):
+        return 130, f"aborted (Ctrl-C){nothing}"
+    if isinstance(error, MemoryError):
+        return 1, f"out of memory{nothing}; try a smaller model, --batch-size, --n-train or --n"
+    return 1, f"{type(error).__name__}: {_first_line(error)} (run again with --debug for the traceback)"
+
+
 def main(argv=None):
+    """Run one command; returns its exit code (0, or 130 for a run saved after Ctrl-C), or raises
+    SystemExit with code 2 (bad input), 1 (failure), 130 (aborted by Ctrl-C), 143 (SIGTERM)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = make_parser()
     args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get("MINFLOW_DEBUG", "").strip() not in ("", "0")
     command = {"demo": run_training, "train": run_training, "evaluate": run_evaluate, "sample": run_sample}
+    defaults = (backend.backend_name(), backend.get_default_dtype())
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    del _committed[:]
     try:
-        command[args.command](args)
-    except UsageError as error:
-        parser.exit(2, f"{parser.prog} {args.command}: error: {error}\n")
-    except TrainingFailed as error:
-        parser.exit(1, f"{parser.prog} {args.command}: error: {error}\n")
-    return 0
+        if args.command == "train":
+            if args.resume:
+                _check_resume_options(parser, argv)
+            elif args.out is None:
+                raise UsageError("the following arguments are required: --out (or --resume RUN)")
+        # NumPy's overflow / invalid-value warnings would bury the one line: every NaN that
+        # matters is found and reported (fit, evaluate and sample check), so they stay quiet
+        # unless --debug asks for everything.
+        with numpy.errstate(all="warn" if debug else "ignore"):
+            return command[args.command](args)
+    except (Exception, KeyboardInterrupt, Terminated) as error:
+        code, message = _one_line(error, args.command)
+        if debug:
+            traceback.print_exc()
+        message = " ".join(message.split("\n"))
+        parser.exit(code, f"{parser.prog} {args.command}: error: {message}\n")
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+        backend.set_backend(defaults[0])
+        backend.set_default_dtype(defaults[1])
