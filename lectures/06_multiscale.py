@@ -298,8 +298,8 @@ assert abs(uniform_bpd - 4.09) < 0.005 and abs(gaussian_bpd - 2.90) < 0.01
 #
 # We train the Glow-style model of §3 (2 scales, 8 steps per scale, MLP conditioners of 64 units;
 # `models.glow`) by maximum likelihood in model space with `train.fit`, exactly as the command
-# line does (read `minflow/cli.py`, `run_image_training`): batch 64, Adam with learning rate
-# $10^{-3}$ and a cosine schedule, validation on the validation digits.
+# line does (read `minflow/cli.py`: `run_image_training` prepares the data, `_fit` trains):
+# batch 64, Adam with learning rate $10^{-3}$ and a cosine schedule, validation on the validation digits.
 #
 # One detail matters. With a single dequantization of the training set, the flow soon models
 # *that noise draw* rather than the digits and its validation NLL climbs. So we train on **fresh

@@ -338,4 +338,8 @@ if os.environ.get("MINFLOW_KEEP_FREED_MEMORY", "1").strip() != "0":
 
 _env_backend = os.environ.get("MINFLOW_BACKEND")
 if _env_backend:
-    set_backend(_env_backend.strip().lower())
+    try:
+        set_backend(_env_backend.strip().lower())
+    except (ValueError, ImportError) as _error:  # name the variable: the user may not know it is set
+        raise type(_error)(f"the environment variable MINFLOW_BACKEND={_env_backend!r}: {_error}; "
+                           "set it to numpy or cupy, or unset it") from None

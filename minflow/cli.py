@@ -38,8 +38,6 @@ import json
 import math
 import os
 import re
-import secrets
-import shutil
 import signal
 import sys
 import tempfile
@@ -50,9 +48,11 @@ import numpy
 
 from . import backend, data, models, train
 from .autodiff import no_grad
+from .runs import (IMAGE_DATASETS, RunFailed, RunFolder, UsageError, build_from, build_model, committed,
+                   finite_or_none, first_line, is_run_folder, load_run, model_dtype, read_config, signals_blocked,
+                   toy_splits, use_run_settings, usual_permissions, write_json)
 
 DEMO = {"data": "moons", "model": "realnvp", "steps": 1500, "out": os.path.join("runs", "demo")}
-IMAGE_DATASETS = ("digits",)
 DEFAULT_STEPS = 3000
 RUN_FILES = ("config.json", "model.npz", "training_state.npz", "metrics.json", "history.json")
 SAMPLE_CHUNK = 65_536  # samples drawn and written at a time: memory stays flat in --n
@@ -64,14 +64,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-class UsageError(Exception):
-    """Bad input found after parsing (a missing run folder, a damaged checkpoint): one line, exit code 2."""
-
-
-class RunFailed(Exception):
-    """A failure at run time (training diverged, the model gives NaN): one line, exit code 1."""
 
 
 TrainingFailed = RunFailed  # the older name
@@ -200,276 +192,6 @@ def make_parser():
     return parser
 
 
-# --- writing a folder or a file whole, or not at all ----------------------------------------------
-_committed = []  # paths written completely by this command (for an honest message after a late signal)
-
-
-def _signals_blocked():
-    """Block SIGINT and SIGTERM (they stay pending) around a few renames that must all happen."""
-    mask = getattr(signal, "pthread_sigmask", None)
-    if mask is None:
-        return lambda: None
-    old = mask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    return lambda: mask(signal.SIG_SETMASK, old)
-
-
-def _usual_permissions(path, mode):
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, mode & ~umask)
-
-
-def _is_run_folder(path):
-    return os.path.isfile(os.path.join(path, "config.json"))
-
-
-def _written_by(path):
-    try:
-        with open(os.path.join(path, "config.json")) as file:
-            return json.load(file).get("written_by")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-class _RunFolder:
-    """``with _RunFolder(out, ...) as folder:`` write into ``folder.tmp``, then ``folder.commit()``.
-
-    Entering checks ``out`` and makes the temporary sibling folder (so a location that cannot
-    be written fails *before* training); leaving without a commit removes it (and any parent
-    folders it made). ``commit`` renames the old folder aside, the new one in, then deletes
-    the old one: at every moment ``out`` is either the old run or the new one, whole.
-    """
-
-    def __init__(self, out, option="--out", force=False, demo=False, replaces_itself=False):
-        if not out or not out.strip():
-            raise UsageError(f"{option} is empty; name the run folder to write")
-        self.given, self.path = out, os.path.abspath(os.path.normpath(out))
-        self.option, self.force, self.demo, self.replaces_itself = option, force, demo, replaces_itself
-        self.tmp, self.made = None, []
-
-    def _check(self):
-        path, shown = self.path, f"{self.option} {self.given!r}"
-        cwd = os.path.abspath(os.getcwd())
-        if path == cwd or cwd.startswith(path.rstrip(os.sep) + os.sep) or os.path.dirname(path) == path:
-            raise UsageError(f"{shown} is the current folder or contains it; name a new folder for the run")
-        if os.path.lexists(path) and not os.path.isdir(path):
-            raise UsageError(f"{shown} is a file, not a folder; choose another {self.option}")
-        if os.path.isdir(path) and not self.replaces_itself and os.listdir(path):
-            if not _is_run_folder(path):
-                raise UsageError(f"{shown} exists and is not a run folder (no config.json); minflow replaces only run "
-                                 f"folders, even with --force: choose another {self.option}")
-            if not self.force and not (self.demo and _written_by(path) == "demo"):
-                mine = " and was not written by the demo" if self.demo else ""
-                raise UsageError(f"{shown} already exists{mine}; pass --force to replace it (the old run is kept until "
-                                 f"the new one is complete) or choose another {self.option}")
-        ancestor = os.path.dirname(path)
-        while not os.path.exists(ancestor):
-            ancestor = os.path.dirname(ancestor)
-        if not os.path.isdir(ancestor):
-            raise UsageError(f"cannot create {shown}: {ancestor!r} is a file; choose another {self.option}")
-
-    def __enter__(self):
-        self._check()
-        parent = os.path.dirname(self.path)
-        missing = []
-        while not os.path.exists(parent):
-            missing.append(parent)
-            parent = os.path.dirname(parent)
-        try:
-            for folder in reversed(missing):
-                os.mkdir(folder)
-                self.made.append(folder)
-            self.tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(self.path)}.tmp-", dir=os.path.dirname(self.path))
-        except OSError as error:
-            self._clean()
-            raise UsageError(f"cannot write {self.option} {self.given!r}: {error.strerror or error}; "
-                             f"choose a folder you can write to") from error
-        return self
-
-    def commit(self):
-        _usual_permissions(self.tmp, 0o777)
-        parent, name = os.path.dirname(self.path), os.path.basename(self.path)
-        aside = None
-        unblock = _signals_blocked()
-        try:
-            if os.path.lexists(self.path):
-                aside = os.path.join(parent, f".{name}.old-{secrets.token_hex(4)}")
-                os.rename(self.path, aside)
-            try:
-                os.rename(self.tmp, self.path)
-            except OSError:
-                if aside is not None:
-                    os.rename(aside, self.path)
-                raise
-            self.tmp = None
-            _committed.append(self.path)
-        finally:
-            unblock()
-        if aside is not None:
-            shutil.rmtree(aside, ignore_errors=True)
-
-    def _clean(self):
-        unblock = _signals_blocked()  # a Ctrl-C now must not leave half a temporary folder
-        try:
-            if self.tmp is not None:
-                shutil.rmtree(self.tmp, ignore_errors=True)
-                self.tmp = None
-            for folder in reversed(self.made):
-                try:
-                    os.rmdir(folder)
-                except OSError:
-                    break
-        finally:
-            unblock()
-
-    def __exit__(self, *exc):
-        if self.tmp is not None:  # not committed: leave nothing behind
-            self._clean()
-        return False
-
-
-def _write_json(path, content):
-    with open(path, "w") as file:
-        file.write(json.dumps(content, indent=2, allow_nan=False) + "\n")
-
-
-def _finite_or_none(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, list):
-        return [_finite_or_none(v) for v in value]
-    return value
-
-
-# --- runs ---------------------------------------------------------------------------------------
-def _splits(config):
-    return data.toy_data(config["data"], n_train=config["n_train"], n_val=config["n_val"], n_test=config["n_test"],
-                         seed=config["seed"], noise=config["noise"])
-
-
-def _build(config):
-    dim = tuple(config["shape"]) if "shape" in config else config["dim"]
-    return models.build(config["model"], dim, seed=config["seed"], **config["model_options"])
-
-
-def _model_dtype(model):
-    params = model.parameters()
-    return params[0].dtype if params else backend.get_default_dtype()
-
-
-def _read_config(folder):
-    """The run's config.json as a dict; UsageError naming the file if it is missing or not JSON."""
-    if not os.path.exists(folder):
-        raise UsageError(f"{folder!r} is not a run folder: it does not exist; give a folder written by 'train'")
-    if not os.path.isdir(folder):
-        raise UsageError(f"{folder!r} is not a run folder: it is a file; give a folder written by 'train'")
-    path = os.path.join(folder, "config.json")
-    if not (os.path.isfile(path) and os.path.isfile(os.path.join(folder, "model.npz"))):
-        raise UsageError(f"{folder!r} is not a run folder (it needs config.json and model.npz; write one with 'train')")
-    try:
-        with open(path, encoding="utf-8") as file:
-            config = json.load(file)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise UsageError(f"{path} is not valid JSON ({error}); restore it or train the run again") from None
-    except OSError as error:
-        raise UsageError(f"cannot read {path}: {error.strerror or error}") from None
-    if not isinstance(config, dict):
-        raise UsageError(f"{path} holds a {type(config).__name__}, not a run's settings; restore it or train the run again")
-    return config
-
-
-def _use_run_settings(config, folder):
-    """Make the run's recorded dtype (and backend, unless MINFLOW_BACKEND chooses one) the defaults,
-    so that the model is rebuilt as it was trained. main() puts the old defaults back."""
-    path = os.path.join(folder, "config.json")
-    dtype = config.get("dtype", "float64")
-    if dtype not in ("float32", "float64"):
-        raise UsageError(f"{path}: dtype must be 'float32' or 'float64', got {dtype!r}; restore it or train the run again")
-    backend.set_default_dtype(dtype)
-    name = config.get("backend", "numpy")
-    if os.environ.get("MINFLOW_BACKEND") or name == backend.backend_name():
-        return
-    if name not in ("numpy", "cupy"):
-        raise UsageError(f"{path}: backend must be 'numpy' or 'cupy', got {name!r}; restore it or train the run again")
-    try:
-        backend.set_backend(name)
-    except ImportError as error:
-        raise UsageError(f"{folder!r} was trained on the {name} backend, which is not available here "
-                         f"({str(error).splitlines()[0]}); set MINFLOW_BACKEND=numpy to use it on the CPU") from None
-
-
-def _build_from(config, folder):
-    try:
-        return _build(config)
-    except KeyError as error:
-        raise UsageError(f"{os.path.join(folder, 'config.json')} lacks the setting {error}; restore it or train the "
-                         "run again") from None
-    except (ValueError, TypeError) as error:
-        raise UsageError(f"{os.path.join(folder, 'config.json')} does not describe a model minflow can build "
-                         f"({_first_line(error)}); restore it or train the run again") from None
-
-
-def _load_checkpoint(model, folder):
-    """Load RUN/model.npz into ``model``; every way it can fail is one UsageError naming the file."""
-    path = os.path.join(folder, "model.npz")
-    try:
-        model.load(path)
-        return
-    except Exception as error:  # diagnose below, never by unpickling
-        problem = error
-    try:
-        arrays = backend.load_arrays(path)
-    except Exception:
-        raise UsageError(f"{path} is not a readable checkpoint (damaged, truncated or not written by minflow); "
-                         "train the run again") from None
-    own = {name: tensor for name, tensor in model.named_parameters() + model.named_buffers()}
-    missing = [name for name in own if name not in arrays]
-    extra = [name for name in arrays if name not in own and not name.startswith("_")]
-    disagree = f"{os.path.join(folder, 'config.json')} and {path} disagree (they come from different runs)"
-    fix = "put back the matching pair of files or train the run again"
-    if missing or extra:
-        example = f"{missing[0]!r} is missing from model.npz" if missing else f"model.npz has {extra[0]!r} too"
-        raise UsageError(f"{disagree}: the model config.json describes has {len(own)} arrays, model.npz has "
-                         f"{len(own) - len(missing) + len(extra)} ({example}); {fix}") from None
-    for name, tensor in own.items():
-        stored = arrays[name]
-        if tuple(stored.shape) != tuple(tensor.shape):
-            raise UsageError(f"{disagree}: {name!r} has shape {tuple(tensor.shape)} in the model config.json describes "
-                             f"and {tuple(stored.shape)} in model.npz; {fix}") from None
-        if stored.dtype != tensor.dtype:
-            raise UsageError(f"{disagree}: config.json says {tensor.dtype}, model.npz holds {stored.dtype}; {fix}") from None
-    message = _first_line(problem)  # e.g. another format version; it names the file already
-    raise UsageError(message if path in message else f"{path}: {message}") from None
-
-
-def load_run(folder):
-    """(config, model, standardizer) of a run folder (standardizer None for digits); UsageError if it is not one.
-
-    Sets the run's dtype (and backend, unless ``MINFLOW_BACKEND`` is set) as the defaults first.
-    """
-    config = _read_config(folder)
-    _use_run_settings(config, folder)
-    model = _build_from(config, folder)
-    _load_checkpoint(model, folder)
-    standardizer = None
-    if "standardizer" in config:
-        try:
-            standardizer = data.Standardizer.from_state(config["standardizer"])
-        except Exception as error:
-            raise UsageError(f"{os.path.join(folder, 'config.json')}: its standardizer is not usable "
-                             f"({_first_line(error)}); restore it or train the run again") from None
-    elif config.get("data") not in IMAGE_DATASETS:
-        raise UsageError(f"{os.path.join(folder, 'config.json')} lacks the setting 'standardizer'; restore it or "
-                         "train the run again")
-    return config, model, standardizer
-
-
-def _first_line(error):
-    lines = str(error).strip().splitlines()
-    text = lines[0] if lines else type(error).__name__
-    return text if len(text) <= 300 else text[:300] + "..."
-
-
 # --- training ------------------------------------------------------------------------------------
 def _new_config(args):
     """The settings of a new run from the command's arguments (checked before anything is built)."""
@@ -504,8 +226,8 @@ def _new_config(args):
 def _resume_config(args):
     """(config, state) of the run ``--resume RUN``, with ``--steps`` as the new total."""
     folder = args.resume
-    config = _read_config(folder)
-    _use_run_settings(config, folder)
+    config = read_config(folder)
+    use_run_settings(config, folder)
     path = os.path.join(folder, "training_state.npz")
     if not os.path.isfile(path):
         raise UsageError(f"{folder!r} has no training_state.npz, so it cannot be resumed; train it again "
@@ -513,7 +235,7 @@ def _resume_config(args):
     try:
         state = train.TrainingState.load(path)
     except Exception as error:  # ValueError for a damaged or foreign file, OSError for an unreadable one
-        message = _first_line(error)
+        message = first_line(error)
         message = message if path in message else f"{path}: {message}"
         raise UsageError(f"{message}; it cannot be resumed: train the run again") from None
     done = int(state.step)
@@ -574,7 +296,7 @@ def _fit(args, config, model, train_data, val_data, state=None):
         if state is None or not str(error).startswith("resume"):
             raise
         raise UsageError(f"{os.path.join(args.resume, 'training_state.npz')} does not continue the run its "
-                         f"config.json describes ({_first_line(error)}); train the run again") from None
+                         f"config.json describes ({first_line(error)}); train the run again") from None
     return history, history.pop("state", None), interrupted
 
 
@@ -598,12 +320,12 @@ def run_training(args):
     config, state = _resume_config(args) if resuming else (_new_config(args), None)
     _figures_possible(args)
     same = bool(resuming) and os.path.abspath(args.out) == os.path.abspath(resuming)
-    with _RunFolder(args.out, force=args.force, demo=args.command == "demo", replaces_itself=same) as folder:
+    with RunFolder(args.out, force=args.force, demo=args.command == "demo", replaces_itself=same) as folder:
         if config["data"] in IMAGE_DATASETS:
             task = run_image_training(config)
         else:
             task = _toy_task(config)
-        model = _build_from(config, resuming) if resuming else _build_usage(config)
+        model = build_from(config, resuming) if resuming else _build_usage(config)
         if state is not None:
             print(f"resuming {resuming} at step {state.step} of {config['steps']} (Ctrl-C stops and saves)", flush=True)
         else:
@@ -622,9 +344,9 @@ def run_training(args):
         model.save(os.path.join(folder.tmp, "model.npz"))
         if state is not None:
             state.save(os.path.join(folder.tmp, "training_state.npz"))
-        _write_json(os.path.join(folder.tmp, "config.json"), config)
-        _write_json(os.path.join(folder.tmp, "metrics.json"), metrics)
-        _write_json(os.path.join(folder.tmp, "history.json"), {k: _finite_or_none(v) for k, v in history.items()})
+        write_json(os.path.join(folder.tmp, "config.json"), config)
+        write_json(os.path.join(folder.tmp, "metrics.json"), metrics)
+        write_json(os.path.join(folder.tmp, "history.json"), {k: finite_or_none(v) for k, v in history.items()})
         figures = [] if args.no_figures else task["figures"](model, history, folder.tmp)
         folder.commit()
     state_text = f"interrupted at step {steps_run} of {config['steps']}" if interrupted else f"{steps_run} steps"
@@ -640,14 +362,14 @@ def run_training(args):
 
 def _build_usage(config):
     try:
-        return _build(config)
+        return build_model(config)
     except ValueError as error:  # e.g. more --scales than the images allow
-        raise UsageError(_first_line(error)) from None
+        raise UsageError(first_line(error)) from None
 
 
 def _toy_task(config):
     """Data, metrics, figures and summary of a 2-D toy run (completing ``config`` with the standardizer)."""
-    splits = _splits(config)
+    splits = toy_splits(config)
     config["standardizer"] = {k: v.tolist() for k, v in splits.standardizer.state_dict().items()}
 
     def metrics(model):
@@ -678,7 +400,7 @@ def write_figures(model, splits, history, folder, seed=0):
 # --- digits ------------------------------------------------------------------------------------
 def _log_probs(model, images, batch_size=1024):
     """log p(h) of every image, (N,), in chunks and without a graph."""
-    dtype = _model_dtype(model)
+    dtype = model_dtype(model)
     with no_grad():
         chunks = [model.log_prob(backend.to_device(images[start : start + batch_size], dtype, model.array_module())).data
                   for start in range(0, len(images), batch_size)]
@@ -767,7 +489,7 @@ def run_evaluate(args):
                   "val_bpd": _bits_per_dim(model, splits.val, splits.val_log_det),
                   "test_nll": train.evaluate_nll(model, splits.test)}
     else:
-        splits = _splits(config)
+        splits = toy_splits(config)
         result = {"test_nll": train.evaluate_nll(model, splits.test), "val_nll": train.evaluate_nll(model, splits.val)}
     bad = [key for key, value in result.items() if not math.isfinite(value)]
     if bad:
@@ -783,7 +505,7 @@ def _sample_out(args):
     name, folder = os.path.basename(path), os.path.dirname(path)
     if not name or os.path.isdir(path):
         raise UsageError(f"--out {out!r} is a folder; name a CSV file")
-    if _is_run_folder(folder) and (name in RUN_FILES or name.endswith(".png")):
+    if is_run_folder(folder) and (name in RUN_FILES or name.endswith(".png")):
         raise UsageError(f"--out {out!r} is one of the run's own files, never overwritten (even with --force); "
                          "name another file")
     if os.path.lexists(path) and not args.force:
@@ -825,11 +547,11 @@ def run_sample(args):
                     raise RunFailed(f"the samples are not finite (NaN or infinity among samples {start}..{start + count - 1}): "
                                     f"{_non_finite_cause(model, args.run)}; nothing was written")
                 file.write(_csv_rows(values))
-        _usual_permissions(tmp, 0o666)
-        unblock = _signals_blocked()
+        usual_permissions(tmp, 0o666)
+        unblock = signals_blocked()
         try:
             os.replace(tmp, out)
-            _committed.append(out)
+            committed.append(out)
         finally:
             unblock()
     finally:
@@ -847,8 +569,8 @@ def _on_sigterm(signum, frame):
 def _one_line(error, command):
     """(exit code, one-line message) for an error that ended a command."""
     writes = command != "evaluate"
-    late = f"; {_committed[-1]} had been written completely" if _committed else ""
-    nothing = ("; nothing was written, existing files are unchanged" if writes else "") if not _committed else late
+    late = f"; {committed[-1]} had been written completely" if committed else ""
+    nothing = ("; nothing was written, existing files are unchanged" if writes else "") if not committed else late
     if isinstance(error, UsageError):
         return 2, str(error)
     if isinstance(error, RunFailed):
@@ -859,7 +581,7 @@ def _one_line(error, command):
         return 130, f"aborted (Ctrl-C){nothing}"
     if isinstance(error, MemoryError):
         return 1, f"out of memory{nothing}; try a smaller model, --batch-size, --n-train or --n"
-    return 1, f"{type(error).__name__}: {_first_line(error)} (run again with --debug for the traceback)"
+    return 1, f"{type(error).__name__}: {first_line(error)} (run again with --debug for the traceback)"
 
 
 def main(argv=None):
@@ -873,7 +595,7 @@ def main(argv=None):
     defaults = (backend.backend_name(), backend.get_default_dtype())
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
-    del _committed[:]
+    del committed[:]
     try:
         if args.command == "train":
             if args.resume:

@@ -266,7 +266,6 @@ def test_an_interrupted_save_leaves_no_temporary_file(tmp_path, monkeypatch, err
 def test_sigterm_during_a_save_leaves_no_temporary_file(tmp_path):
     # A real SIGTERM in the middle of writing, in a process whose handler raises (as the
     # command line's does): the temporary file goes, the old checkpoint stays.
-    import signal
     import subprocess
     import sys
 

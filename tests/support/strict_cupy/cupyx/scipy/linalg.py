@@ -1,7 +1,6 @@
 """cupyx.scipy.linalg of the strict stand-in: ``solve_triangular`` (with CuPy's batch support
 and checks, from cupyx/scipy/linalg/_solve_triangular.py); other names raise NotImplementedError."""
 
-import math as _math
 
 import numpy as _numpy
 
