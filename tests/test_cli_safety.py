@@ -217,6 +217,17 @@ def test_a_bad_input_is_one_line_and_changes_no_file(ws, setup, args, code, word
     assert tree(ws) == before
 
 
+def test_a_bad_minflow_backend_is_one_line_naming_the_variable(ws):
+    # Python imports the package before minflow/__main__.py runs, so this error is caught in
+    # minflow/__init__.py; a plain `import minflow` still raises (tests/test_backend.py).
+    before = tree(ws)
+    done = subprocess.run([sys.executable, "-m", "minflow", "demo", "--no-figures"], capture_output=True, text=True,
+                          cwd=ws, env=dict(_env(), MINFLOW_BACKEND="tensorflow"))
+    line = one_line(done.stderr)
+    assert done.returncode == 2 and "MINFLOW_BACKEND='tensorflow'" in line and "Traceback" not in done.stderr, line
+    assert tree(ws) == before
+
+
 def test_debug_shows_the_traceback(ws):
     done = run("evaluate", "run", "--debug", cwd=ws / "mine")
     assert done.returncode == 2 and "Traceback" in done.stderr and "not a run folder" in done.stderr
