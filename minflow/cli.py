@@ -49,7 +49,7 @@ import numpy
 from . import backend, data, models, train
 from .autodiff import no_grad
 from .runs import (IMAGE_DATASETS, RunFailed, RunFolder, UsageError, build_from, build_model, committed,
-                   finite_or_none, first_line, is_run_folder, load_run, model_dtype, read_config, signals_blocked,
+                   finite_or_none, first_line, is_run_folder, load_run, read_config, signals_blocked,
                    toy_splits, use_run_settings, usual_permissions, write_json)
 
 DEMO = {"data": "moons", "model": "realnvp", "steps": 1500, "out": os.path.join("runs", "demo")}
@@ -382,7 +382,7 @@ def write_figures(model, splits, history, folder, seed=0):
 # --- digits ------------------------------------------------------------------------------------
 def _log_probs(model, images, batch_size=1024):
     """log p(h) of every image, (N,), in chunks and without a graph."""
-    dtype = model_dtype(model)
+    dtype = model.float_dtype()
     with no_grad():
         chunks = [model.log_prob(backend.to_device(images[start : start + batch_size], dtype, model.array_module())).data
                   for start in range(0, len(images), batch_size)]

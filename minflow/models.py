@@ -48,14 +48,10 @@ class NormalizingFlow(Module):
 
     def sample(self, n, seed=None):
         """``n`` samples x = f^{-1}(z), z ~ base, as an array of the model's backend."""
-        z = self.base.sample(n, seed=seed, dtype=self._dtype(), xp=self.array_module())
+        z = self.base.sample(n, seed=seed, dtype=self.float_dtype(), xp=self.array_module())
         with no_grad():
             x, _ = self.flow.inverse(Tensor(z))
         return x.data
-
-    def _dtype(self):
-        params = self.parameters()
-        return params[0].dtype if params else backend.get_default_dtype()
 
     def __repr__(self):
         return f"NormalizingFlow(\n  flow={self.flow!r},\n  base={self.base!r}\n)"

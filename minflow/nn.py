@@ -115,6 +115,15 @@ class Module:
         tensor = self._first_tensor()
         return backend.xp() if tensor is None else backend.array_module(tensor.data)
 
+    def float_dtype(self):
+        """The floating dtype of the module's first floating parameter or buffer: the dtype
+        its inputs, samples and data must have (the default dtype for a module with none,
+        such as a fixed permutation)."""
+        for _, tensor in self.named_parameters() + self.named_buffers():
+            if tensor.dtype.kind == "f":
+                return tensor.dtype
+        return backend.get_default_dtype()
+
     def _first_tensor(self):
         """The module's first parameter or buffer (None if it has none), found once.
 

@@ -83,7 +83,7 @@ def density(model, data=None, bounds=None, resolution=200, title=None, path=None
     bounds = _check_bounds(bounds, where) if bounds is not None else _bounds_around(data, DEFAULT_BOUNDS)
     resolution = _check_count(resolution, "resolution", where, minimum=2)
     grid, _ = _grid(bounds, resolution)
-    log_p = _evaluate(model.log_prob, grid, _model_dtype(model), model.array_module()).reshape(resolution, resolution)
+    log_p = _evaluate(model.log_prob, grid, model.float_dtype(), model.array_module()).reshape(resolution, resolution)
     _warn_not_finite(log_p, where, "log_prob")
     p = numpy.exp(log_p)
 
@@ -165,7 +165,7 @@ def warped_grid(model, bounds=None, lines=15, points_per_line=200, data_grid=Fal
     bounds = _check_bounds(bounds, where) if bounds is not None else LATENT_BOUNDS
     lines = _check_count(lines, "lines", where, minimum=2)
     points_per_line = _check_count(points_per_line, "points_per_line", where, minimum=2)
-    dtype, xp = _model_dtype(model), model.array_module()
+    dtype, xp = model.float_dtype(), model.array_module()
 
     latent_lines, colours = _grid_lines(bounds, lines, points_per_line)
     data_lines = _map_lines(lambda z: model.flow.inverse(z)[0], latent_lines, model.flow.output_domain,
@@ -209,7 +209,7 @@ def morph(model, n=2000, seed=0, max_panels=8, path=None):
     n = _check_count(n, "n", where, minimum=1)
     max_panels = _check_count(max_panels, "max_panels", where, minimum=2)
     flow = model.flow
-    z = Tensor(model.base.sample(n, seed=seed, dtype=_model_dtype(model), xp=model.array_module()))
+    z = Tensor(model.base.sample(n, seed=seed, dtype=model.float_dtype(), xp=model.array_module()))
     with no_grad():
         if isinstance(flow, Sequential):
             steps = flow.inverse_steps(z)
@@ -411,7 +411,7 @@ def interpolations(model, x_pairs, steps=8, path=None, to_image=None, value_rang
     if pairs.ndim < 3 or pairs.shape[1] != 2 or (shape and pairs.shape[2:] != shape) or len(pairs) == 0:
         raise ValueError(f"{where}: x_pairs must have shape (P, 2, *event_shape) = (P, 2, {', '.join(map(str, shape))}), "
                          f"P >= 1; got {pairs.shape}")
-    dtype, xp = _model_dtype(model), model.array_module()
+    dtype, xp = model.float_dtype(), model.array_module()
     with no_grad():
         z = backend.to_numpy(model.flow.forward(backend.to_device(pairs.reshape((-1,) + pairs.shape[2:]), dtype, xp))[0].data)
         z = z.reshape(pairs.shape)
@@ -499,11 +499,6 @@ def _host_points(points, name, where):
 
 
 # --- grids and evaluation ----------------------------------------------------------------------
-def _model_dtype(model):
-    params = model.parameters()
-    return params[0].dtype if params else backend.get_default_dtype()
-
-
 def _bounds_around(points, default, pad=0.1):
     """The range of ``points`` padded by ``pad`` of its width on every side (``default`` if None)."""
     if points is None:

@@ -186,11 +186,6 @@ def build_model(config):
     return models.build(config["model"], dim, seed=config["seed"], **config["model_options"])
 
 
-def model_dtype(model):
-    params = model.parameters()
-    return params[0].dtype if params else backend.get_default_dtype()
-
-
 def read_config(folder):
     """The run's config.json as a dict; UsageError naming the file if it is missing or not JSON."""
     if not os.path.exists(folder):

@@ -71,16 +71,11 @@ def sample_inputs(flow, n=16, seed=0):
     rng = backend.rng(seed, flow.array_module())
     shape = (n,) + tuple(flow.event_shape)
     low, high = flow.input_domain
-    dtype = _flow_dtype(flow)
+    dtype = flow.float_dtype()
     if math.isinf(low) and math.isinf(high):
         return (1.5 * rng.standard_normal(shape)).astype(dtype)
     width = high - low
     return (low + width * (0.05 + 0.9 * rng.random(shape))).astype(dtype)
-
-
-def _flow_dtype(flow):
-    params = flow.parameters()
-    return params[0].dtype if params else backend.get_default_dtype()
 
 
 def _fail(prop, flow, error, worst, detail=""):

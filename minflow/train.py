@@ -109,15 +109,6 @@ def learning_rate(schedule, base_lr, step, steps):
     raise ValueError(f"schedule must be one of {SCHEDULES} or a callable, got {schedule!r}")
 
 
-def _model_dtype(model):
-    """The floating dtype of the model's first floating parameter or buffer (the default
-    dtype for a model that has none, such as a fixed permutation)."""
-    for _, tensor in model.named_parameters() + model.named_buffers():
-        if tensor.dtype.kind == "f":
-            return tensor.dtype
-    return backend.get_default_dtype()
-
-
 def _on_device(model, data, name):
     """Data as an array of the model's backend and dtype (copied there once, not every step)."""
     if data is None:
@@ -125,7 +116,7 @@ def _on_device(model, data, name):
     array = data.data if isinstance(data, Tensor) else data
     if not backend.is_array(array) or array.ndim < 2 or array.shape[0] == 0:
         raise ValueError(f"{name} must be a non-empty array of shape (N, ...), got {getattr(array, 'shape', type(array))}")
-    return backend.to_device(array, dtype=_model_dtype(model), xp=model.array_module())
+    return backend.to_device(array, dtype=model.float_dtype(), xp=model.array_module())
 
 
 def _non_finite_rows(x):
@@ -450,7 +441,7 @@ def reverse_kl(model, log_density, n, seed=None):
     x = f^{-1}(z) with z ~ base; log q(x) = log p_Z(z) - log|det df^{-1}/dz| (the inverse's
     log-det is that of the generative direction, hence the minus).
     """
-    z = Tensor(model.base.sample(n, seed=seed, dtype=_model_dtype(model), xp=model.array_module()))
+    z = Tensor(model.base.sample(n, seed=seed, dtype=model.float_dtype(), xp=model.array_module()))
     x, inverse_log_det = model.flow.inverse(z)
     log_q = model.base.log_prob(z) - inverse_log_det
     return ops.mean(log_q - log_density(x))

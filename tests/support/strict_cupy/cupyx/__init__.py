@@ -3,24 +3,21 @@
 ``rsqrt`` and ``cupyx.scipy.linalg.solve_triangular``; other CuPy names raise
 NotImplementedError when used."""
 
-import numpy as _numpy
-
 import cupy as _cupy
 from cupy import _NAMES, _populate
-from cupy._core import _scatter, _wrap, ufunc as _ufunc
 from cupy._strict import DeviceSynchronized, allow_synchronize
 
 
 def scatter_add(a, slices, value):
-    _scatter(_numpy.add, a, slices, value)
+    a.scatter_add(slices, value)  # the same operation as CuPy's ndarray method
 
 
 def scatter_max(a, slices, value):
-    _scatter(_numpy.maximum, a, slices, value)
+    a.scatter_max(slices, value)
 
 
 def scatter_min(a, slices, value):
-    _scatter(_numpy.minimum, a, slices, value)
+    a.scatter_min(slices, value)
 
 
 def rsqrt(x, out=None):
