@@ -16,6 +16,7 @@ import os
 import platform
 import sys
 import time
+from functools import partial
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -48,8 +49,10 @@ def main():
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--batch", type=int, default=1024)
     args = parser.parse_args()
-    print(f"# {platform.processor() or platform.machine()}, numpy {np.__version__}, backend {backend.backend_name()}, "
-          f"batch {args.batch}, median of {args.repeats} (ms)")
+    print(
+        f"# {platform.processor() or platform.machine()}, numpy {np.__version__}, backend {backend.backend_name()}, "
+        f"batch {args.batch}, median of {args.repeats} (ms)"
+    )
     columns = ["D", "MAF density", "MAF sampling", "IAF density", "IAF sampling", "coupling fwd", "coupling inv"]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
@@ -60,12 +63,12 @@ def main():
         coupling = randomised(AffineCoupling(half_mask(dim), hidden=(64, 64), seed=0), 1)
         with no_grad():
             row = [
-                median_ms(lambda: maf.forward(x), args.repeats),
-                median_ms(lambda: maf.inverse(x), args.repeats),
-                median_ms(lambda: iaf.forward(x), args.repeats),
-                median_ms(lambda: iaf.inverse(x), args.repeats),
-                median_ms(lambda: coupling.forward(x), args.repeats),
-                median_ms(lambda: coupling.inverse(x), args.repeats),
+                median_ms(partial(maf.forward, x), args.repeats),
+                median_ms(partial(maf.inverse, x), args.repeats),
+                median_ms(partial(iaf.forward, x), args.repeats),
+                median_ms(partial(iaf.inverse, x), args.repeats),
+                median_ms(partial(coupling.forward, x), args.repeats),
+                median_ms(partial(coupling.inverse, x), args.repeats),
             ]
         print(f"| {dim} | " + " | ".join(f"{t:.2f}" for t in row) + " |")
 

@@ -88,6 +88,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import train_step  # noqa: E402  (its cpu_model for the header; it imports numpy, nothing heavier)
+
 RESULTS_DIR = os.path.join(HERE, "gpu_results")
 RAW_DIR = os.path.join(ROOT, "build", "gpu-check")
 
@@ -98,11 +99,12 @@ PROBE_TIMEOUT = 120
 TAIL_LINES = 15
 STAND_IN_DIR = "strict_cupy"
 ACTIVE_VARIABLE = "MINFLOW_GPU_CHECK_ACTIVE"  # set in every step's environment: no gpu-check inside a gpu-check
-INSTALL_HINT = ("On a GPU machine: pip install 'minflow[gpu]' (CUDA 13; 'minflow[gpu-cuda12]' for CUDA 12) "
-                "then make gpu-check.")
+INSTALL_HINT = (
+    "On a GPU machine: pip install 'minflow[gpu]' (CUDA 13; 'minflow[gpu-cuda12]' for CUDA 12) then make gpu-check."
+)
 
 # Runs in a child process (``python -c``): prints one JSON line. Every failure is a reason, never a traceback.
-PROBE = r'''
+PROBE = r"""
 import json, sys
 
 def say(**fields):
@@ -151,9 +153,9 @@ try:
 except Exception as error:
     info["numpy"] = short(error)
 say(**info)
-'''
+"""
 
-TORCH_PROBE = r'''
+TORCH_PROBE = r"""
 import json
 try:
     import torch
@@ -162,7 +164,7 @@ try:
 except Exception as error:
     info = {"error": " ".join(f"{type(error).__name__}: {error}".split())[:300]}
 print(json.dumps(info))
-'''
+"""
 
 
 # --- the environment of every child ---------------------------------------------------------
@@ -195,8 +197,15 @@ def one_line(text, limit=300):
 def detect_device(env, timeout=PROBE_TIMEOUT):
     """The probe's answer, a dict with ``device`` True or False (and ``reason``); never raises."""
     try:
-        done = subprocess.run([sys.executable, "-c", PROBE], env=env, cwd=ROOT, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        done = subprocess.run(
+            [sys.executable, "-c", PROBE],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         return {"device": False, "reason": f"the device probe did not answer within {timeout} s"}
     except Exception as error:  # could not even start a Python: still not a traceback for the user
@@ -236,8 +245,15 @@ def _results(run):
 
 def _pick(rows, impl, hidden, batch, dtype, device=None):
     """The one row of ``impl`` at (hidden, batch, dtype) (and ``device`` if given); None if absent."""
-    found = [r for r in rows if r.get("impl") == impl and r.get("batch") == batch and r.get("hidden") == hidden
-             and r.get("dtype") == dtype and (device is None or r.get("device", device) == device)]
+    found = [
+        r
+        for r in rows
+        if r.get("impl") == impl
+        and r.get("batch") == batch
+        and r.get("hidden") == hidden
+        and r.get("dtype") == dtype
+        and (device is None or r.get("device", device) == device)
+    ]
     if len(found) > 1:
         raise ValueError(f"{len(found)} rows for {impl} at B={batch}, H={hidden}, {dtype}; expected one")
     return found[0] if found else None
@@ -278,8 +294,13 @@ def target_rows(gpu_run, cpu_run=None, batch=TARGET_BATCH, dtype=TARGET_DTYPE):
     ``ValueError``: a "GPU" time measured on NumPy must never reach RESULTS.md.
     """
     gpu_rows, cpu_rows = _results(gpu_run), _results(cpu_run)
-    hiddens = sorted({r.get("hidden") for r in gpu_rows + cpu_rows
-                      if r.get("batch") == batch and r.get("dtype") == dtype and isinstance(r.get("hidden"), int)})
+    hiddens = sorted(
+        {
+            r.get("hidden")
+            for r in gpu_rows + cpu_rows
+            if r.get("batch") == batch and r.get("dtype") == dtype and isinstance(r.get("hidden"), int)
+        }
+    )
     table = []
     for hidden in hiddens:
         minflow_gpu = _pick(gpu_rows, "minflow", hidden, batch, dtype, device="cuda")
@@ -288,11 +309,20 @@ def target_rows(gpu_run, cpu_run=None, batch=TARGET_BATCH, dtype=TARGET_DTYPE):
         torch = _pick(gpu_rows, "torch", hidden, batch, dtype, device="cuda")
         _check_backend(minflow_gpu, "cupy")
         _check_backend(minflow_cpu, "numpy")
-        row = {"hidden": hidden, "minflow_gpu_ms": _median(minflow_gpu), "minflow_cpu_ms": _median(minflow_cpu),
-               "floor_cpu_ms": _median(floor), "torch_gpu_ms": _median(torch), "missing": []}
-        for value, source, what in ((row["minflow_gpu_ms"], minflow_gpu, "minflow CuPy"),
-                                    (row["minflow_cpu_ms"], minflow_cpu, "minflow NumPy CPU"),
-                                    (row["floor_cpu_ms"], floor, "floor CPU"), (row["torch_gpu_ms"], torch, "torch CUDA")):
+        row = {
+            "hidden": hidden,
+            "minflow_gpu_ms": _median(minflow_gpu),
+            "minflow_cpu_ms": _median(minflow_cpu),
+            "floor_cpu_ms": _median(floor),
+            "torch_gpu_ms": _median(torch),
+            "missing": [],
+        }
+        for value, source, what in (
+            (row["minflow_gpu_ms"], minflow_gpu, "minflow CuPy"),
+            (row["minflow_cpu_ms"], minflow_cpu, "minflow NumPy CPU"),
+            (row["floor_cpu_ms"], floor, "floor CPU"),
+            (row["torch_gpu_ms"], torch, "torch CUDA"),
+        ):
             if value is None:
                 row["missing"].append(_why_missing(source, what))
         gpu_ms = row["minflow_gpu_ms"]
@@ -312,8 +342,9 @@ def target_verdict(rows, target=TARGET_SPEEDUP):
     if not measured:
         return None, "not measured (no minflow time on both CuPy and the CPU at this size)"
     if unmeasured:
-        return None, f"met where measured ({detail}) but not measured at " + \
-            ", ".join(f"H={r['hidden']}" for r in unmeasured)
+        return None, f"met where measured ({detail}) but not measured at " + ", ".join(
+            f"H={r['hidden']}" for r in unmeasured
+        )
     return True, f"met ({detail}; target >= {target:g}x)"
 
 
@@ -326,14 +357,19 @@ def _x(value):
 
 
 def target_table(rows, target=TARGET_SPEEDUP):
-    lines = ["| H | minflow CuPy ms | minflow NumPy CPU ms | **speed-up** | floor NumPy CPU ms | minflow CuPy vs floor "
-             "| torch CUDA ms | minflow / torch | ≥ " + f"{target:g}x? |", "|" + "---|" * 9]
+    lines = [
+        "| H | minflow CuPy ms | minflow NumPy CPU ms | **speed-up** | floor NumPy CPU ms | minflow CuPy vs floor "
+        "| torch CUDA ms | minflow / torch | ≥ " + f"{target:g}x? |",
+        "|" + "---|" * 9,
+    ]
     for r in rows:
         ratio = r["minflow_gpu_ms"] / r["torch_gpu_ms"] if r["minflow_gpu_ms"] and r["torch_gpu_ms"] else None
         met = "—" if r["speedup"] is None else ("yes" if r["speedup"] >= target else "no")
-        lines.append(f"| {r['hidden']} | {_ms(r['minflow_gpu_ms'])} | {_ms(r['minflow_cpu_ms'])} | **{_x(r['speedup'])}** "
-                     f"| {_ms(r['floor_cpu_ms'])} | {_x(r['speedup_vs_floor'])} | {_ms(r['torch_gpu_ms'])} "
-                     f"| {'—' if ratio is None else f'{ratio:.2f}'} | {met} |")
+        lines.append(
+            f"| {r['hidden']} | {_ms(r['minflow_gpu_ms'])} | {_ms(r['minflow_cpu_ms'])} | **{_x(r['speedup'])}** "
+            f"| {_ms(r['floor_cpu_ms'])} | {_x(r['speedup_vs_floor'])} | {_ms(r['torch_gpu_ms'])} "
+            f"| {'—' if ratio is None else f'{ratio:.2f}'} | {met} |"
+        )
     return "\n".join(lines)
 
 
@@ -346,23 +382,81 @@ def plan(args, raw):
     quick = {} if args.full else {"MINFLOW_QUICK": "1"}
     no_backend = {"MINFLOW_BACKEND": None}
     steps = [
-        Step("gpu-tests", "the gpu-marked tests, on real CuPy", [py, "-m", "pytest", "-q", "-m", "gpu"],
-             no_backend, ROOT, 1800),
-        Step("suite-cupy", "the whole test suite with MINFLOW_BACKEND=cupy", [py, "-m", "pytest", "-q"],
-             {"MINFLOW_BACKEND": "cupy"}, ROOT, 5400),
-        Step("train-step", "train_step.py --device cuda (minflow CuPy, torch CUDA, NumPy floor on the CPU)",
-             [py, os.path.join(HERE, "train_step.py"), "--device", "cuda", "--json",
-              os.path.join(raw, "train_step_cuda.json")], no_backend, ROOT, 5400),
-        Step("train-step-cpu", f"train_step.py: minflow on NumPy on the CPU at B={TARGET_BATCH} (the target's CPU side)",
-             [py, os.path.join(HERE, "train_step.py"), "--device", "cpu", "--impl", "minflow", "--batch",
-              str(TARGET_BATCH), "--dtype", TARGET_DTYPE, "--late-steps", "0", "--json",
-              os.path.join(raw, "train_step_cpu.json")], no_backend, ROOT, 3600),
-        Step("memory", "memory.py --backend cupy (the memory pool over 1,000 steps)",
-             [py, os.path.join(HERE, "memory.py"), "--backend", "cupy"], no_backend, ROOT, 1200),
-        Step("lecture-09", "lectures/09_gpu.py under MINFLOW_BACKEND=cupy" + ("" if args.full else " (quick mode)"),
-             [py, "09_gpu.py"], {"MINFLOW_BACKEND": "cupy", "MPLBACKEND": "Agg",
-                                 "MINFLOW_LECTURE_OUT": os.path.join(raw, "lecture_figures"), **quick},
-             os.path.join(ROOT, "lectures"), 1800 if args.full else 900),
+        Step(
+            "gpu-tests",
+            "the gpu-marked tests, on real CuPy",
+            [py, "-m", "pytest", "-q", "-m", "gpu"],
+            no_backend,
+            ROOT,
+            1800,
+        ),
+        Step(
+            "suite-cupy",
+            "the whole test suite with MINFLOW_BACKEND=cupy",
+            [py, "-m", "pytest", "-q"],
+            {"MINFLOW_BACKEND": "cupy"},
+            ROOT,
+            5400,
+        ),
+        Step(
+            "train-step",
+            "train_step.py --device cuda (minflow CuPy, torch CUDA, NumPy floor on the CPU)",
+            [
+                py,
+                os.path.join(HERE, "train_step.py"),
+                "--device",
+                "cuda",
+                "--json",
+                os.path.join(raw, "train_step_cuda.json"),
+            ],
+            no_backend,
+            ROOT,
+            5400,
+        ),
+        Step(
+            "train-step-cpu",
+            f"train_step.py: minflow on NumPy on the CPU at B={TARGET_BATCH} (the target's CPU side)",
+            [
+                py,
+                os.path.join(HERE, "train_step.py"),
+                "--device",
+                "cpu",
+                "--impl",
+                "minflow",
+                "--batch",
+                str(TARGET_BATCH),
+                "--dtype",
+                TARGET_DTYPE,
+                "--late-steps",
+                "0",
+                "--json",
+                os.path.join(raw, "train_step_cpu.json"),
+            ],
+            no_backend,
+            ROOT,
+            3600,
+        ),
+        Step(
+            "memory",
+            "memory.py --backend cupy (the memory pool over 1,000 steps)",
+            [py, os.path.join(HERE, "memory.py"), "--backend", "cupy"],
+            no_backend,
+            ROOT,
+            1200,
+        ),
+        Step(
+            "lecture-09",
+            "lectures/09_gpu.py under MINFLOW_BACKEND=cupy" + ("" if args.full else " (quick mode)"),
+            [py, "09_gpu.py"],
+            {
+                "MINFLOW_BACKEND": "cupy",
+                "MPLBACKEND": "Agg",
+                "MINFLOW_LECTURE_OUT": os.path.join(raw, "lecture_figures"),
+                **quick,
+            },
+            os.path.join(ROOT, "lectures"),
+            1800 if args.full else 900,
+        ),
     ]
     return [s for s in steps if not args.only or s.name in args.only]
 
@@ -379,8 +473,14 @@ def step_environment(base, changes):
 
 def describe_command(step):
     changes = " ".join(f"{k}={v}" if v is not None else f"(no {k})" for k, v in step.env_changes.items())
-    command = " ".join(shlex.quote(os.path.relpath(a, ROOT) if os.path.isabs(a) and a != sys.executable else
-                                   ("python" if a == sys.executable else a)) for a in step.argv)
+    command = " ".join(
+        shlex.quote(
+            os.path.relpath(a, ROOT)
+            if os.path.isabs(a) and a != sys.executable
+            else ("python" if a == sys.executable else a)
+        )
+        for a in step.argv
+    )
     where = "" if step.cwd == ROOT else f"cd {os.path.relpath(step.cwd, ROOT)} && "
     return f"{where}{changes + ' ' if changes else ''}{command}"
 
@@ -401,8 +501,13 @@ def _kill_group(process):
 def run_step(step, env, log_path):
     """Run one step, its output shown and logged; a record dict (never raises, but re-raises Ctrl-C after
     recording it)."""
-    record = {"name": step.name, "title": step.title, "command": describe_command(step), "log": log_path,
-              "timeout": step.timeout}
+    record = {
+        "name": step.name,
+        "title": step.title,
+        "command": describe_command(step),
+        "log": log_path,
+        "timeout": step.timeout,
+    }
     tail = collections.deque(maxlen=TAIL_LINES)
     print(f"\n=== gpu-check: {step.name}: {step.title}\n    {record['command']}", flush=True)
     started = time.perf_counter()
@@ -411,8 +516,16 @@ def run_step(step, env, log_path):
         log = open(log_path, "w")
         # A session of its own: a time-out or Ctrl-C ends the step's whole process group (pytest's and
         # train_step's children included), and the terminal's Ctrl-C reaches only this script.
-        process = subprocess.Popen(step.argv, cwd=step.cwd, env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True)
+        process = subprocess.Popen(
+            step.argv,
+            cwd=step.cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+        )
     except OSError as error:
         if log is not None:
             log.close()
@@ -461,41 +574,57 @@ def pinned_torch():
 
 
 def missing(module, env):
-    done = subprocess.run([sys.executable, "-c", f"import importlib.util as u; print(u.find_spec({module!r}) is None)"],
-                          env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", f"import importlib.util as u; print(u.find_spec({module!r}) is None)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return done.stdout.strip() != "False"
 
 
 def install_missing(env, dry_run, no_install):
     """pip-install torch (a CUDA build) and threadpoolctl if missing; notes for the results file."""
     notes = []
-    for module, requirement, why in (("torch", pinned_torch(), "the PyTorch CUDA peer of train_step.py; its Linux "
-                                      "wheel from PyPI is a CUDA build, a download of a few GB"),
-                                     ("threadpoolctl", "threadpoolctl", "train_step.py's BLAS report")):
+    for module, requirement, why in (
+        (
+            "torch",
+            pinned_torch(),
+            "the PyTorch CUDA peer of train_step.py; its Linux wheel from PyPI is a CUDA build, a download of a few GB",
+        ),
+        ("threadpoolctl", "threadpoolctl", "train_step.py's BLAS report"),
+    ):
         if not missing(module, env):
             continue
         if dry_run or no_install:
-            notes.append(f"{module} is missing; {'would install' if dry_run else 'not installed (--no-install)'}: "
-                         f"{requirement} ({why})")
+            notes.append(
+                f"{module} is missing; {'would install' if dry_run else 'not installed (--no-install)'}: "
+                f"{requirement} ({why})"
+            )
             print(f"gpu-check: {notes[-1]}", flush=True)
             continue
         print(f"gpu-check: {module} is missing: pip install {requirement} ({why})", flush=True)
         started = time.perf_counter()
         try:
-            done = subprocess.run([sys.executable, "-m", "pip", "install", requirement], env=env, timeout=3600,
-                                  check=False)
+            done = subprocess.run(
+                [sys.executable, "-m", "pip", "install", requirement], env=env, timeout=3600, check=False
+            )
             result = "installed" if done.returncode == 0 else f"pip failed (exit {done.returncode})"
         except subprocess.TimeoutExpired:
             result = "pip timed out after 3600 s"
-        notes.append(f"{module} was missing: pip install {requirement}: {result} in {time.perf_counter() - started:.0f} s")
+        notes.append(
+            f"{module} was missing: pip install {requirement}: {result} in {time.perf_counter() - started:.0f} s"
+        )
         print(f"gpu-check: {notes[-1]}", flush=True)
     return notes
 
 
 def torch_info(env):
     try:
-        done = subprocess.run([sys.executable, "-c", TORCH_PROBE], env=env, capture_output=True, text=True,
-                              timeout=300, check=False)
+        done = subprocess.run(
+            [sys.executable, "-c", TORCH_PROBE], env=env, capture_output=True, text=True, timeout=300, check=False
+        )
         return json.loads(done.stdout.strip().splitlines()[-1])
     except Exception as error:
         return {"error": one_line(error)}
@@ -503,8 +632,13 @@ def torch_info(env):
 
 def nvidia_smi():
     try:
-        done = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-                              capture_output=True, text=True, timeout=30, check=False)
+        done = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
         return done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout.strip() else None
     except Exception:
         return None
@@ -512,10 +646,17 @@ def nvidia_smi():
 
 def git_commit():
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                check=True, timeout=30).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "minflow"], cwd=ROOT, capture_output=True, text=True,
-                               check=True, timeout=30).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "minflow"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
         return commit + ("+dirty" if dirty else "")
     except Exception:
         return "unknown"
@@ -575,23 +716,38 @@ def render(context):
     """The results file's markdown, from what ran (``context``: machine, records, notes, paths)."""
     device, torch_ = context["device"], context["torch"]
     records = {r["name"]: r for r in context["records"]}
-    out = [f"# minflow gpu-check, {context['started']}", "",
-           f"Written by `benchmarks/gpu_check.py` ({context['command']}), minflow at git {context['git']}. "
-           "Every number below was measured on this machine by the command named; none is estimated. "
-           f"Full logs and train_step's JSON: `{os.path.relpath(context['raw'], ROOT)}/` (not committed).", "",
-           "## The machine", "", "| | |", "|---|---|",
-           f"| GPU | {device.get('name', '?')} (compute capability {device.get('capability', '?')}, "
-           f"{device.get('memory_gib', '?')} GiB; {device.get('count', '?')} device(s)) |",
-           f"| CUDA runtime / driver (CuPy) | {cuda_version(device.get('cuda_runtime'))} / "
-           f"{cuda_version(device.get('cuda_driver'))} |"]
+    out = [
+        f"# minflow gpu-check, {context['started']}",
+        "",
+        f"Written by `benchmarks/gpu_check.py` ({context['command']}), minflow at git {context['git']}. "
+        "Every number below was measured on this machine by the command named; none is estimated. "
+        f"Full logs and train_step's JSON: `{os.path.relpath(context['raw'], ROOT)}/` (not committed).",
+        "",
+        "## The machine",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| GPU | {device.get('name', '?')} (compute capability {device.get('capability', '?')}, "
+        f"{device.get('memory_gib', '?')} GiB; {device.get('count', '?')} device(s)) |",
+        f"| CUDA runtime / driver (CuPy) | {cuda_version(device.get('cuda_runtime'))} / "
+        f"{cuda_version(device.get('cuda_driver'))} |",
+    ]
     if context.get("nvidia_smi"):
         out.append(f"| nvidia-smi (name, driver, memory) | {context['nvidia_smi']} |")
-    torch_text = (f"not usable ({torch_['error']})" if "error" in torch_ else
-                  f"{torch_['version']}, built for CUDA {torch_['cuda'] or 'none (a CPU build)'}, "
-                  f"sees the GPU: {'yes, ' + torch_['device'] if torch_['available'] else 'no'}")
-    out += [f"| CuPy | {device.get('cupy', '?')} |", f"| NumPy | {device.get('numpy', '?')} |",
-            f"| PyTorch | {torch_text} |", f"| CPU | {context['cpu']} ({os.cpu_count()} logical cores) |",
-            f"| Python | {platform.python_version()} |", ""]
+    torch_text = (
+        f"not usable ({torch_['error']})"
+        if "error" in torch_
+        else f"{torch_['version']}, built for CUDA {torch_['cuda'] or 'none (a CPU build)'}, "
+        f"sees the GPU: {'yes, ' + torch_['device'] if torch_['available'] else 'no'}"
+    )
+    out += [
+        f"| CuPy | {device.get('cupy', '?')} |",
+        f"| NumPy | {device.get('numpy', '?')} |",
+        f"| PyTorch | {torch_text} |",
+        f"| CPU | {context['cpu']} ({os.cpu_count()} logical cores) |",
+        f"| Python | {platform.python_version()} |",
+        "",
+    ]
     for note in context["notes"]:
         out.append(f"- {note}")
     if context["notes"]:
@@ -599,14 +755,19 @@ def render(context):
 
     out += ["## The steps", "", "| step | command | result | wall |", "|---|---|---|---|"]
     for r in context["records"]:
-        out.append(f"| {r['name']} | `{r['command']}` | {'**' + r['status'] + '**' if not r['passed'] else r['status']} "
-                   f"| {r['wall']:.0f} s |")
+        out.append(
+            f"| {r['name']} | `{r['command']}` | {'**' + r['status'] + '**' if not r['passed'] else r['status']} "
+            f"| {r['wall']:.0f} s |"
+        )
     for r in context["skipped"]:
         out.append(f"| {r} | | not run ({context['skip_reason']}) | |")
     out.append("")
 
-    out += [f"## The target: minflow on CuPy ≥ {TARGET_SPEEDUP:g}× minflow on NumPy (CPU), B = {TARGET_BATCH:,}, "
-            f"{TARGET_DTYPE}", ""]
+    out += [
+        f"## The target: minflow on CuPy ≥ {TARGET_SPEEDUP:g}× minflow on NumPy (CPU), B = {TARGET_BATCH:,}, "
+        f"{TARGET_DTYPE}",
+        "",
+    ]
     gpu_run, cpu_run = read_json(context["gpu_json"]), read_json(context["cpu_json"])
     if not (gpu_run or cpu_run):
         out.append("**Target not measured**: no train_step JSON was written (see the train-step steps).")
@@ -614,9 +775,13 @@ def render(context):
         try:
             rows = target_rows(gpu_run, cpu_run)
             _, sentence = target_verdict(rows)
-            out += [f"**Target {sentence}.** speed-up = minflow NumPy CPU ms / minflow CuPy ms, medians over "
-                    "train_step.py's rounds (steps train-step and train-step-cpu); the floor columns are train_step's "
-                    "own GPU-table ratio (hand-written NumPy on the CPU).", "", target_table(rows)]
+            out += [
+                f"**Target {sentence}.** speed-up = minflow NumPy CPU ms / minflow CuPy ms, medians over "
+                "train_step.py's rounds (steps train-step and train-step-cpu); the floor columns are train_step's "
+                "own GPU-table ratio (hand-written NumPy on the CPU).",
+                "",
+                target_table(rows),
+            ]
             for r in rows:
                 for why in r["missing"]:
                     out.append(f"- H={r['hidden']}: {why}")
@@ -625,13 +790,16 @@ def render(context):
     out.append("")
 
     table = last_table(output_lines(records["train-step"])) if "train-step" in records else []
-    header = [l for l in output_lines(records["train-step"]) if l.startswith("# ")] if "train-step" in records else []
+    header = [line for line in output_lines(records["train-step"]) if line.startswith("# ")] if "train-step" in records else []
     out += ["## The train-step table (`train_step.py --device cuda`, as it printed it)", ""]
     out += (["```"] + header + ["```", ""] if header else []) + (table or ["(no table: see the step's output)"]) + [""]
 
     out += ["## Memory (`memory.py --backend cupy`)", ""]
-    memory_lines = [l for l in output_lines(records["memory"]) if l.startswith(("RealNVP", "one step", "pool bytes"))] \
-        if "memory" in records else []
+    memory_lines = (
+        [line for line in output_lines(records["memory"]) if line.startswith(("RealNVP", "one step", "pool bytes"))]
+        if "memory" in records
+        else []
+    )
     out += (["```"] + memory_lines + ["```"]) if memory_lines else ["(no numbers: see the step's output)"]
     out.append("")
 
@@ -655,9 +823,13 @@ def main(argv=None):
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
     parser.add_argument("--full", action="store_true", help="lecture 9 in full mode (default: MINFLOW_QUICK=1)")
     parser.add_argument("--no-install", action="store_true", help="do not pip-install torch or threadpoolctl")
-    parser.add_argument("--only", nargs="+", metavar="STEP",
-                        choices=("gpu-tests", "suite-cupy", "train-step", "train-step-cpu", "memory", "lecture-09"),
-                        help="run only these steps")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="STEP",
+        choices=("gpu-tests", "suite-cupy", "train-step", "train-step-cpu", "memory", "lecture-09"),
+        help="run only these steps",
+    )
     parser.add_argument("--dry-run", action="store_true", help="probe the device, print the plan, run nothing")
     args = parser.parse_args(argv)
 
@@ -674,9 +846,12 @@ def main(argv=None):
     stamp = now.strftime("%Y-%m-%d-%H%M%S")
     raw = os.path.join(RAW_DIR, stamp)
     steps = plan(args, raw)
-    print(f"gpu-check: {device.get('name', '?')}, CUDA runtime {cuda_version(device.get('cuda_runtime'))}, "
-          f"driver {cuda_version(device.get('cuda_driver'))}, CuPy {device.get('cupy', '?')}, "
-          f"NumPy {device.get('numpy', '?')}", flush=True)
+    print(
+        f"gpu-check: {device.get('name', '?')}, CUDA runtime {cuda_version(device.get('cuda_runtime'))}, "
+        f"driver {cuda_version(device.get('cuda_driver'))}, CuPy {device.get('cupy', '?')}, "
+        f"NumPy {device.get('numpy', '?')}",
+        flush=True,
+    )
     notes = []
     if removed:
         notes.append(f"removed the strict CuPy stand-in from PYTHONPATH for every step: {', '.join(removed)}")
@@ -692,26 +867,42 @@ def main(argv=None):
     notes += install_missing(env, dry_run=False, no_install=args.no_install)
     torch_ = torch_info(env)
     if "error" not in torch_ and not torch_.get("available"):
-        notes.append(f"torch {torch_['version']} cannot see the GPU (built for CUDA {torch_['cuda']}): the torch "
-                     "CUDA column stays empty; pip install --force-reinstall a CUDA build of torch to fill it")
+        notes.append(
+            f"torch {torch_['version']} cannot see the GPU (built for CUDA {torch_['cuda']}): the torch "
+            "CUDA column stays empty; pip install --force-reinstall a CUDA build of torch to fill it"
+        )
 
     records, skipped = [], []
     for position, step in enumerate(steps):
-        record = run_step(step, step_environment(env, step.env_changes),
-                          os.path.join(raw, f"{position + 1}-{step.name}.log"))
+        record = run_step(
+            step, step_environment(env, step.env_changes), os.path.join(raw, f"{position + 1}-{step.name}.log")
+        )
         records.append(record)
         if record.get("interrupted"):
-            skipped = [s.name for s in steps[position + 1:]]
+            skipped = [s.name for s in steps[position + 1 :]]
             break
-    context = {"started": now.strftime("%Y-%m-%d %H:%M"), "command": " ".join(["gpu_check.py"] + sys.argv[1:]),
-               "git": git_commit(), "raw": raw, "device": device, "torch": torch_, "nvidia_smi": nvidia_smi(),
-               "cpu": train_step.cpu_model(), "notes": notes, "records": records, "skipped": skipped,
-               "skip_reason": "interrupted", "gpu_json": os.path.join(raw, "train_step_cuda.json"),
-               "cpu_json": os.path.join(raw, "train_step_cpu.json")}
+    context = {
+        "started": now.strftime("%Y-%m-%d %H:%M"),
+        "command": " ".join(["gpu_check.py"] + sys.argv[1:]),
+        "git": git_commit(),
+        "raw": raw,
+        "device": device,
+        "torch": torch_,
+        "nvidia_smi": nvidia_smi(),
+        "cpu": train_step.cpu_model(),
+        "notes": notes,
+        "records": records,
+        "skipped": skipped,
+        "skip_reason": "interrupted",
+        "gpu_json": os.path.join(raw, "train_step_cuda.json"),
+        "cpu_json": os.path.join(raw, "train_step_cpu.json"),
+    }
     write_atomically(path, render(context))
     failed = [r["name"] for r in records if not r["passed"]]
-    print(f"\ngpu-check: {len(records) - len(failed)} of {len(records)} steps passed"
-          + (f" (failed: {', '.join(failed)})" if failed else ""))
+    print(
+        f"\ngpu-check: {len(records) - len(failed)} of {len(records)} steps passed"
+        + (f" (failed: {', '.join(failed)})" if failed else "")
+    )
     shown = os.path.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else path
     print(f"gpu-check: results written to {shown}")
     return 1 if failed or skipped else 0

@@ -43,7 +43,7 @@ def make_training(batch, hidden, dtype):
     def step(i):
         start = (i * batch) % (len(data) - batch)
         optimizer.zero_grad()
-        loss = model.nll(data[start:start + batch])
+        loss = model.nll(data[start : start + batch])
         loss.backward()
         optimizer.step()
 
@@ -96,16 +96,24 @@ def main():
     print(f"one step's graph: {graph / KIB:.0f} KiB")
     if args.backend == "numpy":
         peaks, in_use = measure_numpy(step, args.steps)
-        print(f"step peak (above the memory in use before it): first 100 steps max {max(peaks[:100]) / KIB:.0f} KiB, "
-              f"last 100 max {max(peaks[-100:]) / KIB:.0f} KiB  ({max(peaks) / graph:.2f} x the graph)")
-        print(f"in use after step 10: {in_use[10] / KIB:.0f} KiB, after step 100: {in_use[100] / KIB:.0f} KiB, "
-              f"after step {args.steps}: {in_use[-1] / KIB:.0f} KiB")
+        print(
+            f"step peak (above the memory in use before it): first 100 steps max {max(peaks[:100]) / KIB:.0f} KiB, "
+            f"last 100 max {max(peaks[-100:]) / KIB:.0f} KiB  ({max(peaks) / graph:.2f} x the graph)"
+        )
+        print(
+            f"in use after step 10: {in_use[10] / KIB:.0f} KiB, after step 100: {in_use[100] / KIB:.0f} KiB, "
+            f"after step {args.steps}: {in_use[-1] / KIB:.0f} KiB"
+        )
     else:
         used, held = measure_cupy(step, args.steps)
-        print(f"pool bytes in use after step 10 / 100 / {args.steps}: "
-              f"{used[10] / KIB:.0f} / {used[100] / KIB:.0f} / {used[-1] / KIB:.0f} KiB")
-        print(f"pool bytes held after step 10 / 100 / {args.steps}: "
-              f"{held[10] / KIB:.0f} / {held[100] / KIB:.0f} / {held[-1] / KIB:.0f} KiB")
+        print(
+            f"pool bytes in use after step 10 / 100 / {args.steps}: "
+            f"{used[10] / KIB:.0f} / {used[100] / KIB:.0f} / {used[-1] / KIB:.0f} KiB"
+        )
+        print(
+            f"pool bytes held after step 10 / 100 / {args.steps}: "
+            f"{held[10] / KIB:.0f} / {held[100] / KIB:.0f} / {held[-1] / KIB:.0f} KiB"
+        )
 
 
 if __name__ == "__main__":

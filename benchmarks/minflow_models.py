@@ -74,9 +74,11 @@ def maf_rows(dims, batch, budget):
 
 def without_grad(function, *args):
     """A call of ``function(*args)`` under no_grad (no graph is recorded: inference)."""
+
     def call():
         with no_grad():
             return function(*args)
+
     return call
 
 
@@ -88,7 +90,10 @@ def digits_rows(batch, budget):
         return []
     model = models.build("glow", tuple(splits.train.shape[1:]), seed=0, hidden=64)  # as the CLI builds it
     dtype = backend.get_default_dtype()
-    images = [backend.to_device(splits.train[i : i + batch], dtype=dtype) for i in range(0, len(splits.train) - batch + 1, batch)]
+    images = [
+        backend.to_device(splits.train[i : i + batch], dtype=dtype)
+        for i in range(0, len(splits.train) - batch + 1, batch)
+    ]
     optimizer = optim.Adam(model.parameters(), lr=1e-3)
     position = [0]
 
@@ -125,7 +130,9 @@ def cpu_model():
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float64")
-    parser.add_argument("--budget", type=float, default=2.0, help="seconds of timed calls per row (default: %(default)s)")
+    parser.add_argument(
+        "--budget", type=float, default=2.0, help="seconds of timed calls per row (default: %(default)s)"
+    )
     parser.add_argument("--batch", type=int, default=1024, help="MAF batch size (default: %(default)s)")
     parser.add_argument("--digits-batch", type=int, default=64, help="digits batch size (default: %(default)s)")
     parser.add_argument("--dims", nargs="+", type=int, default=[2, 8], help="MAF dimensions (default: 2 8)")
@@ -133,8 +140,10 @@ def main():
     args = parser.parse_args()
     budget = 0.2 if args.quick else args.budget
     backend.set_default_dtype(args.dtype)
-    print(f"# minflow {minflow.__version__} models; {cpu_model()}, numpy {np.__version__}, "
-          f"backend {backend.backend_name()}, {args.dtype}; median over calls after 3 warm-up calls")
+    print(
+        f"# minflow {minflow.__version__} models; {cpu_model()}, numpy {np.__version__}, "
+        f"backend {backend.backend_name()}, {args.dtype}; median over calls after 3 warm-up calls"
+    )
     rows = maf_rows(args.dims, args.batch, budget) + digits_rows(args.digits_batch, budget)
     print("| model | operation | batch | median ms | p10 ms | p90 ms | calls |")
     print("|---|---|---|---|---|---|---|")

@@ -22,7 +22,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import numpy as np  # noqa: E402
-
 from realnvp_peers import minflow_peer, numpy_floor, shared  # noqa: E402
 
 WARMUP = 50
@@ -56,15 +55,18 @@ def main():
     parser.add_argument("--dtype", nargs="+", default=["float32", "float64"], choices=("float32", "float64"))
     parser.add_argument("--steps", type=int, default=600)
     args = parser.parse_args()
-    print(f"| dtype | B | H | floor ms | minflow ms | minflow / floor (median of per-pair ratios) |")
+    print("| dtype | B | H | floor ms | minflow ms | minflow / floor (median of per-pair ratios) |")
     print("|---|---|---|---|---|---|")
     for dtype in args.dtype:
         for batch in args.batch:
             for hidden in args.hidden:
                 floor, engine = paired_times(batch, hidden, dtype, args.steps)
                 ratio = np.median(engine / floor)
-                print(f"| {dtype} | {batch} | {hidden} | {1e3 * np.median(floor):.2f} | "
-                      f"{1e3 * np.median(engine):.2f} | {ratio:.2f} |", flush=True)
+                print(
+                    f"| {dtype} | {batch} | {hidden} | {1e3 * np.median(floor):.2f} | "
+                    f"{1e3 * np.median(engine):.2f} | {ratio:.2f} |",
+                    flush=True,
+                )
     print(f"\n{args.steps} pairs of steps after {WARMUP} warm-up pairs, in one process")
 
 

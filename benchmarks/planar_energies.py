@@ -59,8 +59,15 @@ def main():
         for name in args.models:
             model = BUILDERS[name](args.seed)
             started = time.perf_counter()
-            history = train.fit_to_density(model, log_density, steps=args.steps, batch_size=args.batch,
-                                           lr=args.lr, seed=args.seed + 100, progress=False)
+            history = train.fit_to_density(
+                model,
+                log_density,
+                steps=args.steps,
+                batch_size=args.batch,
+                lr=args.lr,
+                seed=args.seed + 100,
+                progress=False,
+            )
             wall = time.perf_counter() - started
             tail = history["loss"][-200:]
             final = sum(tail) / len(tail)

@@ -73,7 +73,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 
 import numpy as np  # noqa: E402  (benchmarks are host-side scripts)
-
 import realnvp_peers  # noqa: E402
 from realnvp_peers import shared  # noqa: E402
 
@@ -115,6 +114,7 @@ def run_worker(impl, batch, hidden, dtype, device, timing):
     os.environ["MINFLOW_BACKEND"] = "cupy" if peer_device == "cuda" else "numpy"  # read at minflow's import
     try:
         import minflow  # noqa: F401  in every worker, so that its process-wide settings hold for all peers
+
         peer = realnvp_peers.load(impl)(shared.initial_parameters(hidden), dtype, peer_device)
     except (ImportError, ValueError) as error:
         return {**result, "skipped": f"{impl}: {error}"}
@@ -142,14 +142,20 @@ def run_worker(impl, batch, hidden, dtype, device, timing):
 # --- the environment: what ran, on what ---------------------------------------------------
 def probe(device):
     """Versions, BLAS kernel and thread counts as the workers see them (run in a child process)."""
-    info = {"python": platform.python_version(), "numpy": np.__version__, "cpu": cpu_model(),
-            "cores": os.cpu_count(), "minflow_git": git_state()}
+    info = {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "minflow_git": git_state(),
+    }
     try:
         from threadpoolctl import threadpool_info
 
         info["numpy_blas"] = [
             {key: entry.get(key) for key in ("internal_api", "architecture", "num_threads", "version", "prefix")}
-            for entry in threadpool_info() if entry.get("user_api") == "blas"
+            for entry in threadpool_info()
+            if entry.get("user_api") == "blas"
         ]
     except ImportError:
         info["numpy_blas"] = "threadpoolctl is not installed"
@@ -158,8 +164,12 @@ def probe(device):
 
         config = torch.__config__.show()
         blas = config.split("BLAS_INFO=")[1].split(",")[0] if "BLAS_INFO=" in config else "?"
-        info["torch"] = {"version": torch.__version__, "threads": torch.get_num_threads(), "blas": blas,
-                         "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+        info["torch"] = {
+            "version": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "blas": blas,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        }
         if device == "cuda" and torch.cuda.is_available():
             info["torch"]["cuda_device"] = torch.cuda.get_device_name(0)
     except ImportError:
@@ -183,8 +193,11 @@ def cupy_info():
 
         properties = cupy.cuda.runtime.getDeviceProperties(0)
         name = properties["name"]
-        return {"version": cupy.__version__, "device": name.decode() if isinstance(name, bytes) else name,
-                "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion()}
+        return {
+            "version": cupy.__version__,
+            "device": name.decode() if isinstance(name, bytes) else name,
+            "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(),
+        }
     except (ImportError, RuntimeError) as error:  # no CuPy, or no device: the minflow worker will say so too
         return {"error": str(error)}
 
@@ -204,47 +217,69 @@ def git_state():
     """The commit minflow was measured at, '+dirty' when minflow/ has uncommitted changes."""
     root = os.path.join(HERE, "..")
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "minflow"], cwd=root, capture_output=True,
-                               text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "minflow"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
 def header(info, device, removed, default_malloc):
-    lines = [f"# RealNVP train step (8 affine couplings, MLP 1-H-H-2, NLL, backward, Adam); device {device}",
-             (f"# CPU: {info['cpu']} ({info['cores']} cores); Python {info['python']}; numpy {info['numpy']}; "
-              f"minflow at git {info['minflow_git']}")]
+    lines = [
+        f"# RealNVP train step (8 affine couplings, MLP 1-H-H-2, NLL, backward, Adam); device {device}",
+        (
+            f"# CPU: {info['cpu']} ({info['cores']} cores); Python {info['python']}; numpy {info['numpy']}; "
+            f"minflow at git {info['minflow_git']}"
+        ),
+    ]
     blas = info["numpy_blas"]
     if isinstance(blas, str):
         lines.append(f"# NumPy BLAS: unknown ({blas})")
     for entry in blas if isinstance(blas, list) else []:
-        lines.append(f"# NumPy BLAS: internal_api {entry['internal_api']}, architecture {entry['architecture']}, "
-                     f"num_threads {entry['num_threads']}, version {entry['version']} ({entry['prefix']})")
+        lines.append(
+            f"# NumPy BLAS: internal_api {entry['internal_api']}, architecture {entry['architecture']}, "
+            f"num_threads {entry['num_threads']}, version {entry['version']} ({entry['prefix']})"
+        )
     torch_info = info["torch"]
-    lines.append("# torch: not installed" if torch_info is None else
-                 f"# torch {torch_info['version']}: {torch_info['threads']} threads, BLAS {torch_info['blas']}, "
-                 f"CPU capability {torch_info['cpu_capability']}" +
-                 (f", GPU {torch_info['cuda_device']}" if "cuda_device" in torch_info else ""))
+    lines.append(
+        "# torch: not installed"
+        if torch_info is None
+        else f"# torch {torch_info['version']}: {torch_info['threads']} threads, BLAS {torch_info['blas']}, "
+        f"CPU capability {torch_info['cpu_capability']}"
+        + (f", GPU {torch_info['cuda_device']}" if "cuda_device" in torch_info else "")
+    )
     lines.append(f"# autograd: {info['autograd'] or 'not installed'}")
     cupy = info.get("cupy")
     if cupy:
-        lines.append(f"# CuPy: unavailable ({cupy['error']})" if "error" in cupy else
-                     f"# CuPy {cupy['version']}, CUDA runtime {cupy['cuda_runtime']}, GPU {cupy['device']}")
-    lines.append("# malloc: glibc defaults in every worker (--default-malloc: MINFLOW_KEEP_FREED_MEMORY=0)" if default_malloc
-                 else "# malloc: every worker imports minflow first, so its process-wide malloc settings hold for all peers")
+        lines.append(
+            f"# CuPy: unavailable ({cupy['error']})"
+            if "error" in cupy
+            else f"# CuPy {cupy['version']}, CUDA runtime {cupy['cuda_runtime']}, GPU {cupy['device']}"
+        )
+    lines.append(
+        "# malloc: glibc defaults in every worker (--default-malloc: MINFLOW_KEEP_FREED_MEMORY=0)"
+        if default_malloc
+        else "# malloc: every worker imports minflow first, so its process-wide malloc settings hold for all peers"
+    )
     if removed:
-        lines.append(f"# removed from the workers' environment: {', '.join(removed)} (they force an older, slower kernel)")
+        lines.append(
+            f"# removed from the workers' environment: {', '.join(removed)} (they force an older, slower kernel)"
+        )
     return "\n".join(lines)
 
 
 def cpu_seconds():
     """(CPU seconds the whole machine has been busy, CPU seconds of this process and its children);
     their growth over a run, subtracted, is what other processes took. Linux only; else (None, ...)."""
-    own = sum(getattr(resource.getrusage(who), field) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-              for field in ("ru_utime", "ru_stime"))
+    own = sum(
+        getattr(resource.getrusage(who), field)
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+        for field in ("ru_utime", "ru_stime")
+    )
     try:
         with open("/proc/stat") as file:
             jiffies = [int(v) for v in file.readline().split()[1:]]
@@ -268,8 +303,11 @@ def other_processes_note(start, wall):
     if other is None:
         return "(CPU use of other processes unknown on this system)"
     note = f"other processes used {other:.0f} CPU seconds during the run ({100 * other / wall:.0f}% of one core)"
-    return note + ("; rows marked * were measured while they ran: run those again on a quiet machine"
-                   if other > NOISY_SHARE * wall else "")
+    return note + (
+        "; rows marked * were measured while they ran: run those again on a quiet machine"
+        if other > NOISY_SHARE * wall
+        else ""
+    )
 
 
 def worker_environment():
@@ -279,8 +317,11 @@ def worker_environment():
     if removed:
         for name in FORCED_KERNEL_VARIABLES:
             env.pop(name, None)
-        print(f"removed {', '.join(removed)} from the workers' environment: they force an older, slower "
-              "OpenBLAS kernel than the one this CPU would get", flush=True)
+        print(
+            f"removed {', '.join(removed)} from the workers' environment: they force an older, slower "
+            "OpenBLAS kernel than the one this CPU would get",
+            flush=True,
+        )
     return env, removed
 
 
@@ -323,13 +364,15 @@ def run_check(batch=CHECK["batch"], hidden=CHECK["hidden"], steps=CHECK["adam_st
             continue
         loss_error = abs(loss - ref_loss) / abs(ref_loss)
         grad_error = max_abs_difference(grads, ref_grads)
-        print(f"check: {name:8s} loss rel. diff {loss_error:.2e} (<= {CHECK['loss_rtol']:g}), "
-              f"grad max abs diff {grad_error:.2e} (<= {CHECK['grad_atol']:g})")
+        print(
+            f"check: {name:8s} loss rel. diff {loss_error:.2e} (<= {CHECK['loss_rtol']:g}), "
+            f"grad max abs diff {grad_error:.2e} (<= {CHECK['grad_atol']:g})"
+        )
         if not loss_error <= CHECK["loss_rtol"]:
             failures.append(f"{name}'s loss {loss!r} differs from {reference}'s {ref_loss!r}")
         if not grad_error <= CHECK["grad_atol"]:
             failures.append(f"{name}'s gradient differs from {reference}'s by {grad_error:.3g}")
-    for name, peer in peers.items():
+    for peer in peers.values():
         for j in range(steps):
             peer.step(peer.prepare(data[j % len(data)]))
     ref_params = peers[reference].parameters()
@@ -337,7 +380,9 @@ def run_check(batch=CHECK["batch"], hidden=CHECK["hidden"], steps=CHECK["adam_st
         if name == reference:
             continue
         error = max_abs_difference(peer.parameters(), ref_params)
-        print(f"check: {name:8s} parameters after {steps} Adam steps: max abs diff {error:.2e} (<= {CHECK['param_atol']:g})")
+        print(
+            f"check: {name:8s} parameters after {steps} Adam steps: max abs diff {error:.2e} (<= {CHECK['param_atol']:g})"
+        )
         if not error <= CHECK["param_atol"]:
             failures.append(f"{name}'s parameters after {steps} Adam steps differ from {reference}'s by {error:.3g}")
     return failures
@@ -347,22 +392,41 @@ def run_check(batch=CHECK["batch"], hidden=CHECK["hidden"], steps=CHECK["adam_st
 def configurations(args):
     grid = GPU_GRID if args.device == "cuda" else QUICK_GRID if args.quick else CPU_GRID
     impls = args.impl or (("minflow", "torch", "floor") if args.device == "cuda" else realnvp_peers.NAMES)
-    return [(dtype, batch, hidden, impl)
-            for dtype in args.dtype or grid["dtype"]
-            for batch in args.batch or grid["batch"]
-            for hidden in args.hidden or grid["hidden"]
-            for impl in impls]
+    return [
+        (dtype, batch, hidden, impl)
+        for dtype in args.dtype or grid["dtype"]
+        for batch in args.batch or grid["batch"]
+        for hidden in args.hidden or grid["hidden"]
+        for impl in impls
+    ]
 
 
 def call_worker(impl, batch, hidden, dtype, args, timing, env):
-    command = [sys.executable, os.path.abspath(__file__), "--worker", impl, str(batch), str(hidden), dtype,
-               "--device", args.device, "--timing", json.dumps(timing)]
+    command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        impl,
+        str(batch),
+        str(hidden),
+        dtype,
+        "--device",
+        args.device,
+        "--timing",
+        json.dumps(timing),
+    ]
     started, usage = time.perf_counter(), cpu_seconds()
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
-        return {"impl": impl, "batch": batch, "hidden": hidden, "dtype": dtype, "error": tail or f"exit {done.returncode}"}
+        return {
+            "impl": impl,
+            "batch": batch,
+            "hidden": hidden,
+            "dtype": dtype,
+            "error": tail or f"exit {done.returncode}",
+        }
     result = json.loads(lines[-1])
     other = other_cpu_seconds(usage)
     if other is not None and other > NOISY_SHARE * (time.perf_counter() - started):
@@ -376,8 +440,10 @@ def describe(result):
         return f"{config} skipped: {result['skipped']}"
     if "error" in result:
         return f"{config} FAILED: {result['error']}"
-    text = (f"{config} {result['median_ms']:8.2f} ms (p10 {result['p10_ms']:.2f}, p90 {result['p90_ms']:.2f}, "
-            f"{result['steps']} steps)")
+    text = (
+        f"{config} {result['median_ms']:8.2f} ms (p10 {result['p10_ms']:.2f}, p90 {result['p90_ms']:.2f}, "
+        f"{result['steps']} steps)"
+    )
     if "late" in result:
         late = result["late"]
         text += f"; late {late['median_ms']:.2f} ms (steps {late['from_step']}..{late['from_step'] + late['steps']})"
@@ -407,29 +473,56 @@ def late_cell(result):
 
 def cpu_table(results):
     peers = realnvp_peers.NAMES
-    columns = ["dtype", "B", "H"] + [f"{p} ms" for p in peers] + ["minflow/torch", "minflow/floor"] + \
-              [f"{p} late ms (x early)" for p in peers]
+    columns = (
+        ["dtype", "B", "H"]
+        + [f"{p} ms" for p in peers]
+        + ["minflow/torch", "minflow/floor"]
+        + [f"{p} late ms (x early)" for p in peers]
+    )
     rows = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for (dtype, batch, hidden), by_impl in grouped(results).items():
         times = {p: milliseconds(by_impl.get(p)) for p in peers}
         noisy = any("noisy" in result for result in by_impl.values())
-        cells = [dtype, str(batch) + ("*" if noisy else ""), str(hidden)] + [cell(times[p]) for p in peers] + [
-            cell(ratio(times["minflow"], times["torch"])), cell(ratio(times["minflow"], times["floor"]))
-        ] + [late_cell(by_impl.get(p)) for p in peers]
+        cells = (
+            [dtype, str(batch) + ("*" if noisy else ""), str(hidden)]
+            + [cell(times[p]) for p in peers]
+            + [cell(ratio(times["minflow"], times["torch"])), cell(ratio(times["minflow"], times["floor"]))]
+            + [late_cell(by_impl.get(p)) for p in peers]
+        )
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
 def gpu_table(results):
-    columns = ["B", "H", "minflow GPU ms", "torch GPU ms", "floor CPU ms", "minflow/torch", "minflow GPU / numpy CPU speed-up"]
+    columns = [
+        "B",
+        "H",
+        "minflow GPU ms",
+        "torch GPU ms",
+        "floor CPU ms",
+        "minflow/torch",
+        "minflow GPU / numpy CPU speed-up",
+    ]
     rows = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for (dtype, batch, hidden), by_impl in grouped(results).items():
+    for (_dtype, batch, hidden), by_impl in grouped(results).items():
         times = {p: milliseconds(by_impl.get(p)) for p in ("minflow", "torch", "floor")}
         speedup = ratio(times["floor"], times["minflow"])
         noisy = any("noisy" in result for result in by_impl.values())
-        rows.append("| " + " | ".join([str(batch) + ("*" if noisy else ""), str(hidden), cell(times["minflow"]), cell(times["torch"]),
-                                       cell(times["floor"]), cell(ratio(times["minflow"], times["torch"])),
-                                       cell(speedup, 1) + ("x" if speedup else "")]) + " |")
+        rows.append(
+            "| "
+            + " | ".join(
+                [
+                    str(batch) + ("*" if noisy else ""),
+                    str(hidden),
+                    cell(times["minflow"]),
+                    cell(times["torch"]),
+                    cell(times["floor"]),
+                    cell(ratio(times["minflow"], times["torch"])),
+                    cell(speedup, 1) + ("x" if speedup else ""),
+                ]
+            )
+            + " |"
+        )
     return "\n".join(rows)
 
 
@@ -448,8 +541,12 @@ def combine_rounds(rounds):
             combined.append(first)
             continue
         medians = [run["median_ms"] for run in runs]
-        result = {**first, "median_ms": float(np.median(medians)), "round_medians_ms": medians,
-                  "steps": sum(run["steps"] for run in runs)}
+        result = {
+            **first,
+            "median_ms": float(np.median(medians)),
+            "round_medians_ms": medians,
+            "steps": sum(run["steps"] for run in runs),
+        }
         if any("noisy" in run for run in runs):
             result["noisy"] = max(run.get("noisy", 0.0) for run in runs)
         combined.append(result)
@@ -475,8 +572,17 @@ def run_driver(args):
         check = subprocess.run([sys.executable, os.path.abspath(__file__), "--check"], env=env, check=False)
         if check.returncode != 0:
             sys.exit("the correctness check failed: not timing peers that disagree")
-    info = json.loads(subprocess.run([sys.executable, os.path.abspath(__file__), "--probe", args.device],
-                                     env=env, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+    info = json.loads(
+        subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "--probe", args.device],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     timing = dict(QUICK_TIMING if args.quick else FULL_TIMING)
     timing["late_steps"] = args.late_steps if args.late_steps is not None else (0 if args.quick else 1000)
     print(header(info, args.device, removed, args.default_malloc), flush=True)
@@ -492,17 +598,34 @@ def run_driver(args):
     print()
     print(gpu_table(results) if args.device == "cuda" else cpu_table(results))
     wall = time.perf_counter() - started
-    late_note = (f"late: steps {timing['late_steps']}..{timing['late_steps'] + timing['late_window']} for B <= "
-                 f"{LATE_MAX_BATCH}, float32" if timing["late_steps"] and args.device == "cpu" else "late: off")
-    print(f"\nmedians in ms per step after {timing['warmup']} warm-up steps; {late_note}; "
-          f"median over {args.rounds} rounds of the grid; one process per configuration; total {wall:.0f} s")
+    late_note = (
+        f"late: steps {timing['late_steps']}..{timing['late_steps'] + timing['late_window']} for B <= "
+        f"{LATE_MAX_BATCH}, float32"
+        if timing["late_steps"] and args.device == "cpu"
+        else "late: off"
+    )
+    print(
+        f"\nmedians in ms per step after {timing['warmup']} warm-up steps; {late_note}; "
+        f"median over {args.rounds} rounds of the grid; one process per configuration; total {wall:.0f} s"
+    )
     noise_note = other_processes_note(usage, wall)
     print(noise_note)
     if args.json:
         with open(args.json, "w") as file:
-            json.dump({"environment": info, "timing": timing, "rounds": args.rounds, "default_malloc": args.default_malloc,
-                       "removed_variables": removed, "results": results, "wall_seconds": wall,
-                       "other_processes": noise_note}, file, indent=2)
+            json.dump(
+                {
+                    "environment": info,
+                    "timing": timing,
+                    "rounds": args.rounds,
+                    "default_malloc": args.default_malloc,
+                    "removed_variables": removed,
+                    "results": results,
+                    "wall_seconds": wall,
+                    "other_processes": noise_note,
+                },
+                file,
+                indent=2,
+            )
             file.write("\n")
         print(f"wrote {args.json}")
     if any("error" in result for result in results):
@@ -518,13 +641,24 @@ def main():
     parser.add_argument("--batch", nargs="+", type=int, help="batch sizes (default: the grid's)")
     parser.add_argument("--hidden", nargs="+", type=int, help="hidden widths (default: the grid's)")
     parser.add_argument("--dtype", nargs="+", choices=("float32", "float64"), help="dtypes (default: the grid's)")
-    parser.add_argument("--late-steps", type=int, default=None,
-                        help="time steps from this one on for B <= 512 (default 1000, 0 under --quick; 0 disables)")
+    parser.add_argument(
+        "--late-steps",
+        type=int,
+        default=None,
+        help="time steps from this one on for B <= 512 (default 1000, 0 under --quick; 0 disables)",
+    )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--default-malloc", action="store_true",
-                        help="workers keep glibc's malloc defaults (MINFLOW_KEEP_FREED_MEMORY=0)")
-    parser.add_argument("--rounds", type=int, default=None,
-                        help="sweep the grid this many times; each time is the median over rounds (default 3, 1 under --quick)")
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="workers keep glibc's malloc defaults (MINFLOW_KEEP_FREED_MEMORY=0)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="sweep the grid this many times; each time is the median over rounds (default 3, 1 under --quick)",
+    )
     parser.add_argument("--json", help="save the raw results to this file")
     parser.add_argument("--worker", nargs=4, metavar=("IMPL", "B", "H", "DTYPE"), help=argparse.SUPPRESS)
     parser.add_argument("--timing", help=argparse.SUPPRESS)

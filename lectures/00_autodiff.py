@@ -34,12 +34,11 @@ import autograd
 import autograd.numpy as anp
 import matplotlib.pyplot as plt
 import numpy as np
+from _common import QUICK, budget, check, show
 
 import minflow.testing
 from minflow.autodiff import OPS, Tensor, ops, unbroadcast
 from minflow.autodiff.tensor import _reverse_topological_order
-
-from _common import QUICK, budget, check, show
 
 print("quick mode" if QUICK else "full mode")
 
@@ -112,15 +111,25 @@ def draw_graph():
         "v4": ((4.8, 0.85), "$v_4 = \\tanh v_3$", v4, v4_bar),
         "L": ((6.4, -0.2), "$L = v_4 y$", L, L_bar),
     }
-    edges = [("x", "v1"), ("y", "v1"), ("x", "v2"), ("v1", "v3"), ("v2", "v3"), ("v3", "v4"),
-             ("v4", "L"), ("y", "L")]
+    edges = [("x", "v1"), ("y", "v1"), ("x", "v2"), ("v1", "v3"), ("v2", "v3"), ("v3", "v4"), ("v4", "L"), ("y", "L")]
     fig, ax = plt.subplots(figsize=(11, 4.2))
     for start, end in edges:
-        ax.annotate("", xy=nodes[end][0], xytext=nodes[start][0],
-                    arrowprops={"arrowstyle": "-|>", "color": "0.5", "lw": 1.2, "shrinkA": 32, "shrinkB": 32})
+        ax.annotate(
+            "",
+            xy=nodes[end][0],
+            xytext=nodes[start][0],
+            arrowprops={"arrowstyle": "-|>", "color": "0.5", "lw": 1.2, "shrinkA": 32, "shrinkB": 32},
+        )
     for (px, py), label, value, adjoint in nodes.values():
-        ax.text(px, py, f"{label}\n= {value:.4f}", ha="center", va="center", fontsize=10,
-                bbox={"boxstyle": "round,pad=0.4", "fc": "white", "ec": "0.3"})
+        ax.text(
+            px,
+            py,
+            f"{label}\n= {value:.4f}",
+            ha="center",
+            va="center",
+            fontsize=10,
+            bbox={"boxstyle": "round,pad=0.4", "fc": "white", "ec": "0.3"},
+        )
         ax.text(px, py - 0.42, f"$\\bar{{v}}$ = {adjoint:.4f}", ha="center", va="top", color="C3", fontsize=9)
     ax.set(xlim=(-0.8, 7.2), ylim=(-1.7, 2.3), title="forward values (black) and adjoints dL/dv (red)")
     ax.axis("off")
@@ -215,6 +224,7 @@ assert np.all(unbroadcast(np.ones((4, 3, 5)), (3, 1)) == 20)  # 4 copies x 5 cop
 # *reverse topological order*. The textbook way is a recursive depth-first search (this
 # is micrograd's):
 
+
 # %%
 def recursive_topo(root):
     order, visited = [], set()
@@ -247,8 +257,10 @@ try:
     recursion_failed = False
 except RecursionError:
     recursion_failed = True
-print(f"recursive DFS on a {depth}-deep chain: {'RecursionError' if recursion_failed else 'ok'} "
-      f"(Python's recursion limit is {sys.getrecursionlimit()})")
+print(
+    f"recursive DFS on a {depth}-deep chain: {'RecursionError' if recursion_failed else 'ok'} "
+    f"(Python's recursion limit is {sys.getrecursionlimit()})"
+)
 assert recursion_failed
 
 # %% [markdown]
@@ -285,6 +297,7 @@ assert order[0] is out and order[-1] is a and sum(t is s for t in order) == 1
 # with respect to every argument, and a VJP of a matrix-valued intermediate with
 # `autograd.make_vjp`. minflow's own test suite does this for every registered op over
 # random shapes (`tests/test_ops.py`).
+
 
 # %%
 def loss_autograd(W1, b1, W2, X):
@@ -331,6 +344,7 @@ print("make_vjp agrees too")
 # For a gradient in many dimensions, one direction at a time is enough: along a random
 # direction $V$, $\frac{d}{dt} L(\theta + t V)\big|_{t=0} = \langle \nabla L, V \rangle$.
 
+
 # %%
 def loss_numpy(flat):
     W1 = flat[:15].reshape(3, 5)
@@ -347,7 +361,9 @@ for trial in range(3):
     directional = (loss_numpy(theta + eps * V) - loss_numpy(theta - eps * V)) / (2 * eps)
     # relative to |grad| |V|, the size <grad, V> has for a typical direction (it can be ~0 by chance)
     relative = abs(directional - gradient @ V) / (np.linalg.norm(gradient) * np.linalg.norm(V))
-    print(f"direction {trial}: finite difference {directional:.10f}, minflow {gradient @ V:.10f}, relative error {relative:.1e}")
+    print(
+        f"direction {trial}: finite difference {directional:.10f}, minflow {gradient @ V:.10f}, relative error {relative:.1e}"
+    )
     assert relative < 1e-8
 
 # %% [markdown]
@@ -380,7 +396,9 @@ def dL_dx(x):
 points = np.random.default_rng(1).uniform(-1, 1, budget(200, 50))
 exact = dL_dx(points)
 steps = np.logspace(-13, -1, budget(97, 49))
-central_error = np.array([np.median(np.abs((L_of_x(points + e) - L_of_x(points - e)) / (2 * e) - exact)) for e in steps])
+central_error = np.array(
+    [np.median(np.abs((L_of_x(points + e) - L_of_x(points - e)) / (2 * e) - exact)) for e in steps]
+)
 forward_error = np.array([np.median(np.abs((L_of_x(points + e) - L_of_x(points)) / e - exact)) for e in steps])
 best_central, best_forward = steps[central_error.argmin()], steps[forward_error.argmin()]
 print(f"central: best step {best_central:.1e}, median error there {central_error.min():.1e}")
@@ -399,8 +417,12 @@ ax.loglog(steps, steps**2 / 6, "C0--", lw=1, label="truncation $\\sim\\varepsilo
 ax.loglog(steps, steps / 2, "C1--", lw=1, label="truncation $\\sim\\varepsilon$")
 ax.axvline(u ** (1 / 3), color="C0", alpha=0.3)
 ax.axvline(u ** (1 / 2), color="C1", alpha=0.3)
-ax.set(xlabel="step $\\varepsilon$", ylabel="median |finite difference - autodiff|",
-       title="the step size trade-off (float64)", ylim=(1e-13, 1))
+ax.set(
+    xlabel="step $\\varepsilon$",
+    ylabel="median |finite difference - autodiff|",
+    title="the step size trade-off (float64)",
+    ylim=(1e-13, 1),
+)
 ax.legend(fontsize=8)
 show(fig, "00_finite_difference_error.png")
 plt.close(fig)
@@ -564,8 +586,10 @@ def is_reverse_topological(order, root):
         return False
     return all(
         position[id(parent)] > position[id(t)]
-        for t in order if t.node is not None
-        for parent in t.node.inputs if parent is not None and parent.requires_grad
+        for t in order
+        if t.node is not None
+        for parent in t.node.inputs
+        if parent is not None and parent.requires_grad
     )
 
 

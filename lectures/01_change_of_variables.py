@@ -34,6 +34,7 @@ import math
 
 import matplotlib.pyplot as plt
 import numpy as np
+from _common import QUICK, budget, check, show
 
 import minflow
 from minflow import train
@@ -42,8 +43,6 @@ from minflow.backend import to_device
 from minflow.flows import ElementwiseAffine, RationalQuadraticSpline
 from minflow.nn import Parameter
 from minflow.testing import check_flow
-
-from _common import QUICK, budget, check, show
 
 print("quick mode" if QUICK else "full mode")
 
@@ -113,7 +112,9 @@ assert np.allclose(dg, dg_udl, atol=1e-7), np.abs(dg - dg_udl).max()
 # beyond: on [-8, 8], far past where a standard normal puts any noticeable mass.
 wide = np.linspace(-8, 8, 16001)
 assert (g_prime(wide) > 0).all() and (np.diff(g(wide)) > 0).all()
-print(f"g'(z) on [-3, 3]: min {dg.min():.3f} at z = {z_grid[dg.argmin()]:.2f}, max {dg.max():.3f} at z = {z_grid[dg.argmax()]:.2f}")
+print(
+    f"g'(z) on [-3, 3]: min {dg.min():.3f} at z = {z_grid[dg.argmin()]:.2f}, max {dg.max():.3f} at z = {z_grid[dg.argmax()]:.2f}"
+)
 print(f"g(-3) = {g(-3.0):.3f}, g(3) = {g(3.0):.3f}")
 assert abs(g(-3.0) + 3) < 1e-12 and abs(g(3.0) - 3) < 1e-12  # p = 1 at |z| = 3: g(z) = z there
 
@@ -270,8 +271,9 @@ data_train, data_test = data[:n_train], data[n_train:]
 
 flow = minflow.Sequential([ElementwiseAffine(1), RationalQuadraticSpline(1, bins=8, bound=3.0)])
 model = minflow.NormalizingFlow(flow)
-history = train.fit(model, data_train, steps=budget(1500, 800), batch_size=512, lr=1e-2,
-                    schedule="cosine", seed=0, progress=False)
+history = train.fit(
+    model, data_train, steps=budget(1500, 800), batch_size=512, lr=1e-2, schedule="cosine", seed=0, progress=False
+)
 
 learned_nll = train.evaluate_nll(model, data_test)
 true_nll = -np.mean(np.log(p_x(data_test[:, 0])))  # the same test points under the true density

@@ -42,18 +42,20 @@ import time
 
 import matplotlib.pyplot as plt
 import numpy as np
+from _common import QUICK, budget, check, passes_check_flow, show
 
 from minflow import NormalizingFlow, Sequential
 from minflow.autodiff import Tensor, no_grad, ops
 from minflow.backend import to_device, to_numpy
-from minflow.flows import (ElementwiseAffine, Flow, Linear, LULinear, PiecewiseLinear,
-                           RationalQuadraticSpline, Reverse)
-from minflow.flows.transformers import (piecewise_linear, piecewise_linear_inverse,
-                                        rational_quadratic_spline, rational_quadratic_spline_inverse)
+from minflow.flows import ElementwiseAffine, Flow, Linear, LULinear, PiecewiseLinear, RationalQuadraticSpline, Reverse
+from minflow.flows.transformers import (
+    piecewise_linear,
+    piecewise_linear_inverse,
+    rational_quadratic_spline,
+    rational_quadratic_spline_inverse,
+)
 from minflow.nn import Parameter
 from minflow.testing import check_flow
-
-from _common import QUICK, budget, check, passes_check_flow, show
 
 rng = np.random.default_rng(0)
 print("quick mode: small samples and sizes" if QUICK else "full mode")
@@ -115,6 +117,7 @@ assert np.allclose(log_det, np.log(abs(np.linalg.det(W))))
 # The picture: the ellipse that holds a Gaussian's mass is carried by $W$ onto the ellipse of
 # the new covariance (dashed: drawn from the formulas, not from the samples).
 
+
 # %%
 def ellipse(mean, cov, radius=2.0, points=200):
     """The curve {mean + radius * C u : |u| = 1} with C C^T = cov: a 2-sigma contour."""
@@ -150,8 +153,9 @@ points = rng.normal(size=(5, 2)) * 2
 gaussian_mean = -np.linalg.solve(W, b)
 gaussian_cov = np.linalg.inv(W.T @ W)
 centred = points - gaussian_mean
-by_hand = (-0.5 * np.einsum("bi,ij,bj->b", centred, np.linalg.inv(gaussian_cov), centred)
-           - 0.5 * np.log(np.linalg.det(2 * np.pi * gaussian_cov)))
+by_hand = -0.5 * np.einsum("bi,ij,bj->b", centred, np.linalg.inv(gaussian_cov), centred) - 0.5 * np.log(
+    np.linalg.det(2 * np.pi * gaussian_cov)
+)
 with no_grad():
     by_model = to_numpy(model.log_prob(to_device(points)))
 print("model log p(x)   ", by_model)
@@ -227,6 +231,7 @@ assert sign > 0  # det W = exp(sum s) > 0: LU reaches only matrices with positiv
 # timings would need a synchronisation per call and would mostly measure launch overhead
 # (lecture 9).
 
+
 # %%
 def best_time(fn, repeats=5, min_seconds=0.01):
     """Seconds per call: the best of ``repeats`` runs of as many calls as fit in min_seconds."""
@@ -250,15 +255,22 @@ with no_grad():
         dense_times.append(best_time(lambda weight=weight: ops.slogdet(weight)))
         lu_times.append(best_time(lambda log_diag=log_diag: ops.sum(log_diag)))
 for dim, t_dense, t_lu in zip(dims, dense_times, lu_times):
-    print(f"D = {dim:4d}   dense slogdet {t_dense * 1e6:9.1f} us   LU sum {t_lu * 1e6:6.1f} us   ratio {t_dense / t_lu:7.1f}")
+    print(
+        f"D = {dim:4d}   dense slogdet {t_dense * 1e6:9.1f} us   LU sum {t_lu * 1e6:6.1f} us   ratio {t_dense / t_lu:7.1f}"
+    )
 
 # %%
 fig, ax = plt.subplots(figsize=(5.5, 4))
 ax.loglog(dims, np.array(dense_times) * 1e6, "o-", label=r"Linear: slogdet(W), $O(D^3)$")
 ax.loglog(dims, np.array(lu_times) * 1e6, "s-", label=r"LULinear: $\sum_i s_i$, $O(D)$")
 reference = np.array(dims, dtype=float)
-ax.loglog(reference, dense_times[-1] * 1e6 * (reference / reference[-1]) ** 3, "k:", lw=1,
-          label=r"slope 3 (through the last point)")
+ax.loglog(
+    reference,
+    dense_times[-1] * 1e6 * (reference / reference[-1]) ** 3,
+    "k:",
+    lw=1,
+    label=r"slope 3 (through the last point)",
+)
 ax.set_xticks(dims, [str(dim) for dim in dims])
 ax.xaxis.set_minor_locator(plt.NullLocator())  # no crowded minor labels on the log axis
 ax.set_xlabel("dimension D")
@@ -407,7 +419,7 @@ show(fig, "02_piecewise_linear.png")
 
 # %%
 B = 3.0
-widths = np.array([1.0, 2.0, 2.0, 1.0])   # sum 2B
+widths = np.array([1.0, 2.0, 2.0, 1.0])  # sum 2B
 heights = np.array([2.0, 0.5, 1.5, 2.0])  # sum 2B
 derivatives = np.array([1.0, 0.4, 2.5, 0.7, 1.0])  # d_0 = d_K = 1: matches the identity tails
 x_grid = np.linspace(-5, 5, 2001)
@@ -419,8 +431,10 @@ knot_y = -B + np.concatenate([[0.0], np.cumsum(heights)])
 g_knots, log_d_knots = rational_quadratic_spline(knot_x, widths, heights, derivatives, B)
 tails = np.abs(x_grid) > B
 eps = 1e-6
-finite_difference = (rational_quadratic_spline(x_grid + eps, widths, heights, derivatives, B)[0].data
-                     - rational_quadratic_spline(x_grid - eps, widths, heights, derivatives, B)[0].data) / (2 * eps)
+finite_difference = (
+    rational_quadratic_spline(x_grid + eps, widths, heights, derivatives, B)[0].data
+    - rational_quadratic_spline(x_grid - eps, widths, heights, derivatives, B)[0].data
+) / (2 * eps)
 near_knots = np.abs(x_grid[:, None] - knot_x[None, :]).min(axis=1) < 2 * eps  # g'' jumps at a knot: skip those points
 x_back = rational_quadratic_spline_inverse(g, widths, heights, derivatives, B)[0].data
 
@@ -476,6 +490,7 @@ show(fig, "02_rq_spline.png")
 # A useful pattern is already the skeleton of a neural spline flow: a linear layer that
 # mixes, an elementwise spline that bends, a permutation.
 
+
 # %%
 def perturbed(flow, scale=0.5, seed=0):
     generator = np.random.default_rng(seed)
@@ -516,8 +531,11 @@ f_half = None  # your number here
 f_half = 0.2 + 0.1 + (0.5 * 5 - 3 + 1) * 0.4
 
 # %%
-check("Exercise 2.1", f_half is not None and abs(f_half - piecewise_linear(np.array([0.5]), phi)[0].data[0]) < 1e-12,
-      "find the bin b = floor(hK) + 1 first, then add the masses of the bins before it and the fraction hK - b + 1 of phi_b")
+check(
+    "Exercise 2.1",
+    f_half is not None and abs(f_half - piecewise_linear(np.array([0.5]), phi)[0].data[0]) < 1e-12,
+    "find the bin b = floor(hK) + 1 first, then add the masses of the bins before it and the fraction hK - b + 1 of phi_b",
+)
 
 # %% [markdown]
 # ### Exercise 2.2 — invert one bin
@@ -525,6 +543,7 @@ check("Exercise 2.1", f_half is not None and abs(f_half - piecewise_linear(np.ar
 # Write `inverse_in_bin(y, b, phi)`: for values $y$ known to lie in bin $b$ (1-based, as in
 # UDL), return $h = f^{-1}(y)$ by solving the straight line of eq. 16.12 for $h$. Use NumPy
 # only (not minflow).
+
 
 # %%
 def inverse_in_bin(y, b, phi):
@@ -537,6 +556,7 @@ def inverse_in_bin(y, b, phi):
 # In bin $b$, $y = C_{b-1} + (hK - b + 1)\phi_b$ with $C_{b-1} = \phi_1 + \dots + \phi_{b-1}$.
 # Solve for $h$: $h = \big(b - 1 + (y - C_{b-1})/\phi_b\big)/K$.
 
+
 # %%
 def inverse_in_bin(y, b, phi):
     below = np.sum(phi[: b - 1])  # C_{b-1}
@@ -546,11 +566,13 @@ def inverse_in_bin(y, b, phi):
 # %%
 y_in_bin_3 = np.linspace(0.3, 0.7, 9, endpoint=False)  # C_2 = 0.3 <= y < C_3 = 0.7
 answer = inverse_in_bin(y_in_bin_3, 3, phi)
-check("Exercise 2.2",
-      answer is not None
-      and np.allclose(answer, piecewise_linear_inverse(y_in_bin_3, phi)[0].data, atol=1e-12)
-      and np.allclose(piecewise_linear(np.asarray(answer), phi)[0].data, y_in_bin_3, atol=1e-12),
-      "h = (b - 1 + (y - C_{b-1}) / phi_b) / K, with C_{b-1} the mass of the bins before b")
+check(
+    "Exercise 2.2",
+    answer is not None
+    and np.allclose(answer, piecewise_linear_inverse(y_in_bin_3, phi)[0].data, atol=1e-12)
+    and np.allclose(piecewise_linear(np.asarray(answer), phi)[0].data, y_in_bin_3, atol=1e-12),
+    "h = (b - 1 + (y - C_{b-1}) / phi_b) / K, with C_{b-1} the mass of the bins before b",
+)
 
 # %% [markdown]
 # ### Exercise 2.3 — your own elementwise flow
@@ -568,6 +590,7 @@ check("Exercise 2.2",
 # `ElementwiseAffine` in `minflow/flows/elementwise.py`; $\log\cosh x$ is
 # $\log\frac{e^x + e^{-x}}{2}$.
 
+
 # %%
 def make_flow(dim):
     return None  # your code here
@@ -581,6 +604,7 @@ def make_flow(dim):
 # log-determinant is minus that at the matching point. For negative $u$,
 # $\log(u + \sqrt{u^2+1})$ subtracts nearly equal numbers; using the odd symmetry
 # $\operatorname{asinh}(u) = \operatorname{sign}(u)\operatorname{asinh}(\lvert u\rvert)$ avoids it.
+
 
 # %%
 class ScaledSinh(Flow):
@@ -611,8 +635,11 @@ def make_flow(dim):
     return flow
 
 
-check("Exercise 2.3", passes_check_flow(make_flow(4)),
-      "check_flow names the property that fails; the log-det of an elementwise map is a sum of log-derivatives")
+check(
+    "Exercise 2.3",
+    passes_check_flow(make_flow(4)),
+    "check_flow names the property that fails; the log-det of an elementwise map is a sum of log-derivatives",
+)
 
 # %% [markdown]
 # ## Summary

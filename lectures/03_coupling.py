@@ -32,6 +32,7 @@ import math
 
 import matplotlib.pyplot as plt
 import numpy as np
+from _common import QUICK, budget, check, passes_check_flow, show
 
 from minflow import Sequential, data, models, plot, train
 from minflow.autodiff import no_grad, ops
@@ -42,8 +43,6 @@ from minflow.flows.coupling import alternating_mask, channel_mask, checkerboard_
 from minflow.flows.transformers import AffineTransformer
 from minflow.nn import MLP, Module
 from minflow.testing import check_flow, numerical_jacobian
-
-from _common import QUICK, budget, check, passes_check_flow, show
 
 rng = np.random.default_rng(0)
 print("quick mode: short training" if QUICK else "full mode")
@@ -71,6 +70,7 @@ print("quick mode: short training" if QUICK else "full mode")
 # wrong key and you get the wrong $h_2$. Below, the conditioner is a deliberately strange,
 # many-to-one function (keys $h_1$ and $h_1 + 2\pi$ give the same $\theta$), and the layer
 # is still exactly invertible. `Coupling` accepts any `Module` as its conditioner.
+
 
 # %%
 class WildConditioner(Module):
@@ -177,8 +177,11 @@ fig, axes = plt.subplots(1, 3, figsize=(13, 4.3))
 panels = (
     (jacobians["half"][0], list(range(D)), "half mask: (h1, h2) = (x1..x3, x4..x6)"),
     (jacobians["alternating"][0], list(range(D)), "alternating mask, natural order"),
-    (jacobians["alternating"][0], list(jacobians["alternating"][1]) + list(jacobians["alternating"][2]),
-     "alternating mask, kept coordinates first"),
+    (
+        jacobians["alternating"][0],
+        list(jacobians["alternating"][1]) + list(jacobians["alternating"][2]),
+        "alternating mask, kept coordinates first",
+    ),
 )
 for ax, (J, order, title) in zip(axes, panels):
     shown = J[np.ix_(order, order)]
@@ -214,11 +217,15 @@ show(fig, "03_coupling_jacobian.png")
 
 # %%
 vector_masks = {
-    "half_mask(8)": half_mask(8), "half_mask(8, first=False)": half_mask(8, first=False),
-    "alternating_mask(8)": alternating_mask(8), "alternating_mask(8, even=False)": alternating_mask(8, even=False),
+    "half_mask(8)": half_mask(8),
+    "half_mask(8, first=False)": half_mask(8, first=False),
+    "alternating_mask(8)": alternating_mask(8),
+    "alternating_mask(8, even=False)": alternating_mask(8, even=False),
 }
-image_masks = {"channel_mask(2, 4, 4)": np.array(channel_mask(2, 4, 4)),
-               "checkerboard_mask(2, 4, 4)": np.array(checkerboard_mask(2, 4, 4))}
+image_masks = {
+    "channel_mask(2, 4, 4)": np.array(channel_mask(2, 4, 4)),
+    "checkerboard_mask(2, 4, 4)": np.array(checkerboard_mask(2, 4, 4)),
+}
 assert np.array_equal(np.logical_not(half_mask(8)), half_mask(8, first=False))  # complements
 assert image_masks["channel_mask(2, 4, 4)"][0].all() and not image_masks["channel_mask(2, 4, 4)"][1].any()
 assert image_masks["checkerboard_mask(2, 4, 4)"].sum() == 2 * 4 * 4 // 2
@@ -295,8 +302,17 @@ for name, build in builders.items():
     model = build()
     untrained = train.evaluate_nll(model, moons.test)
     assert abs(untrained - gaussian_nll) < 0.1, untrained  # the identity map: the N(0, I) value
-    history = train.fit(model, moons.train, steps=steps, batch_size=256, lr=2e-3, schedule="cosine",
-                        val_data=moons.val, val_every=max(steps // 10, 50), progress=False)
+    history = train.fit(
+        model,
+        moons.train,
+        steps=steps,
+        batch_size=256,
+        lr=2e-3,
+        schedule="cosine",
+        val_data=moons.val,
+        val_every=max(steps // 10, 50),
+        progress=False,
+    )
     trained[name] = model
     results[name] = (untrained, train.evaluate_nll(model, moons.test), model.num_parameters(), history["wall_time"])
 
@@ -327,12 +343,26 @@ assert nll["spline"] <= nll["RealNVP"] + 0.05 and count["spline"] < count["RealN
 # the one-piece Gaussian into two separate pieces, only stretch the part between them very thin.
 
 # %%
-show(plot.density(trained["RealNVP"], data=moons.test, resolution=budget(200, 100),
-                  title=f"RealNVP: test NLL {nll['RealNVP']:.3f} nats"), "03_density_realnvp.png")
+show(
+    plot.density(
+        trained["RealNVP"],
+        data=moons.test,
+        resolution=budget(200, 100),
+        title=f"RealNVP: test NLL {nll['RealNVP']:.3f} nats",
+    ),
+    "03_density_realnvp.png",
+)
 
 # %%
-show(plot.density(trained["spline"], data=moons.test, resolution=budget(200, 100),
-                  title=f"spline flow: test NLL {nll['spline']:.3f} nats"), "03_density_spline.png")
+show(
+    plot.density(
+        trained["spline"],
+        data=moons.test,
+        resolution=budget(200, 100),
+        title=f"spline flow: test NLL {nll['spline']:.3f} nats",
+    ),
+    "03_density_spline.png",
+)
 
 # %%
 show(plot.morph(trained["RealNVP"], n=2000, seed=0, max_panels=6), "03_morph_realnvp.png")
@@ -363,8 +393,11 @@ for key in (-1.5, -0.5, 0.5, 1.5):
 ax.plot(h2, h2, color="0.7", ls="--", lw=1, label="identity")
 for edge in (-4.0, 4.0):
     ax.axvline(edge, color="0.6", ls=":", lw=0.8)
-ax.set(xlabel="$h_2$ (= $x_2$)", ylabel="$z_2 = g(h_2;\\ \\theta(h_1))$",
-       title="trained spline coupling, layer 0: one spline per key")
+ax.set(
+    xlabel="$h_2$ (= $x_2$)",
+    ylabel="$z_2 = g(h_2;\\ \\theta(h_1))$",
+    title="trained spline coupling, layer 0: one spline per key",
+)
 ax.legend(fontsize=8)
 fig.tight_layout()
 plt.close(fig)  # free pyplot's reference; the returned figure still displays in a notebook
@@ -383,6 +416,7 @@ show(fig, "03_spline_per_key.png")
 # `self.event_shape = (dim,)`. `make_additive(dim)` should return an instance; `check_flow`
 # tests it. Slicing (`x[:, :d1]`) and `ops.concatenate` work on minflow Tensors.
 
+
 # %%
 def make_additive(dim):
     return None  # your code here
@@ -395,6 +429,7 @@ def make_additive(dim):
 # determinant is 1: log-det $= 0$ in both directions (`zero_log_det` from
 # `minflow/flows/base.py` makes the $(B,)$ zeros). The inverse subtracts the same shift,
 # recomputed from $z_1 = h_1$.
+
 
 # %%
 class MyAdditiveCoupling(Flow):
@@ -421,9 +456,14 @@ def make_additive(dim):
 
 
 additive = make_additive(5)
-moved = additive is not None and not np.allclose(to_numpy(additive.forward(to_device(rng.normal(size=(4, 5))))[0])[:, 2:], 0)
-check("Exercise 3.1", passes_check_flow(additive) and moved,
-      "keep h1, add t(h1) to h2 in forward and subtract it in inverse; the log-det is zeros of shape (B,)")
+moved = additive is not None and not np.allclose(
+    to_numpy(additive.forward(to_device(rng.normal(size=(4, 5))))[0])[:, 2:], 0
+)
+check(
+    "Exercise 3.1",
+    passes_check_flow(additive) and moved,
+    "keep h1, add t(h1) to h2 in forward and subtract it in inverse; the log-det is zeros of shape (B,)",
+)
 
 # %% [markdown]
 # ### Exercise 3.2 — half the coordinates never change
@@ -451,10 +491,14 @@ print("unchanged by one layer: ", unchanged)
 print("unchanged by two layers:", unchanged_after_two)
 
 # %%
-check("Exercise 3.2",
-      unchanged is not None and unchanged_after_two is not None
-      and np.array_equal(unchanged, alternating_mask(D)) and not np.any(unchanged_after_two),
-      "compare forward(probe) with probe coordinate by coordinate (==, then all over the batch axis)")
+check(
+    "Exercise 3.2",
+    unchanged is not None
+    and unchanged_after_two is not None
+    and np.array_equal(unchanged, alternating_mask(D))
+    and not np.any(unchanged_after_two),
+    "compare forward(probe) with probe coordinate by coordinate (==, then all over the batch axis)",
+)
 
 # %% [markdown]
 # ### Exercise 3.3 — count the parameters
@@ -465,6 +509,7 @@ check("Exercise 3.2",
 # coordinates and $D_2 = D - D_1$ (an affine transformer needs a shift and a log-scale per
 # changed coordinate). Write `realnvp_parameters(D, H, L)` that returns the count, without
 # building a model. Careful with odd $D$: `half_mask(D)` keeps $\max(\lfloor D/2\rfloor, 1)$.
+
 
 # %%
 def realnvp_parameters(D, H, L):
@@ -478,6 +523,7 @@ def realnvp_parameters(D, H, L):
 # parameters, so one coupling has $(D_1 + 1)H + (H + 1)H + (H + 1)\,2D_2$. For odd $D$ the
 # layers with `first=False` swap $D_1$ and $D_2$.
 
+
 # %%
 def realnvp_parameters(D, H, L):
     total = 0
@@ -490,10 +536,14 @@ def realnvp_parameters(D, H, L):
 
 # %%
 cases = [(2, 64, 8), (5, 16, 3), (7, 32, 4), (10, 8, 1)]
-check("Exercise 3.3",
-      all(realnvp_parameters(D_, H_, L_) == models.realnvp(D_, layers=L_, hidden=H_).num_parameters()
-          for D_, H_, L_ in cases),
-      "count (n_in + 1) * n_out for each of the three linear layers of every conditioner, with D1 and D2 swapping")
+check(
+    "Exercise 3.3",
+    all(
+        realnvp_parameters(D_, H_, L_) == models.realnvp(D_, layers=L_, hidden=H_).num_parameters()
+        for D_, H_, L_ in cases
+    ),
+    "count (n_in + 1) * n_out for each of the three linear layers of every conditioner, with D1 and D2 swapping",
+)
 print("the RealNVP trained above has", realnvp_parameters(2, 64, 8), "parameters")
 assert realnvp_parameters(2, 64, 8) == count["RealNVP"]
 

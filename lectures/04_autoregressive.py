@@ -164,8 +164,12 @@ paths = masks[0] @ masks[1] @ masks[2]  # (D inputs, D outputs): number of paths
 assert np.array_equal(paths.T > 0, strictly_lower)
 
 fig, axes = plt.subplots(1, 4, figsize=(13, 3.4), gridspec_kw={"width_ratios": [2, 4, 4, 1.3]})
-titles = ["mask 1: inputs -> hidden 1", "mask 2: hidden 1 -> hidden 2", "mask 3: hidden 2 -> outputs",
-          "paths input j -> output i"]
+titles = [
+    "mask 1: inputs -> hidden 1",
+    "mask 2: hidden 1 -> hidden 2",
+    "mask 3: hidden 2 -> outputs",
+    "paths input j -> output i",
+]
 hidden_16 = made_degrees(D, (16, 16))[1]
 for ax, mask, title in zip(axes, masks + [paths.T], titles):
     ax.imshow(mask, cmap="gray", aspect="auto")
@@ -243,7 +247,8 @@ print("check_flow passed for MaskedAutoregressive and InverseAutoregressive")
 h = np.array([[0.22, 0.41, 0.83, 0.53]])
 udl_flow = randomise(
     MaskedAutoregressive(4, PiecewiseLinearTransformer(bins=5), hidden=(10,), activation="tanh", seed=16),
-    seed=1, scale=1.0,
+    seed=1,
+    scale=1.0,
 )
 with no_grad():
     h_prime_device, _ = udl_flow.forward(backend.to_device(h))  # forward mapping: one MADE pass
@@ -255,8 +260,12 @@ with no_grad():
         h_back, _ = udl_flow.inverse(h_prime_device, passes=passes)
         recovered[passes] = to_numpy(h_back.data)[0]
         error = np.abs(recovered[passes] - h[0])
-        print(f"after {passes} pass(es):       " + ",".join(f"{v:.3f}" for v in recovered[passes])
-              + "   |error| per coordinate: " + " ".join(f"{e:.1e}" for e in error))
+        print(
+            f"after {passes} pass(es):       "
+            + ",".join(f"{v:.3f}" for v in recovered[passes])
+            + "   |error| per coordinate: "
+            + " ".join(f"{e:.1e}" for e in error)
+        )
 print("Reconstructed h values " + ",".join(f"{v:3.3f}" for v in recovered[4]))
 
 assert np.abs(h_prime - h).max() > 0.05  # the flow really moves h (non-identity parameters)
@@ -318,8 +327,14 @@ assert ratio_iaf > dims[-1] / 4, ratio_iaf  # the mirror image
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 4))
-styles = {"MAF density": "C0-o", "MAF sampling": "C0--o", "IAF density": "C1--s", "IAF sampling": "C1-s",
-          "coupling fwd": "C2-^", "coupling inv": "C2:^"}
+styles = {
+    "MAF density": "C0-o",
+    "MAF sampling": "C0--o",
+    "IAF density": "C1--s",
+    "IAF sampling": "C1-s",
+    "coupling fwd": "C2-^",
+    "coupling inv": "C2:^",
+}
 for name in columns:
     ax.plot(dims, timings[name], styles[name], label=name)
 ax.set_xscale("log", base=2)
@@ -365,7 +380,7 @@ print("coupling nonzeros:\n", nonzero_coupling.astype(int))
 
 lower = np.tril(np.ones((dim, dim), dtype=bool))
 two_block = np.eye(dim, dtype=bool)
-two_block[dim // 2:, : dim // 2] = True  # second half sees the whole first half
+two_block[dim // 2 :, : dim // 2] = True  # second half sees the whole first half
 assert np.array_equal(nonzero_maf, lower)  # MAF: the full lower triangle
 assert np.array_equal(nonzero_coupling, two_block)  # coupling: block triangular, diagonal blocks
 assert np.all(nonzero_coupling <= nonzero_maf)  # every coupling nonzero is allowed in MAF
@@ -421,7 +436,8 @@ print(output_mask_3)
 made3 = MADE(3, params_per_dim=1, hidden=(4,), seed=0)
 check(
     "Exercise 4.1",
-    input_degrees_3 is not None and hidden_degrees_3 is not None
+    input_degrees_3 is not None
+    and hidden_degrees_3 is not None
     and (list(input_degrees_3), [list(hidden_degrees_3)]) == tuple(made_degrees(3, (4,)))
     and np.array_equal(first_mask_3, to_numpy(made3.layers[0].mask.data))
     and np.array_equal(output_mask_3, to_numpy(made3.layers[1].mask.data)),
@@ -439,6 +455,7 @@ check(
 # raises `AssertionError` otherwise, and (b) returns the sum of the log of the absolute diagonal.
 # It must equal the flow's own log-det.
 
+
 # %%
 def triangular_log_det(jac, order):
     return None  # your code here
@@ -446,6 +463,7 @@ def triangular_log_det(jac, order):
 
 # %% [markdown]
 # #### Solution (try it yourself first)
+
 
 # %%
 def triangular_log_det(jac, order):  # noqa: F811 (the solution replaces the stub)
@@ -485,6 +503,7 @@ check(
 # `iaf.flow.made`.) Then explain with the key/encrypt picture why the density cannot be done in
 # fewer passes — and verify it: with `passes=D-1` the MAF inside gives a wrong answer.
 
+
 # %%
 def count_made_calls(flow, direction, batch):
     return None  # your code here
@@ -492,6 +511,7 @@ def count_made_calls(flow, direction, batch):
 
 # %% [markdown]
 # #### Solution (try it yourself first)
+
 
 # %%
 def count_made_calls(flow, direction, batch):  # noqa: F811 (the solution replaces the stub)
@@ -529,7 +549,9 @@ z_full, z_short, x_again = to_numpy(z_full), to_numpy(z_short), to_numpy(x_again
 print("max error with D-1 passes:", np.abs(z_short - z_full).max())
 check(
     "Exercise 4.3",
-    density_calls == 5 and sampling_calls == 1 and np.abs(z_short - z_full).max() > 1e-6
+    density_calls == 5
+    and sampling_calls == 1
+    and np.abs(z_short - z_full).max() > 1e-6
     and np.allclose(x_again, to_numpy(x5), atol=1e-10),
     "wrap made.forward on the instance, run the direction under no_grad, count; IAF density is the MAF's inverse",
 )

@@ -82,8 +82,10 @@ with no_grad():
     jacobian4 = to_numpy(numerical_jacobian(lambda a: revnet.forward(a)[0].data, x4_device))
 moved = np.abs(to_numpy(z4.data) - x4).max()
 det4 = np.linalg.det(jacobian4)
-print(f"largest move |z - x|: {moved:.3f}; log-det returned: {np.abs(to_numpy(log_det4.data)).max()}; "
-      f"det of the finite-difference Jacobian: {det4.min():.8f} .. {det4.max():.8f}")
+print(
+    f"largest move |z - x|: {moved:.3f}; log-det returned: {np.abs(to_numpy(log_det4.data)).max()}; "
+    f"det of the finite-difference Jacobian: {det4.min():.8f} .. {det4.max():.8f}"
+)
 assert moved > 0.1  # a real, non-identity map
 assert np.all(to_numpy(log_det4.data) == 0.0)  # exactly 0, by construction
 assert np.allclose(det4, 1.0, atol=1e-7)  # and it is right: volume is preserved
@@ -114,6 +116,7 @@ print("check_flow passed for AdditiveResidualCoupling")
 #
 # Then it solves a genuine residual problem, $y = x + g(x)$ with $g(x) = -0.3 + 0.5x + 0.02\sin 15x$
 # and $y = 0.8$, from $x_0 = 0.2$.
+
 
 # %%
 def solve_residual(g, y, x0, max_iterations=100, tolerance=1e-12, blow_up=1e6):
@@ -156,10 +159,12 @@ runs = {
     "(c) |F'| > 1 in places": (F_b, solve_residual(lambda x: -F_b(x), 0.0, 0.9)),
 }
 residual_run = solve_residual(g_udl, 0.8, 0.2)
-for name, (F, iterates) in runs.items():
+for name, (_F, iterates) in runs.items():
     print(f"{name:24s} {len(iterates) - 1:3d} iterations, first: {np.round(iterates[:6], 4)}, last: {iterates[-1]:.6g}")
-print(f"(d) y = x + g(x), y = 0.8 {len(residual_run) - 1:3d} iterations, x = {residual_run[-1]:.6f}, "
-      f"x + g(x) = {residual_run[-1] + g_udl(residual_run[-1]):.12f}")
+print(
+    f"(d) y = x + g(x), y = 0.8 {len(residual_run) - 1:3d} iterations, x = {residual_run[-1]:.6f}, "
+    f"x + g(x) = {residual_run[-1] + g_udl(residual_run[-1]):.12f}"
+)
 
 x_a, x_b = runs["(a) contraction"][1][-1], runs["(c) |F'| > 1 in places"][1][-1]
 assert abs(F_a(x_a) - x_a) < 1e-11 and abs(x_a - 0.6105) < 1e-4  # (a) converges to 0.6105
@@ -188,9 +193,13 @@ steep_visits = np.abs(dF_b(c_iterates[1:3])) > 1
 grid = np.linspace(0, 1, 200001)
 grid = grid[np.abs(grid - x_b) > 1e-6]
 secant = np.abs(F_b(grid) - x_b) / np.abs(grid - x_b)
-print(f"|F_b'| at x_1, x_2: {np.abs(dF_b(c_iterates[1:3])).round(3)}; max |F_b'| on [0,1]: {np.abs(dF_b(grid)).max():.3f}")
-print(f"F_b([0,1]) = [{F_b(grid).min():.3f}, {F_b(grid).max():.3f}]; largest secant slope q = {secant.max():.3f}; "
-      f"|F_b'(x*)| = {abs(dF_b(x_b)):.3f}")
+print(
+    f"|F_b'| at x_1, x_2: {np.abs(dF_b(c_iterates[1:3])).round(3)}; max |F_b'| on [0,1]: {np.abs(dF_b(grid)).max():.3f}"
+)
+print(
+    f"F_b([0,1]) = [{F_b(grid).min():.3f}, {F_b(grid).max():.3f}]; largest secant slope q = {secant.max():.3f}; "
+    f"|F_b'(x*)| = {abs(dF_b(x_b)):.3f}"
+)
 assert steep_visits.all()  # the iterates DO visit the region where |F_b'| > 1
 assert np.abs(dF_b(grid)).max() > 1.04  # F_b is not a contraction on [0, 1]
 assert 0 < F_b(grid).min() and F_b(grid).max() < 1  # F_b maps [0, 1] into itself
@@ -282,8 +291,11 @@ def raw_jacobian(x):  # J[b, i, j] = dg_i / dx_j
 
 with no_grad():
     normalised_jacobian = to_numpy(iresnet.jacobian(x_device).data)
-    assert np.allclose(to_numpy(numerical_jacobian(lambda a: iresnet.residual(a).data, x_device[:5])),
-                       normalised_jacobian[:5], atol=1e-8)  # the hand-derived J_g is right
+    assert np.allclose(
+        to_numpy(numerical_jacobian(lambda a: iresnet.residual(a).data, x_device[:5])),
+        normalised_jacobian[:5],
+        atol=1e-8,
+    )  # the hand-derived J_g is right
 assert np.allclose(numerical_jacobian(raw_g, x[:5]), raw_jacobian(x[:5]), atol=1e-8)
 raw_bound = np.prod([np.linalg.norm(w, 2) for w in raw_weights])
 raw_empirical = np.linalg.norm(raw_jacobian(x), 2, axis=(1, 2)).max()
@@ -386,10 +398,15 @@ assert abs(bias[20]) < abs(bias[10]) < abs(bias[5]) < abs(bias[1])
 # %%
 fig, ax = plt.subplots(figsize=(6, 4))
 ax.semilogy(terms, [abs(bias[n]) for n in terms], "C0o-", label="|mean(exact - series)|, measured")
-ax.semilogy(terms, [np.mean(dim * norms ** (n + 1) / ((n + 1) * (1 - norms))) for n in terms], "C1--",
-            label="bound with each $\\|J_g(x)\\|_2$")
-ax.semilogy(terms, [dim * bound ** (n + 1) / ((n + 1) * (1 - bound)) for n in terms], "C2:",
-            label="bound with $L = 0.81$")
+ax.semilogy(
+    terms,
+    [np.mean(dim * norms ** (n + 1) / ((n + 1) * (1 - norms))) for n in terms],
+    "C1--",
+    label="bound with each $\\|J_g(x)\\|_2$",
+)
+ax.semilogy(
+    terms, [dim * bound ** (n + 1) / ((n + 1) * (1 - bound)) for n in terms], "C2:", label="bound with $L = 0.81$"
+)
 ax.set_xlabel("number of series terms $n$")
 ax.set_ylabel("bias of the log-det (nats)")
 ax.set_title("power series of $\\log\\det(I + J_g)$")
@@ -461,6 +478,7 @@ plt.close(fig)
 # ($\mathrm{Lip}(g) = 0.6$). How many iterations should it take, at most, from a first step of size
 # $r_0$?
 
+
 # %%
 def invert_residual(g, y, tolerance=1e-12, max_iterations=200):
     return None  # your code here
@@ -468,6 +486,7 @@ def invert_residual(g, y, tolerance=1e-12, max_iterations=200):
 
 # %% [markdown]
 # #### Solution (try it yourself first)
+
 
 # %%
 def invert_residual(g, y, tolerance=1e-12, max_iterations=200):  # noqa: F811 (the solution replaces the stub)
@@ -481,6 +500,7 @@ def invert_residual(g, y, tolerance=1e-12, max_iterations=200):  # noqa: F811 (t
 
 
 # At most about 1 + log(tolerance / r0) / log(0.6) iterations (about 55 for r0 = 1).
+
 
 # %%
 def g_exercise(x):
@@ -505,6 +525,7 @@ check(
 # $u \leftarrow W v/|W v|$, and finally $\sigma = u^\top W v$), starting from a random $u$. Compare it
 # with `numpy.linalg.norm(W, 2)`.
 
+
 # %%
 def power_iteration_norm(W, steps=100, seed=0):
     return None  # your code here
@@ -512,6 +533,7 @@ def power_iteration_norm(W, steps=100, seed=0):
 
 # %% [markdown]
 # #### Solution (try it yourself first)
+
 
 # %%
 def power_iteration_norm(W, steps=100, seed=0):  # noqa: F811 (the solution replaces the stub)
@@ -548,6 +570,7 @@ check(
 # `(-flow.log_det_at(x), -flow.log_det_at(z))` as NumPy arrays, with $x$ from `flow.inverse(z)`,
 # and confirm which one the flow returns.
 
+
 # %%
 def inverse_log_det_candidates(flow, z):
     return None  # your code here
@@ -555,6 +578,7 @@ def inverse_log_det_candidates(flow, z):
 
 # %% [markdown]
 # #### Solution (try it yourself first)
+
 
 # %%
 def inverse_log_det_candidates(flow, z):  # noqa: F811 (the solution replaces the stub)
@@ -573,7 +597,8 @@ if candidates is not None:
     print("largest |returned - (-log det at z)|:", np.abs(returned - candidates[1]).max())
 check(
     "Exercise 5.3",
-    candidates is not None and np.abs(returned - candidates[0]).max() < 1e-10
+    candidates is not None
+    and np.abs(returned - candidates[0]).max() < 1e-10
     and np.abs(returned - candidates[1]).max() > 1e-3,
     "x = flow.inverse(z)[0]; the inverse log-det is minus the forward log-det at x",
 )

@@ -42,12 +42,11 @@
 import math
 
 import numpy
+from _common import QUICK, budget, check, show
 
 from minflow import backend, cli, data, models, plot, testing, train
 from minflow.autodiff import no_grad
 from minflow.flows.multiscale import ActNormImage, InvertibleConv1x1, MultiScale, Squeeze
-
-from _common import QUICK, budget, check, show
 
 print("quick mode" if QUICK else "full mode")
 
@@ -145,8 +144,10 @@ print("numbers each scale's steps work on:", [step.event_shape for step in (s[0]
 per_scale = [math.prod(steps[0].event_shape) for steps in flow.steps]  # each step's event size
 work_multiscale = sum(steps_per_scale * d for d in per_scale)
 work_plain = steps_per_scale * len(per_scale) * 64  # the same steps, all on D = 64 numbers
-print(f"coordinates pushed through steps: multi-scale {work_multiscale}, without factor-out {work_plain}, "
-      f"ratio {work_multiscale / work_plain:.2f}")
+print(
+    f"coordinates pushed through steps: multi-scale {work_multiscale}, without factor-out {work_plain}, "
+    f"ratio {work_multiscale / work_plain:.2f}"
+)
 assert flow.part_shapes == [(2, 4, 4), (8, 2, 2)] and sum(map(math.prod, flow.part_shapes)) == 64
 assert per_scale == [64, 32] and work_multiscale / work_plain == 0.75  # (64 + 32) / (64 + 64)
 assert work_multiscale < 2 * steps_per_scale * 64  # the bound K D (1 + 1/2 + ...) < 2 K D
@@ -238,8 +239,11 @@ dequantized_values = data.dequantize(values[None], seed=0)[0]
 
 def spike_mixture_loglik(points, sigma):
     """Average log density of a mixture of N(k, sigma^2), k = 0..16, weighted by `weights`."""
-    exponents = (numpy.log(weights + 1e-300) - 0.5 * ((points[:, None] - numpy.arange(data.LEVELS)) / sigma) ** 2
-                 - math.log(sigma * math.sqrt(2 * math.pi)))
+    exponents = (
+        numpy.log(weights + 1e-300)
+        - 0.5 * ((points[:, None] - numpy.arange(data.LEVELS)) / sigma) ** 2
+        - math.log(sigma * math.sqrt(2 * math.pi))
+    )
     peak = exponents.max(axis=1, keepdims=True)
     return float(numpy.mean(peak[:, 0] + numpy.log(numpy.exp(exponents - peak).sum(axis=1))))
 
@@ -287,8 +291,11 @@ splits = data.digits(seed=0)
 print("model-space splits:", splits.train.shape, splits.val.shape, splits.test.shape, "alpha", splits.alpha)
 uniform_bpd = math.log2(data.LEVELS)
 mean, std = splits.train.mean(axis=0), splits.train.std(axis=0)
-gaussian_log_prob = (-0.5 * ((splits.test - mean) / std) ** 2 - numpy.log(std)
-                     - 0.5 * math.log(2 * math.pi)).reshape(len(splits.test), -1).sum(axis=1)
+gaussian_log_prob = (
+    (-0.5 * ((splits.test - mean) / std) ** 2 - numpy.log(std) - 0.5 * math.log(2 * math.pi))
+    .reshape(len(splits.test), -1)
+    .sum(axis=1)
+)
 gaussian_bpd = data.bits_per_dim(gaussian_log_prob, splits.test_log_det)
 print(f"uniform over the 17 levels: {uniform_bpd:.3f} bits/dim; per-pixel Gaussian: {gaussian_bpd:.3f} bits/dim")
 assert abs(uniform_bpd - 4.09) < 0.005 and abs(gaussian_bpd - 2.90) < 0.01
@@ -312,8 +319,18 @@ batch_size = 64
 copies = min(64, -(-steps * batch_size // len(splits.train)))  # enough that nearly every batch has new noise
 train_images = cli.fresh_dequantizations(0, splits.alpha, copies)
 print(f"{steps} steps on {copies} dequantized copies of the training digits: {train_images.shape}")
-history = train.fit(model, train_images, steps=steps, batch_size=batch_size, lr=1e-3, schedule="cosine",
-                    val_data=splits.val, val_every=max(steps // 20, 1), seed=0, progress=False)
+history = train.fit(
+    model,
+    train_images,
+    steps=steps,
+    batch_size=batch_size,
+    lr=1e-3,
+    schedule="cosine",
+    val_data=splits.val,
+    val_every=max(steps // 20, 1),
+    seed=0,
+    progress=False,
+)
 
 
 def bits_per_dim(model, images, log_det):
@@ -323,14 +340,22 @@ def bits_per_dim(model, images, log_det):
 
 
 test_bpd = bits_per_dim(model, splits.test, splits.test_log_det)
-print(f"trained in {history['wall_time']:.1f} s: test {test_bpd:.3f} bits/dim "
-      f"(uniform {uniform_bpd:.2f}, per-pixel Gaussian {gaussian_bpd:.2f})")
+print(
+    f"trained in {history['wall_time']:.1f} s: test {test_bpd:.3f} bits/dim "
+    f"(uniform {uniform_bpd:.2f}, per-pixel Gaussian {gaussian_bpd:.2f})"
+)
 assert test_bpd < uniform_bpd
 if not QUICK:
     assert test_bpd < gaussian_bpd  # the flow has learned how pixels depend on each other
 
-fig = plot.training_curves({"step": history["step"], "train_nll": history["loss"],
-                            "val_step": history["val_step"], "val_nll": history["val_nll"]})
+fig = plot.training_curves(
+    {
+        "step": history["step"],
+        "train_nll": history["loss"],
+        "val_step": history["val_step"],
+        "val_nll": history["val_nll"],
+    }
+)
 show(fig, "06_training.png")
 
 # %% [markdown]
@@ -352,8 +377,9 @@ assert samples.shape == (64, 1, 8, 8) and numpy.all(numpy.isfinite(samples))
 
 # %%
 pairs = splits.test[:8].reshape((4, 2) + splits.test.shape[1:])
-fig = plot.interpolations(model, pairs, steps=8, to_image=lambda h: data.from_model_space(h, splits.alpha),
-                          value_range=grey)
+fig = plot.interpolations(
+    model, pairs, steps=8, to_image=lambda h: data.from_model_space(h, splits.alpha), value_range=grey
+)
 show(fig, "06_interpolations.png")
 
 # %% [markdown]
@@ -365,6 +391,7 @@ show(fig, "06_interpolations.png")
 # returning $(B, 4C, H/2, W/2)$ with the channel order of `Squeeze`
 # ($4c + 2 d_i + d_j$). Compare it with `Squeeze` on random images with 3 channels.
 
+
 # %%
 def my_squeeze(x):
     return None  # your code here
@@ -372,6 +399,7 @@ def my_squeeze(x):
 
 # %% [markdown]
 # #### Solution (try it yourself first)
+
 
 # %%
 def my_squeeze(x):
@@ -383,8 +411,11 @@ def my_squeeze(x):
 # %%
 x_test = numpy.random.default_rng(3).standard_normal((2, 3, 6, 4))
 mine = my_squeeze(x_test)
-check("Exercise 6.1", mine is not None and numpy.array_equal(mine, Squeeze((3, 6, 4)).forward(x_test)[0].data),
-      "reshape to (B, C, H/2, 2, W/2, 2), move the two block axes next to C, reshape to (B, 4C, H/2, W/2)")
+check(
+    "Exercise 6.1",
+    mine is not None and numpy.array_equal(mine, Squeeze((3, 6, 4)).forward(x_test)[0].data),
+    "reshape to (B, C, H/2, 2, W/2, 2), move the two block axes next to C, reshape to (B, 4C, H/2, W/2)",
+)
 
 # %% [markdown]
 # ### Exercise 6.2 — the uniform model in bits/dim
@@ -405,8 +436,10 @@ uniform_log_prob_h = None  # your code here: an array (N,)
 uniform_log_prob_h = -data.DIGIT_DIM * math.log(data.LEVELS) - splits.test_log_det
 
 # %%
-ok = uniform_log_prob_h is not None and abs(data.bits_per_dim(uniform_log_prob_h, splits.test_log_det)
-                                            - math.log2(17)) < 1e-12
+ok = (
+    uniform_log_prob_h is not None
+    and abs(data.bits_per_dim(uniform_log_prob_h, splits.test_log_det) - math.log2(17)) < 1e-12
+)
 check("Exercise 6.2", ok, "bits_per_dim adds log_det back: pass log p_h = log p_y - log_det, with log p_y = -64 log 17")
 
 # %% [markdown]
@@ -428,9 +461,14 @@ my_jacobian = None  # your code here: a (24, 24) array
 my_jacobian = numpy.kron(weight, numpy.eye(3 * 2))
 
 # %%
-ok = (my_jacobian is not None and numpy.allclose(my_jacobian, jacobian[0], atol=1e-6)
-      and abs(numpy.linalg.slogdet(my_jacobian)[1] - 3 * 2 * numpy.linalg.slogdet(weight)[1]) < 1e-9)
-check("Exercise 6.3", ok, "the block for output channel c and input channel c' is W[c, c'] times the identity on pixels")
+ok = (
+    my_jacobian is not None
+    and numpy.allclose(my_jacobian, jacobian[0], atol=1e-6)
+    and abs(numpy.linalg.slogdet(my_jacobian)[1] - 3 * 2 * numpy.linalg.slogdet(weight)[1]) < 1e-9
+)
+check(
+    "Exercise 6.3", ok, "the block for output channel c and input channel c' is W[c, c'] times the identity on pixels"
+)
 
 # %% [markdown]
 # ## Summary

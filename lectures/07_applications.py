@@ -33,11 +33,10 @@ import math
 
 import matplotlib.pyplot as plt
 import numpy
+from _common import QUICK, budget, check, show
 
 from minflow import backend, data, models, plot, train
 from minflow.autodiff import Tensor, no_grad
-
-from _common import QUICK, budget, check, show
 
 print("quick mode" if QUICK else "full mode")
 
@@ -69,6 +68,7 @@ print("quick mode" if QUICK else "full mode")
 # from one more cluster, and stuffed malware from the formula above with $r \sim U[0.3, 2]$.
 # The numbers below are properties of this generator, nothing more.
 
+
 # %%
 def sigmoid(a):
     return 1 / (1 + numpy.exp(-a))
@@ -83,7 +83,9 @@ def benign_programs(n, rng):
     kind = rng.choice(3, size=n, p=[0.3, 0.5, 0.2])
     size = numpy.choose(kind, [rng.normal(4.3, 0.3, n), rng.normal(5.8, 0.4, n), rng.normal(7.2, 0.3, n)])
     # In logit units: text-heavy tools; applications with fewer strings the larger they are; installers.
-    centre = numpy.choose(kind, [numpy.full(n, logit(0.55)), logit(0.30) - 0.3 * (size - 5.8), numpy.full(n, logit(0.10))])
+    centre = numpy.choose(
+        kind, [numpy.full(n, logit(0.55)), logit(0.30) - 0.3 * (size - 5.8), numpy.full(n, logit(0.10))]
+    )
     spread = numpy.choose(kind, [0.25, 0.2, 0.3])
     return numpy.stack([size, sigmoid(centre + spread * rng.standard_normal(n))], axis=1)
 
@@ -136,8 +138,16 @@ plt.close(fig)
 # %%
 standardizer = data.Standardizer.fit(benign_train)
 flow_model = models.realnvp(2, layers=6, hidden=32, seed=0)
-history = train.fit(flow_model, standardizer.transform(benign_train), steps=budget(1500, 300), batch_size=256,
-                    lr=2e-3, schedule="cosine", seed=0, progress=False)
+history = train.fit(
+    flow_model,
+    standardizer.transform(benign_train),
+    steps=budget(1500, 300),
+    batch_size=256,
+    lr=2e-3,
+    schedule="cosine",
+    seed=0,
+    progress=False,
+)
 
 
 def flow_score(features):
@@ -147,8 +157,10 @@ def flow_score(features):
     return backend.to_numpy(log_p) + standardizer.log_det
 
 
-print(f"trained in {history['wall_time']:.1f} s; held-out benign log-likelihood "
-      f"{flow_score(benign_test).mean():.3f} nats per program")
+print(
+    f"trained in {history['wall_time']:.1f} s; held-out benign log-likelihood "
+    f"{flow_score(benign_test).mean():.3f} nats per program"
+)
 
 # %% [markdown]
 # ### A threshold at a 1% false-positive rate
@@ -186,6 +198,7 @@ assert detection["packed"] > 0.95 and detection["stuffed"] < detection["packed"]
 # **AUC**, has a direct meaning: the probability that a random malware scores lower than a random
 # benign program (the Mann–Whitney statistic) — which we compute both ways.
 
+
 # %%
 def roc_curve(benign_scores, malware_scores):
     """(fpr, tpr) for 'flag when score < tau', tau swept over every score; both start at 0, end at 1."""
@@ -211,8 +224,10 @@ malware_scores = numpy.concatenate([scores["packed"], scores["stuffed"]])
 fpr, tpr = roc_curve(scores["benign"], malware_scores)
 flow_auc = auc(fpr, tpr)
 flow_auc_stuffed = auc(*roc_curve(scores["benign"], scores["stuffed"]))
-print(f"flow: AUC {flow_auc:.3f} (all malware), {flow_auc_stuffed:.3f} (stuffed only); "
-      f"Mann-Whitney {mann_whitney(scores['benign'], malware_scores):.3f}")
+print(
+    f"flow: AUC {flow_auc:.3f} (all malware), {flow_auc_stuffed:.3f} (stuffed only); "
+    f"Mann-Whitney {mann_whitney(scores['benign'], malware_scores):.3f}"
+)
 assert abs(flow_auc - mann_whitney(scores["benign"], malware_scores)) < 1e-12
 assert flow_auc > 0.9
 
@@ -253,9 +268,15 @@ left.set_ylabel("printable-string fraction")
 left.set_title("density of benign programs; white: threshold at 1% FPR")
 left.legend(loc="upper right", fontsize=8, markerscale=2)
 right.plot(fpr, tpr, color="C0", label=f"flow, all malware (AUC {flow_auc:.3f})")
-right.plot(*roc_curve(scores["benign"], scores["stuffed"]), color="C1", label=f"flow, stuffed (AUC {flow_auc_stuffed:.3f})")
-right.plot(*roc_curve(gaussian_score(benign_test), gaussian_score(stuffed)), color="C7", linestyle="--",
-           label=f"Gaussian, stuffed (AUC {gaussian_auc_stuffed:.3f})")
+right.plot(
+    *roc_curve(scores["benign"], scores["stuffed"]), color="C1", label=f"flow, stuffed (AUC {flow_auc_stuffed:.3f})"
+)
+right.plot(
+    *roc_curve(gaussian_score(benign_test), gaussian_score(stuffed)),
+    color="C7",
+    linestyle="--",
+    label=f"Gaussian, stuffed (AUC {gaussian_auc_stuffed:.3f})",
+)
 right.plot([false_positive_rate], [numpy.mean(malware_scores < threshold)], "ko", label="threshold at 1% FPR")
 right.set_xscale("log")
 right.set_xlim(1e-3, 1)
@@ -273,6 +294,7 @@ plt.close(fig)
 # "score $< \tau$" flags a fraction `fpr` of the given benign scores. Use it for a 5% target on
 # the calibration scores; the check measures the rate on the held-out benign test scores.
 
+
 # %%
 def threshold_for(benign_scores, fpr):
     return None  # your code here
@@ -280,6 +302,7 @@ def threshold_for(benign_scores, fpr):
 
 # %% [markdown]
 # #### Solution (try it yourself first)
+
 
 # %%
 def threshold_for(benign_scores, fpr):
@@ -289,10 +312,15 @@ def threshold_for(benign_scores, fpr):
 # %%
 tau = threshold_for(flow_score(benign_calibration), 0.05)
 realised = None if tau is None else float(numpy.mean(scores["benign"] < tau))
-check("Exercise 7.1", realised is not None and abs(realised - 0.05) < 0.015,
-      "the threshold is a quantile of the benign scores: numpy.quantile(scores, fpr)")
-print(f"5% target: {realised:.2%} of held-out benign flagged, "
-      f"{numpy.mean(scores['stuffed'] < tau):.1%} of stuffed malware detected")
+check(
+    "Exercise 7.1",
+    realised is not None and abs(realised - 0.05) < 0.015,
+    "the threshold is a quantile of the benign scores: numpy.quantile(scores, fpr)",
+)
+print(
+    f"5% target: {realised:.2%} of held-out benign flagged, "
+    f"{numpy.mean(scores['stuffed'] < tau):.1%} of stuffed malware detected"
+)
 
 # %% [markdown]
 # ## Part 2 — Approximating a density known up to a constant
@@ -333,8 +361,9 @@ builders = {
 u1_models, u1_histories = {}, {}
 for name, (build, lr) in builders.items():
     u1_models[name] = build()
-    u1_histories[name] = train.fit_to_density(u1_models[name], u1, steps=energy_steps, batch_size=256, lr=lr,
-                                              seed=1, progress=False)
+    u1_histories[name] = train.fit_to_density(
+        u1_models[name], u1, steps=energy_steps, batch_size=256, lr=lr, seed=1, progress=False
+    )
 
 
 def final_loss(history, last=100):
@@ -343,8 +372,10 @@ def final_loss(history, last=100):
 
 for name, history in u1_histories.items():
     first = float(numpy.mean(history["loss"][:20]))
-    print(f"{name:8s} reverse-KL loss: first 20 steps {first:7.3f} -> last 100 steps {final_loss(history):7.3f}"
-          f"   ({history['wall_time']:.1f} s)")
+    print(
+        f"{name:8s} reverse-KL loss: first 20 steps {first:7.3f} -> last 100 steps {final_loss(history):7.3f}"
+        f"   ({history['wall_time']:.1f} s)"
+    )
     assert final_loss(history) < first  # training decreased the loss
 
 # %% [markdown]
@@ -352,6 +383,7 @@ for name, history in u1_histories.items():
 # another application of a flow: $Z = \int \tilde p = \mathbb{E}_{x \sim q}[\tilde p(x) / q(x)]$,
 # an unbiased estimate whenever $q > 0$ where $\tilde p > 0$, and a precise one when $q \approx p$.
 # (Exercise 7.2 computes the same number on a grid.)
+
 
 # %%
 def log_mean_exp(a):
@@ -376,8 +408,10 @@ print(f"log Z of U1 ~ {log_z:.4f}: floor -log Z = {-log_z:.3f}, one mode exactly
 planar_samples = backend.to_numpy(u1_models["planar"].sample(4000, seed=3))
 planar_right = float(numpy.mean(planar_samples[:, 0] > 0))
 print(f"planar: loss {final_loss(u1_histories['planar']):.3f}; {planar_right:.1%} of its samples have z1 > 0")
-print(f"realnvp: loss {final_loss(u1_histories['realnvp']):.3f}; "
-      f"{numpy.mean(backend.to_numpy(u1_models['realnvp'].sample(4000, seed=3))[:, 0] > 0):.1%} have z1 > 0")
+print(
+    f"realnvp: loss {final_loss(u1_histories['realnvp']):.3f}; "
+    f"{numpy.mean(backend.to_numpy(u1_models['realnvp'].sample(4000, seed=3))[:, 0] > 0):.1%} have z1 > 0"
+)
 assert max(planar_right, 1 - planar_right) > 0.95  # planar sits on one of the two modes ...
 assert abs(final_loss(u1_histories["planar"]) - one_mode) < 0.1  # ... and pays KL = log 2 for it
 assert final_loss(u1_histories["realnvp"]) < one_mode - 0.4  # the coupling flow covers both
@@ -444,6 +478,7 @@ for energy_name in ("u2", "u3", "u4"):
 # (the density is negligible outside). The check compares it with the importance-sampling
 # estimate `log_z` above.
 
+
 # %%
 def log_z_on_grid(resolution=801):
     return None  # your code here
@@ -452,13 +487,15 @@ def log_z_on_grid(resolution=801):
 # %% [markdown]
 # #### Solution (try it yourself first)
 
+
 # %%
 def log_z_on_grid(resolution=801):
     axis = numpy.linspace(-5, 5, resolution)
     z1, z2 = numpy.meshgrid(axis, axis)
     radius = numpy.sqrt(z1**2 + z2**2)
-    energy = 0.5 * ((radius - 2) / 0.4) ** 2 - numpy.logaddexp(-0.5 * ((z1 - 2) / 0.6) ** 2,
-                                                               -0.5 * ((z1 + 2) / 0.6) ** 2)
+    energy = 0.5 * ((radius - 2) / 0.4) ** 2 - numpy.logaddexp(
+        -0.5 * ((z1 - 2) / 0.6) ** 2, -0.5 * ((z1 + 2) / 0.6) ** 2
+    )
     cell = (axis[1] - axis[0]) ** 2
     return float(numpy.log(numpy.sum(numpy.exp(-energy)) * cell))
 
@@ -466,8 +503,11 @@ def log_z_on_grid(resolution=801):
 # %%
 grid_log_z = log_z_on_grid()
 print(f"log Z of U1: grid {grid_log_z}, importance sampling {log_z:.4f}")
-check("Exercise 7.2", grid_log_z is not None and abs(grid_log_z - log_z) < 0.05,
-      "sum exp(-U1) over the grid points, times the area of one cell, then take the log")
+check(
+    "Exercise 7.2",
+    grid_log_z is not None and abs(grid_log_z - log_z) < 0.05,
+    "sum exp(-U1) over the grid points, times the area of one cell, then take the log",
+)
 
 # %% [markdown]
 # ### Exercise 7.3 — the reverse-KL estimator by hand
@@ -478,6 +518,7 @@ check("Exercise 7.2", grid_log_z is not None and abs(grid_log_z - log_z) < 0.05,
 # log-density yourself**, and average $\log q(x) - \log\tilde p(x)$. It must equal
 # `train.reverse_kl` for the same seed.
 
+
 # %%
 def my_reverse_kl(model, log_density, n, seed):
     return None  # your code here
@@ -485,6 +526,7 @@ def my_reverse_kl(model, log_density, n, seed):
 
 # %% [markdown]
 # #### Solution (try it yourself first)
+
 
 # %%
 def my_reverse_kl(model, log_density, n, seed):
@@ -501,8 +543,11 @@ def my_reverse_kl(model, log_density, n, seed):
 mine = my_reverse_kl(u1_models["radial"], u1, 1000, seed=7)
 reference = float(train.reverse_kl(u1_models["radial"], u1, 1000, seed=7).data)
 print(f"by hand {mine}, train.reverse_kl {reference}")
-check("Exercise 7.3", mine is not None and abs(mine - reference) < 1e-9,
-      "log q(x) = -|z|^2/2 - (D/2) log(2 pi) - (inverse log-det); average log q - log p~ over the samples")
+check(
+    "Exercise 7.3",
+    mine is not None and abs(mine - reference) < 1e-9,
+    "log q(x) = -|z|^2/2 - (D/2) log(2 pi) - (inverse log-det); average log q - log p~ over the samples",
+)
 
 # %% [markdown]
 # ## Summary

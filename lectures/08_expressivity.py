@@ -50,8 +50,8 @@ import time
 
 import matplotlib.pyplot as plt
 import numpy as np
-
 from _common import QUICK, budget, check, show
+
 from minflow import data, models, no_grad, plot, to_numpy, train
 from minflow.backend import to_device
 from minflow.testing import numerical_jacobian
@@ -143,11 +143,13 @@ assert data_gap_moons <= 3 * bound_moons  # a Monte-Carlo fraction under the exp
 # $$\hat m = \frac1N \sum_{n} \mathbb 1[x_n \in \text{gap}], \qquad
 #   \text{standard error } \sqrt{\hat m(1-\hat m)/N}.$$
 
+
 # %%
 def train_flow(points, layers, seed=0):
     model = models.realnvp(2, layers=layers, hidden=32, seed=seed)
-    history = train.fit(model, points, steps=STEPS, batch_size=256, lr=3e-3, schedule="cosine",
-                        seed=seed, progress=False)
+    history = train.fit(
+        model, points, steps=STEPS, batch_size=256, lr=3e-3, schedule="cosine", seed=seed, progress=False
+    )
     return model, float(np.mean(history["loss"][-100:]))
 
 
@@ -165,8 +167,10 @@ for layers in DEPTHS:
     gauss_gap = mc_fraction(gauss_models[layers], in_gap)
     moon_gap = mc_fraction(moon_models[layers], off_moons, to_data=moons.standardizer.inverse_transform)
     rows.append((layers, gauss_loss, gauss_gap, moon_loss, moon_gap))
-    print(f"L = {layers:2d}: two Gaussians NLL {gauss_loss:.3f}, gap mass {gauss_gap[0]:.2e} +- {gauss_gap[1]:.0e}"
-          f" | moons NLL {moon_loss:.3f}, off-support mass {moon_gap[0]:.2e} +- {moon_gap[1]:.0e}")
+    print(
+        f"L = {layers:2d}: two Gaussians NLL {gauss_loss:.3f}, gap mass {gauss_gap[0]:.2e} +- {gauss_gap[1]:.0e}"
+        f" | moons NLL {moon_loss:.3f}, off-support mass {moon_gap[0]:.2e} +- {moon_gap[1]:.0e}"
+    )
 
 gauss_gap_mass = np.array([r[2][0] for r in rows])
 moon_gap_mass = np.array([r[4][0] for r in rows])
@@ -181,7 +185,7 @@ moon_gap_mass = np.array([r[4][0] for r in rows])
 # %%
 entropy_gauss = math.log(2) + 1 + math.log(2 * math.pi * SIGMA**2)
 print(f"entropy of the two Gaussians: {entropy_gauss:.3f} nats")
-for layers, gauss_loss, (g, g_err), moon_loss, (m, m_err) in rows:
+for layers, _gauss_loss, (g, g_err), _moon_loss, (m, m_err) in rows:
     assert g - 3 * g_err > data_gap_gauss, (layers, g, data_gap_gauss)
     assert m - 3 * m_err > data_gap_moons, (layers, m, data_gap_moons)
     assert gauss_loss > entropy_gauss - 0.05  # a minibatch average; 0.05 nats of batch noise
@@ -209,8 +213,12 @@ fig, ax = plt.subplots(figsize=(5.5, 4))
 ax.errorbar(DEPTHS, gauss_gap_mass, yerr=[r[2][1] for r in rows], marker="o", label="two Gaussians: model")
 ax.axhline(data_gap_gauss, color="C0", linestyle="--", label="two Gaussians: data")
 ax.errorbar(DEPTHS, moon_gap_mass, yerr=[r[4][1] for r in rows], marker="s", label="two moons: model")
-ax.axhline(max(data_gap_moons, 1.0 / len(moons_reference)), color="C1", linestyle="--",
-           label="two moons: data (below this line)")
+ax.axhline(
+    max(data_gap_moons, 1.0 / len(moons_reference)),
+    color="C1",
+    linestyle="--",
+    label="two moons: data (below this line)",
+)
 ax.set_xscale("log", base=2)
 ax.set_yscale("log")
 ax.set_xticks(DEPTHS, [str(d) for d in DEPTHS])
@@ -228,6 +236,7 @@ plt.close(fig)
 # the peaks (read it off the colour bar below). On a **log** scale it is plain. We evaluate $\log p(x)$ = `model.log_prob` on a
 # grid for every depth and draw $\log_{10} p$ with the same colour range.
 
+
 # %%
 def log_density_grid(model, bounds, resolution=budget(200, 80), to_model=lambda x: x, log_det=0.0):
     (x0, x1), (y0, y1) = bounds
@@ -242,13 +251,22 @@ gauss_bounds, moon_bounds = ((-3.5, 3.5), (-2.0, 2.0)), ((-1.6, 2.6), (-1.0, 1.5
 moon_log_det = moons.standardizer.log_det  # log p in original units = log p(standardised) + log-det
 fig, axes = plt.subplots(2, len(DEPTHS), figsize=(3.3 * len(DEPTHS), 4.4), squeeze=False, layout="constrained")
 for column, layers in enumerate(DEPTHS):
-    for row, (model, bounds, to_model, log_det) in enumerate([
+    for row, (model, bounds, to_model, log_det) in enumerate(
+        [
             (gauss_models[layers], gauss_bounds, lambda x: x, 0.0),
-            (moon_models[layers], moon_bounds, moons.standardizer.transform, moon_log_det)]):
+            (moon_models[layers], moon_bounds, moons.standardizer.transform, moon_log_det),
+        ]
+    ):
         ax = axes[row, column]
-        image = ax.imshow(log_density_grid(model, bounds, to_model=to_model, log_det=log_det) / math.log(10),
-                          origin="lower", extent=(*bounds[0], *bounds[1]), vmin=-5, vmax=0.5, cmap="magma",
-                          aspect="equal")
+        image = ax.imshow(
+            log_density_grid(model, bounds, to_model=to_model, log_det=log_det) / math.log(10),
+            origin="lower",
+            extent=(*bounds[0], *bounds[1]),
+            vmin=-5,
+            vmax=0.5,
+            cmap="magma",
+            aspect="equal",
+        )
         if row == 0:
             ax.axvline(-GAP, color="w", lw=0.6, ls=":")
             ax.axvline(GAP, color="w", lw=0.6, ls=":")
@@ -268,13 +286,22 @@ plt.close(fig)
 
 # %%
 deepest = DEPTHS[-1]
-fig = plot.density(gauss_models[deepest], gauss_train, bounds=gauss_bounds, resolution=budget(200, 80),
-                   title=f"RealNVP, L = {deepest}, on two Gaussians (linear scale)")
+fig = plot.density(
+    gauss_models[deepest],
+    gauss_train,
+    bounds=gauss_bounds,
+    resolution=budget(200, 80),
+    title=f"RealNVP, L = {deepest}, on two Gaussians (linear scale)",
+)
 show(fig, "08_density_two_gaussians.png")
 fig = plot.warped_grid(gauss_models[deepest], lines=budget(25, 15), points_per_line=budget(400, 150))
 show(fig, "08_warped_grid_two_gaussians.png")
-fig = plot.density(moon_models[deepest], moons.train, resolution=budget(200, 80),
-                   title=f"RealNVP, L = {deepest}, on two moons (standardised units)")
+fig = plot.density(
+    moon_models[deepest],
+    moons.train,
+    resolution=budget(200, 80),
+    title=f"RealNVP, L = {deepest}, on two moons (standardised units)",
+)
 show(fig, "08_density_moons.png")
 
 # %% [markdown]
@@ -343,8 +370,10 @@ for layers in DEPTHS:
     agree = disagreement < 1e-4
     assert np.median(disagreement) < 1e-6 and agree.mean() > 0.95, (layers, agree.mean())
     lipschitz_rows.append((layers, mass_gap, bound, sigma_max_inverse[agree].max()))
-    print(f"L = {layers:2d}: gap mass {mass_gap:.2e}, w_max {w_max:.3f}, bound 2a/w_max = {bound:7.1f}, "
-          f"measured max sigma_max(J_f^-1) in the gap = {sigma_max_inverse.max():7.1f}")
+    print(
+        f"L = {layers:2d}: gap mass {mass_gap:.2e}, w_max {w_max:.3f}, bound 2a/w_max = {bound:7.1f}, "
+        f"measured max sigma_max(J_f^-1) in the gap = {sigma_max_inverse.max():7.1f}"
+    )
 
 # %% [markdown]
 # A word on the tolerance. The conditioners are ReLU networks, so $f$ is smooth except on
@@ -358,21 +387,27 @@ for layers in DEPTHS:
 # if it clears, the check is honest):
 
 # %%
-for layers, mass_gap, bound, measured in lipschitz_rows:
+for layers, _mass_gap, bound, measured in lipschitz_rows:
     assert measured >= bound, (layers, measured, bound)
 masses = np.array([r[1] for r in lipschitz_rows])
 stretches = np.array([r[3] for r in lipschitz_rows])
 order = np.argsort(masses)
-print("sorted by gap mass (small to large), the stretch is",
-      ", ".join(f"{s:.0f}" for s in stretches[order]),
-      "(decreasing)" if np.all(np.diff(stretches[order]) < 0) else "(not strictly decreasing: training noise)")
+print(
+    "sorted by gap mass (small to large), the stretch is",
+    ", ".join(f"{s:.0f}" for s in stretches[order]),
+    "(decreasing)" if np.all(np.diff(stretches[order]) < 0) else "(not strictly decreasing: training noise)",
+)
 
 fig, ax = plt.subplots(figsize=(5.5, 4))
 m_line = np.logspace(np.log10(masses.min()) - 0.3, np.log10(min(masses.max() * 2, 0.5)), 100)
-ax.plot(m_line, [2 * GAP / (Phi_inverse(0.5 + m / 2) - Phi_inverse(0.5 - m / 2)) for m in m_line], "k--",
-        label=r"bound $2a / w_{\max}$ (with $\gamma(A) = (1 - m)/2$)")
+ax.plot(
+    m_line,
+    [2 * GAP / (Phi_inverse(0.5 + m / 2) - Phi_inverse(0.5 - m / 2)) for m in m_line],
+    "k--",
+    label=r"bound $2a / w_{\max}$ (with $\gamma(A) = (1 - m)/2$)",
+)
 ax.scatter(masses, stretches, zorder=3, color="C3", label="measured max over the gap")
-for layers, mass_gap, bound, measured in lipschitz_rows:
+for layers, mass_gap, _bound, measured in lipschitz_rows:
     ax.annotate(f"L={layers}", (mass_gap, measured), textcoords="offset points", xytext=(5, 5), fontsize=8)
 ax.set_xscale("log")
 ax.set_yscale("log")
@@ -401,6 +436,7 @@ plt.close(fig)
 # `math.erf` (no sampling). Hint: only $x_1$ matters, and both components give the same
 # answer. $\Phi(t) = \tfrac12(1 + \operatorname{erf}(t/\sqrt2))$.
 
+
 # %%
 def gap_mass_exact(c, sigma, a):
     return None  # your code here
@@ -408,6 +444,7 @@ def gap_mass_exact(c, sigma, a):
 
 # %% [markdown]
 # #### Solution (try it yourself first)
+
 
 # %%
 def gap_mass_exact(c, sigma, a):
@@ -420,9 +457,11 @@ def gap_mass_exact(c, sigma, a):
 exact = gap_mass_exact(CENTRE, SIGMA, GAP)
 standard_error = math.sqrt(exact / len(gauss_reference))
 print(f"exact gap mass {exact:.3e}; Monte Carlo {data_gap_gauss:.3e} (standard error {standard_error:.0e})")
-check("Exercise 8.1", exact is not None and abs(exact - data_gap_gauss) < 4 * standard_error
-      and abs(exact - 3.167e-5) < 1e-7,
-      "P(|x1| < a) = Phi((a - c)/sigma) - Phi((-a - c)/sigma) for the component at +c")
+check(
+    "Exercise 8.1",
+    exact is not None and abs(exact - data_gap_gauss) < 4 * standard_error and abs(exact - 3.167e-5) < 1e-7,
+    "P(|x1| < a) = Phi((a - c)/sigma) - Phi((-a - c)/sigma) for the component at +c",
+)
 
 # %% [markdown]
 # ### Exercise 8.2 — a Lipschitz constant from samples
@@ -433,6 +472,7 @@ check("Exercise 8.1", exact is not None and abs(exact - data_gap_gauss) < 4 * st
 # largest ratio over all pairs. Pairs that straddle the gap should give the largest ratios.
 # (With $n = 2000$ all pairs is 2 million ratios: fine with NumPy broadcasting.)
 
+
 # %%
 def lipschitz_from_samples(model, n, seed=0):
     return None  # your code here
@@ -440,6 +480,7 @@ def lipschitz_from_samples(model, n, seed=0):
 
 # %% [markdown]
 # #### Solution (try it yourself first)
+
 
 # %%
 def lipschitz_from_samples(model, n, seed=0):
@@ -459,8 +500,11 @@ measured_deepest = lipschitz_rows[-1][3]
 print(f"L = {deepest}: pairwise lower bound {estimate:.1f}; Jacobian maximum over the gap grid {measured_deepest:.1f}")
 # A pair bound is a chord slope, never above the true Lipschitz constant; the grid maximum estimates
 # that constant from the gap alone, so the pair bound may not exceed it by more than the grid's slack.
-check("Exercise 8.2", estimate is not None and 1.0 < estimate <= 1.5 * measured_deepest,
-      "the largest |x_i - x_j| / |z_i - z_j| over pairs i != j, with x = model.flow.inverse(z)[0].data")
+check(
+    "Exercise 8.2",
+    estimate is not None and 1.0 < estimate <= 1.5 * measured_deepest,
+    "the largest |x_i - x_j| / |z_i - z_j| over pairs i != j, with x = model.flow.inverse(z)[0].data",
+)
 
 # %% [markdown]
 # Random pairs rarely land both sides of the thin strip close together, so this bound is far
@@ -482,6 +526,7 @@ check("Exercise 8.2", estimate is not None and 1.0 < estimate <= 1.5 * measured_
 # `minflow/flows/transformers.py`), so $\lvert\log\lvert\det J_f\rvert\rvert \le 2L$. What is the
 # smallest depth $L$ whose log-det alone could pay the budget? Return both.
 
+
 # %%
 def log_det_budget():
     required = None  # your code here: -log p_data(0, 0) - log(2 pi)
@@ -492,11 +537,12 @@ def log_det_budget():
 # %% [markdown]
 # #### Solution (try it yourself first)
 
+
 # %%
 def log_det_budget():
     # each component contributes N((0,0); (+-c, 0), s^2 I) = exp(-c^2 / (2 s^2)) / (2 pi s^2); the mixture
     # has half of each, so p_data(0) is one component's value.
-    log_p_data = -CENTRE**2 / (2 * SIGMA**2) - math.log(2 * math.pi * SIGMA**2)
+    log_p_data = -(CENTRE**2) / (2 * SIGMA**2) - math.log(2 * math.pi * SIGMA**2)
     required = -log_p_data - math.log(2 * math.pi)
     return required, math.ceil(required / 2.0)
 
@@ -504,9 +550,13 @@ def log_det_budget():
 # %%
 required, min_layers = log_det_budget()
 print(f"budget at the origin: {required:.2f} nats -> at least {min_layers} layers of log-det alone")
-check("Exercise 8.3", required is not None and abs(required - (CENTRE**2 / (2 * SIGMA**2) + math.log(SIGMA**2))) < 1e-9
-      and min_layers == 8,
-      "p_data(0) = exp(-c^2/(2 s^2)) / (2 pi s^2); layers = ceil(budget / scale_bound)")
+check(
+    "Exercise 8.3",
+    required is not None
+    and abs(required - (CENTRE**2 / (2 * SIGMA**2) + math.log(SIGMA**2))) < 1e-9
+    and min_layers == 8,
+    "p_data(0) = exp(-c^2/(2 s^2)) / (2 pi s^2); layers = ceil(budget / scale_bound)",
+)
 
 # %% [markdown]
 # A model may dodge the budget at one point by sending it into the base's tail. It cannot do
@@ -521,6 +571,7 @@ check("Exercise 8.3", required is not None and abs(required - (CENTRE**2 / (2 * 
 # log-determinant can pay the budget there. We find $x^\star$ on a grid of the gap band and
 # compare the compression the model actually applies, $-\log\lvert\det J_f(x^\star)\rvert$ (never
 # above the cap $2L$), with what matching the data would need.
+
 
 # %%
 def data_log_density(x):
@@ -539,11 +590,13 @@ for layers in DEPTHS:
         log_p_model = to_numpy(model.log_prob(to_device(wide_gap)))
     k = int(np.argmin(np.linalg.norm(z, axis=1)))
     x_star, z_star = wide_gap[k], float(np.linalg.norm(z[k]))
-    log_p_data = float(data_log_density(wide_gap[k:k + 1])[0])
+    log_p_data = float(data_log_density(wide_gap[k : k + 1])[0])
     needed = -log_p_data - math.log(2 * math.pi) - z_star**2 / 2
-    print(f"L = {layers:2d}: x* = ({x_star[0]:+.2f}, {x_star[1]:+.2f}), |f(x*)| = {z_star:.3f} <= r_max {r_max:.2f}; "
-          f"compression {-log_det[k]:5.2f} nats (cap {2 * layers}), data needs {needed:5.2f}; "
-          f"log p_model(x*) = {log_p_model[k]:6.2f} vs log p_data(x*) = {log_p_data:6.2f}")
+    print(
+        f"L = {layers:2d}: x* = ({x_star[0]:+.2f}, {x_star[1]:+.2f}), |f(x*)| = {z_star:.3f} <= r_max {r_max:.2f}; "
+        f"compression {-log_det[k]:5.2f} nats (cap {2 * layers}), data needs {needed:5.2f}; "
+        f"log p_model(x*) = {log_p_model[k]:6.2f} vs log p_data(x*) = {log_p_data:6.2f}"
+    )
     assert z_star <= r_max  # the theorem, on the grid
     assert np.all(np.abs(log_det) <= 2 * layers + 1e-9)  # the scale_bound cap
     assert log_p_model[k] - log_p_data > math.log(100)  # the model leaks at x*: 100x the data's density, or more

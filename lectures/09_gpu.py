@@ -49,9 +49,9 @@ import time
 
 import matplotlib.pyplot as plt
 import numpy as np
+from _common import QUICK, budget, check, show
 
 import minflow
-from _common import QUICK, budget, check, show
 from minflow import backend, data, models, train
 from minflow.optim import Adam
 
@@ -155,8 +155,10 @@ if HAS_GPU or DEFAULT_BACKEND == "cupy":  # CuPy arrays can be made here
     else:
         raise AssertionError("mixing NumPy and CuPy should raise")
 else:
-    print(f"(no GPU: the mixing error, from minflow/backend.py, reads: {mixing_message!r}; "
-          "move data with minflow.backend.to_device(...) or minflow.backend.to_numpy(...))")
+    print(
+        f"(no GPU: the mixing error, from minflow/backend.py, reads: {mixing_message!r}; "
+        "move data with minflow.backend.to_device(...) or minflow.backend.to_numpy(...))"
+    )
 
 # %% [markdown]
 # ## 3. One training step, timed
@@ -228,6 +230,7 @@ for name in ["numpy"] + (["cupy"] if HAS_GPU else []):  # CuPy is timed only on 
 # node's inputs (the same walk as `_reverse_topological_order` in
 # `minflow/autodiff/tensor.py`).
 
+
 # %%
 def count_ops(loss):
     """Number of distinct op nodes in the graph that produced ``loss``."""
@@ -243,9 +246,11 @@ def count_ops(loss):
 
 model, _ = make_step()  # on the default backend
 ops_per_forward = count_ops(model.nll(backend.to_device(host_points[:16])))
-print(f"one forward + NLL builds {ops_per_forward} op nodes; backward runs about as many VJPs, "
-      f"and Adam updates all {len(model.parameters())} parameters at once, as one flat array "
-      "(read `Adam` in minflow/optim.py)")
+print(
+    f"one forward + NLL builds {ops_per_forward} op nodes; backward runs about as many VJPs, "
+    f"and Adam updates all {len(model.parameters())} parameters at once, as one flat array "
+    "(read `Adam` in minflow/optim.py)"
+)
 assert ops_per_forward > 100
 
 numpy_times = np.array(timings["numpy"])
@@ -258,9 +263,11 @@ assert throughput[-1] > 2 * throughput[0]  # large batches use the machine far b
 # a two-point model of the cost, t(B) = fixed + per_sample * B, from the two smallest batches
 per_sample = (numpy_times[1] - numpy_times[0]) / (batches[1] - batches[0])
 fixed = numpy_times[0] - per_sample * batches[0]
-print(f"at batch {batches[0]} a step takes {1e3 * numpy_times[0]:.2f} ms, of which about "
-      f"{100 * fixed / numpy_times[0]:.0f}% does not depend on B: "
-      f"{1e6 * fixed / (2 * ops_per_forward):.1f} us per op (forward and backward) of pure overhead")
+print(
+    f"at batch {batches[0]} a step takes {1e3 * numpy_times[0]:.2f} ms, of which about "
+    f"{100 * fixed / numpy_times[0]:.0f}% does not depend on B: "
+    f"{1e6 * fixed / (2 * ops_per_forward):.1f} us per op (forward and backward) of pure overhead"
+)
 assert fixed / numpy_times[0] > 0.5  # at the smallest batch, overhead dominates
 
 # %% [markdown]
@@ -289,8 +296,10 @@ assert fixed / numpy_times[0] > 0.5  # at the smallest batch, overhead dominates
 # %%
 ASSUMED_LAUNCH_US = 5.0  # an assumption, typical of CUDA kernel launches; not measured here
 floor_ms = 2 * ops_per_forward * ASSUMED_LAUNCH_US / 1e3
-print(f"GPU floor per step if every op is one launch of {ASSUMED_LAUNCH_US:.0f} us: about {floor_ms:.1f} ms "
-      f"(NumPy at batch {batches[0]}: {1e3 * numpy_times[0]:.1f} ms)")
+print(
+    f"GPU floor per step if every op is one launch of {ASSUMED_LAUNCH_US:.0f} us: about {floor_ms:.1f} ms "
+    f"(NumPy at batch {batches[0]}: {1e3 * numpy_times[0]:.1f} ms)"
+)
 if HAS_GPU:
     cupy_times = np.array(timings["cupy"])
     faster = batches[cupy_times < numpy_times]
@@ -329,6 +338,7 @@ plt.close(fig)
 # arrays, and on arrays of the default backend (CuPy under `MINFLOW_BACKEND=cupy`): the same
 # function runs on both unchanged.
 
+
 # %%
 def log_standard_normal(x):
     return None  # your code here
@@ -336,6 +346,7 @@ def log_standard_normal(x):
 
 # %% [markdown]
 # #### Solution (try it yourself first)
+
 
 # %%
 def log_standard_normal(x):
@@ -353,10 +364,17 @@ source = inspect.getsource(log_standard_normal)
 x_default = backend.to_device(x_check)  # the same points on the default backend
 mine_default = log_standard_normal(x_default)
 same_namespace = mine_default is not None and backend.array_module(mine_default) is backend.array_module(x_default)
-check("Exercise 9.1", isinstance(mine, np.ndarray) and mine.shape == (5,) and np.allclose(mine, reference)
-      and same_namespace and np.allclose(backend.to_numpy(mine_default), reference)
-      and "np." not in source and "numpy." not in source,
-      "xp = backend.array_module(x), then -0.5 * xp.sum(x * x, axis=1) - 0.5 * D * xp.log(2 * xp.pi)")
+check(
+    "Exercise 9.1",
+    isinstance(mine, np.ndarray)
+    and mine.shape == (5,)
+    and np.allclose(mine, reference)
+    and same_namespace
+    and np.allclose(backend.to_numpy(mine_default), reference)
+    and "np." not in source
+    and "numpy." not in source,
+    "xp = backend.array_module(x), then -0.5 * xp.sum(x * x, axis=1) - 0.5 * D * xp.log(2 * xp.pi)",
+)
 
 # %% [markdown]
 # ### Exercise 9.2 — where does this loop wait for the GPU?
@@ -393,8 +411,11 @@ sync_line = 7  # float() needs the value on the host: Python waits until the GPU
 
 # %%
 assert "backend.read_scalars" in inspect.getsource(train._read_step)  # fit reads the step once
-check("Exercise 9.2", sync_line == 7,
-      "a line that turns a device value into a Python number: float(...), .item(), to_numpy(...)")
+check(
+    "Exercise 9.2",
+    sync_line == 7,
+    "a line that turns a device value into a Python number: float(...), .item(), to_numpy(...)",
+)
 
 # %% [markdown]
 # A cheaper pattern keeps the losses on the device and brings them back in one copy every
@@ -407,6 +428,7 @@ check("Exercise 9.2", sync_line == 7,
 # the throughput in samples per second at each batch size, and the batch size where it is
 # largest. Return `(throughputs, best_batch)`.
 
+
 # %%
 def throughput_table(batch_sizes, seconds_per_step):
     return None, None  # your code here
@@ -414,6 +436,7 @@ def throughput_table(batch_sizes, seconds_per_step):
 
 # %% [markdown]
 # #### Solution (try it yourself first)
+
 
 # %%
 def throughput_table(batch_sizes, seconds_per_step):
@@ -423,11 +446,18 @@ def throughput_table(batch_sizes, seconds_per_step):
 
 # %%
 throughputs, best_batch = throughput_table(BATCHES, timings["numpy"])
-print("NumPy throughput:", ", ".join(f"B={b}: {s:,.0f}/s" for b, s in zip(BATCHES, throughputs or [])),
-      f"-> best at B = {best_batch}")
-check("Exercise 9.3", throughputs is not None and np.allclose(throughputs, batches / numpy_times)
-      and best_batch == BATCHES[int(np.argmax(batches / numpy_times))],
-      "throughput = batch size / seconds per step; best_batch is where it peaks")
+print(
+    "NumPy throughput:",
+    ", ".join(f"B={b}: {s:,.0f}/s" for b, s in zip(BATCHES, throughputs or [])),
+    f"-> best at B = {best_batch}",
+)
+check(
+    "Exercise 9.3",
+    throughputs is not None
+    and np.allclose(throughputs, batches / numpy_times)
+    and best_batch == BATCHES[int(np.argmax(batches / numpy_times))],
+    "throughput = batch size / seconds per step; best_batch is where it peaks",
+)
 
 # %% [markdown]
 # NumPy's throughput stops growing once the arithmetic dominates the step (look at the

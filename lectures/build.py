@@ -34,8 +34,9 @@ def main():
     for path in lectures:
         start = time.perf_counter()
         notebook = jupytext.read(path)
-        nbclient.NotebookClient(notebook, timeout=1800, kernel_name="python3",
-                                resources={"metadata": {"path": str(HERE)}}).execute()
+        nbclient.NotebookClient(
+            notebook, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}
+        ).execute()
         nbformat.write(notebook, out / f"{path.stem}.ipynb")
         print(f"{path.stem}: {time.perf_counter() - start:.1f} s -> {out / (path.stem + '.ipynb')}")
 

@@ -36,8 +36,7 @@ def _import_cupy():
             import cupy
         except ImportError as error:
             raise ImportError(
-                "the cupy backend needs CuPy: pip install 'minflow[gpu]' "
-                f"(import failed: {error})"
+                f"the cupy backend needs CuPy: pip install 'minflow[gpu]' (import failed: {error})"
             ) from error
         _cupy = cupy
     return _cupy
@@ -224,7 +223,7 @@ def read_scalars(scalars, checks=()):
     xp, dtype = array_module(scalars[0]), scalars[0].dtype
     parts = [s.reshape(1).astype(dtype) for s in scalars] + [xp.all(ok).reshape(1).astype(dtype) for ok, _ in checks]
     values = xp.concatenate(parts).tolist()  # the one device -> host transfer
-    for (_, message), passed in zip(checks, values[len(scalars):]):
+    for (_, message), passed in zip(checks, values[len(scalars) :]):
         if not passed:
             raise ValueError(message())
     return values[: len(scalars)]
@@ -341,5 +340,6 @@ if _env_backend:
     try:
         set_backend(_env_backend.strip().lower())
     except (ValueError, ImportError) as _error:  # name the variable: the user may not know it is set
-        raise type(_error)(f"the environment variable MINFLOW_BACKEND={_env_backend!r}: {_error}; "
-                           "set it to numpy or cupy, or unset it") from None
+        raise type(_error)(
+            f"the environment variable MINFLOW_BACKEND={_env_backend!r}: {_error}; set it to numpy or cupy, or unset it"
+        ) from None

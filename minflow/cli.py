@@ -48,9 +48,25 @@ import numpy
 
 from . import backend, data, models, train
 from .autodiff import no_grad
-from .runs import (IMAGE_DATASETS, RunFailed, RunFolder, UsageError, build_from, build_model, committed,
-                   finite_or_none, first_line, is_run_folder, load_run, read_config, signals_blocked,
-                   toy_splits, use_run_settings, usual_permissions, write_json)
+from .runs import (
+    IMAGE_DATASETS,
+    RunFailed,
+    RunFolder,
+    UsageError,
+    build_from,
+    build_model,
+    committed,
+    finite_or_none,
+    first_line,
+    is_run_folder,
+    load_run,
+    read_config,
+    signals_blocked,
+    toy_splits,
+    use_run_settings,
+    usual_permissions,
+    write_json,
+)
 
 DEMO = {"data": "moons", "model": "realnvp", "steps": 1500, "out": os.path.join("runs", "demo")}
 DEFAULT_STEPS = 3000
@@ -93,83 +109,152 @@ def _number(convert, acceptable, expected):
 
 _positive_int = _number(int, lambda value: value >= 1, "a positive integer")
 _positive_float = _number(float, lambda value: value > 0 and math.isfinite(value), "a positive finite number")
-_noise = _number(float, lambda value: value >= 0 and math.isfinite(value), "a finite number >= 0 (a standard deviation)")
+_noise = _number(
+    float, lambda value: value >= 0 and math.isfinite(value), "a finite number >= 0 (a standard deviation)"
+)
 _seed = _number(int, lambda value: 0 <= value <= MAX_SEED, f"an integer from 0 to {MAX_SEED}")
 
 
 def _add_debug(parser):
-    parser.add_argument("--debug", action="store_true",
-                        help="show the traceback of an error instead of one line (or set MINFLOW_DEBUG=1)")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of an error instead of one line (or set MINFLOW_DEBUG=1)",
+    )
 
 
 def _add_training_arguments(parser, defaults):
-    parser.add_argument("--data", choices=sorted(data.TOY_DATASETS) + list(IMAGE_DATASETS),
-                        default=defaults.get("data", "moons"),
-                        help="2-D toy dataset, or digits (8x8 images, with --model glow) (default: %(default)s)")
-    parser.add_argument("--model", choices=sorted(models.MODELS) + sorted(models.IMAGE_MODELS),
-                        default=defaults.get("model"), help="model family (default: realnvp for 2-D data, glow for digits)")
-    parser.add_argument("--steps", type=_positive_int, default=defaults.get("steps"),
-                        help=f"Adam steps, in all (default: {defaults.get('steps', DEFAULT_STEPS)}"
-                        + ("" if "steps" in defaults else "; with --resume, the run's own total") + ")")
-    parser.add_argument("--out", default=defaults.get("out"),
-                        help="run folder to write" + (" (default: %(default)s)" if "out" in defaults else
-                                                      " (needed unless --resume; default then: the resumed run)"))
-    parser.add_argument("--force", action="store_true",
-                        help="replace an existing run folder (only once the new run is complete)")
-    parser.add_argument("--batch-size", type=_positive_int, default=None,
-                        help="minibatch size (default: 512 for 2-D data, 64 for digits)")
+    parser.add_argument(
+        "--data",
+        choices=sorted(data.TOY_DATASETS) + list(IMAGE_DATASETS),
+        default=defaults.get("data", "moons"),
+        help="2-D toy dataset, or digits (8x8 images, with --model glow) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--model",
+        choices=sorted(models.MODELS) + sorted(models.IMAGE_MODELS),
+        default=defaults.get("model"),
+        help="model family (default: realnvp for 2-D data, glow for digits)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=defaults.get("steps"),
+        help=f"Adam steps, in all (default: {defaults.get('steps', DEFAULT_STEPS)}"
+        + ("" if "steps" in defaults else "; with --resume, the run's own total")
+        + ")",
+    )
+    parser.add_argument(
+        "--out",
+        default=defaults.get("out"),
+        help="run folder to write"
+        + (
+            " (default: %(default)s)"
+            if "out" in defaults
+            else " (needed unless --resume; default then: the resumed run)"
+        ),
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="replace an existing run folder (only once the new run is complete)"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        help="minibatch size (default: 512 for 2-D data, 64 for digits)",
+    )
     parser.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate (default: %(default)s)")
-    parser.add_argument("--schedule", choices=train.SCHEDULES, default="cosine",
-                        help="learning-rate schedule (default: %(default)s)")
-    parser.add_argument("--clip", type=_positive_float, default=None,
-                        help="clip the gradient's global norm to this (default: no clipping)")
-    parser.add_argument("--layers", type=_positive_int, default=None,
-                        help="number of coupling layers; steps per scale for glow (model default)")
-    parser.add_argument("--scales", type=_positive_int, default=None, help="glow only: number of scales (model default)")
-    parser.add_argument("--hidden", type=_positive_int, default=64, help="hidden units per conditioner layer (default: %(default)s)")
+    parser.add_argument(
+        "--schedule", choices=train.SCHEDULES, default="cosine", help="learning-rate schedule (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--clip",
+        type=_positive_float,
+        default=None,
+        help="clip the gradient's global norm to this (default: no clipping)",
+    )
+    parser.add_argument(
+        "--layers",
+        type=_positive_int,
+        default=None,
+        help="number of coupling layers; steps per scale for glow (model default)",
+    )
+    parser.add_argument(
+        "--scales", type=_positive_int, default=None, help="glow only: number of scales (model default)"
+    )
+    parser.add_argument(
+        "--hidden", type=_positive_int, default=64, help="hidden units per conditioner layer (default: %(default)s)"
+    )
     parser.add_argument("--noise", type=_noise, default=None, help="dataset noise (dataset default)")
     parser.add_argument("--n-train", type=_positive_int, default=10_000, help="training points (default: %(default)s)")
-    parser.add_argument("--n-test", type=_positive_int, default=10_000, help="held-out test points (default: %(default)s)")
-    parser.add_argument("--seed", type=_seed, default=0, help="seed for data, initialisation and batches (default: %(default)s)")
-    parser.add_argument("--dtype", choices=("float64", "float32"), default=None,
-                        help="floating dtype of the model and data (default: minflow's default, float64)")
+    parser.add_argument(
+        "--n-test", type=_positive_int, default=10_000, help="held-out test points (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--seed", type=_seed, default=0, help="seed for data, initialisation and batches (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("float64", "float32"),
+        default=None,
+        help="floating dtype of the model and data (default: minflow's default, float64)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-figures", action="store_true", help="skip the figures")
     _add_debug(parser)
 
 
 def make_parser():
-    parser = _Parser(prog="python -m minflow",
-                     description="Train normalizing flows on 2-D toy data (or 8x8 digits) and look at them.")
+    parser = _Parser(
+        prog="python -m minflow",
+        description="Train normalizing flows on 2-D toy data (or 8x8 digits) and look at them.",
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help=f"train {DEMO['model']} on {DEMO['data']} and write its figures to {DEMO['out']}",
-                               description="The main job, with no arguments: a trained two-moons model and its figures. "
-                               "Run again, it replaces the folder it wrote before (and no other without --force).")
+    demo = commands.add_parser(
+        "demo",
+        help=f"train {DEMO['model']} on {DEMO['data']} and write its figures to {DEMO['out']}",
+        description="The main job, with no arguments: a trained two-moons model and its figures. "
+        "Run again, it replaces the folder it wrote before (and no other without --force).",
+    )
     _add_training_arguments(demo, DEMO)
 
-    fit = commands.add_parser("train", help="train a model on a toy dataset",
-                              description="Train a flow by maximum likelihood and write checkpoint, metrics and figures. "
-                              "Ctrl-C once stops and saves the run as interrupted; twice aborts and writes nothing.")
+    fit = commands.add_parser(
+        "train",
+        help="train a model on a toy dataset",
+        description="Train a flow by maximum likelihood and write checkpoint, metrics and figures. "
+        "Ctrl-C once stops and saves the run as interrupted; twice aborts and writes nothing.",
+    )
     _add_training_arguments(fit, {})
-    fit.add_argument("--resume", metavar="RUN", default=None,
-                     help="continue the run in folder RUN (its own settings; --steps sets the new total) and write it back")
+    fit.add_argument(
+        "--resume",
+        metavar="RUN",
+        default=None,
+        help="continue the run in folder RUN (its own settings; --steps sets the new total) and write it back",
+    )
     parser.train_parser = fit  # main() asks it which options were given with --resume
 
-    evaluate = commands.add_parser("evaluate", help="test NLL of a saved run",
-                                   description="Rebuild a run's model and test data and print its metrics as JSON. "
-                                   "A non-finite result is an error (exit code 1), never NaN in the JSON.")
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="test NLL of a saved run",
+        description="Rebuild a run's model and test data and print its metrics as JSON. "
+        "A non-finite result is an error (exit code 1), never NaN in the JSON.",
+    )
     evaluate.add_argument("run", help="run folder written by train")
     _add_debug(evaluate)
 
-    sample = commands.add_parser("sample", help="draw samples from a saved run",
-                                 description="Draw samples (in the data's original units) and write them as CSV, "
-                                 f"{SAMPLE_CHUNK} at a time.")
+    sample = commands.add_parser(
+        "sample",
+        help="draw samples from a saved run",
+        description=f"Draw samples (in the data's original units) and write them as CSV, {SAMPLE_CHUNK} at a time.",
+    )
     sample.add_argument("run", help="run folder written by train")
     sample.add_argument("--n", type=_positive_int, default=1000, help="number of samples (default: %(default)s)")
     sample.add_argument("--seed", type=_seed, default=0, help="sampling seed (default: %(default)s)")
     sample.add_argument("--out", default=None, help="CSV file to write (default: RUN/samples.csv)")
-    sample.add_argument("--force", action="store_true", help="replace an existing --out file (never one of the run's own)")
+    sample.add_argument(
+        "--force", action="store_true", help="replace an existing --out file (never one of the run's own)"
+    )
     _add_debug(sample)
     return parser
 
@@ -180,27 +265,51 @@ def _new_config(args):
     images = args.data in IMAGE_DATASETS
     args.model = args.model or ("glow" if images else "realnvp")
     if images != (args.model in models.IMAGE_MODELS):
-        raise UsageError(f"--data {args.data} needs " + (f"an image model ({', '.join(sorted(models.IMAGE_MODELS))})" if images
-                         else f"a 2-D model, not the image model {args.model!r}; use --data digits"))
+        raise UsageError(
+            f"--data {args.data} needs "
+            + (
+                f"an image model ({', '.join(sorted(models.IMAGE_MODELS))})"
+                if images
+                else f"a 2-D model, not the image model {args.model!r}; use --data digits"
+            )
+        )
     if args.scales is not None and not images:
         raise UsageError("--scales is for image models (--model glow)")
     if not images and args.n_train < 2:
-        raise UsageError(f"--n-train {args.n_train} is too few: the data are standardised by the training split's "
-                         "mean and spread, which needs at least 2 points")
+        raise UsageError(
+            f"--n-train {args.n_train} is too few: the data are standardised by the training split's "
+            "mean and spread, which needs at least 2 points"
+        )
     if args.dtype is not None:
         backend.set_default_dtype(args.dtype)  # main() puts the old default back
-    config = {"data": args.data, "seed": args.seed, "model": args.model,
-              "steps": args.steps or DEFAULT_STEPS, "batch_size": args.batch_size or (64 if images else 512),
-              "lr": args.lr, "schedule": args.schedule, "clip": args.clip,
-              "dtype": str(backend.get_default_dtype()), "backend": backend.backend_name(), "written_by": args.command}
+    config = {
+        "data": args.data,
+        "seed": args.seed,
+        "model": args.model,
+        "steps": args.steps or DEFAULT_STEPS,
+        "batch_size": args.batch_size or (64 if images else 512),
+        "lr": args.lr,
+        "schedule": args.schedule,
+        "clip": args.clip,
+        "dtype": str(backend.get_default_dtype()),
+        "backend": backend.backend_name(),
+        "written_by": args.command,
+    }
     options = {"hidden": args.hidden}
     if args.layers is not None:
         options["steps_per_scale" if images else "layers"] = args.layers
     if args.scales is not None:
         options["scales"] = args.scales
     if not images:
-        config.update({"noise": args.noise, "n_train": args.n_train, "n_val": max(args.n_train // 5, 1),
-                       "n_test": args.n_test, "dim": 2})
+        config.update(
+            {
+                "noise": args.noise,
+                "n_train": args.n_train,
+                "n_val": max(args.n_train // 5, 1),
+                "n_test": args.n_test,
+                "dim": 2,
+            }
+        )
     config["model_options"] = options
     return config
 
@@ -212,8 +321,10 @@ def _resume_config(args):
     use_run_settings(config, folder)
     path = os.path.join(folder, "training_state.npz")
     if not os.path.isfile(path):
-        raise UsageError(f"{folder!r} has no training_state.npz, so it cannot be resumed; train it again "
-                         "(runs written by this version of minflow can be resumed)")
+        raise UsageError(
+            f"{folder!r} has no training_state.npz, so it cannot be resumed; train it again "
+            "(runs written by this version of minflow can be resumed)"
+        )
     try:
         state = train.TrainingState.load(path)
     except Exception as error:  # ValueError for a damaged or foreign file, OSError for an unreadable one
@@ -224,8 +335,10 @@ def _resume_config(args):
     steps = args.steps or config.get("steps")
     if not isinstance(steps, int) or steps <= done:
         given = f"--steps {args.steps}" if args.steps else f"its total of {steps} steps"
-        raise UsageError(f"{folder!r} has already run {done} steps, so {given} leaves nothing to do; "
-                         f"give a larger total with --steps")
+        raise UsageError(
+            f"{folder!r} has already run {done} steps, so {given} leaves nothing to do; "
+            f"give a larger total with --steps"
+        )
     config["steps"] = steps
     args.out = args.out or folder
     return config, state
@@ -238,11 +351,16 @@ def _check_resume_options(parser, argv):
     given = argparse.Namespace(**{a.dest: unset for a in sub._actions if a.dest != "help"})
     sub.parse_args(argv[argv.index("train") + 1 :], given)
     allowed = {"resume", "steps", "out", "force", "no_progress", "no_figures", "debug"}
-    extra = [a.option_strings[0] for a in sub._actions
-             if a.dest not in allowed and a.option_strings and getattr(given, a.dest, unset) is not unset]
+    extra = [
+        a.option_strings[0]
+        for a in sub._actions
+        if a.dest not in allowed and a.option_strings and getattr(given, a.dest, unset) is not unset
+    ]
     if extra:
-        raise UsageError(f"--resume continues a run with its own settings (RUN/config.json); drop {', '.join(extra)} "
-                         "(only --steps, --out, --force, --no-progress, --no-figures go with it)")
+        raise UsageError(
+            f"--resume continues a run with its own settings (RUN/config.json); drop {', '.join(extra)} "
+            "(only --steps, --out, --force, --no-progress, --no-figures go with it)"
+        )
 
 
 def _figures_possible(args):
@@ -263,22 +381,38 @@ def _fit(args, config, model, train_data, val_data, state=None):
     options = {} if state is None else {"resume": state}
     steps = config["steps"]
     try:
-        history = train.fit(model, train_data, steps=steps, batch_size=config["batch_size"], lr=config["lr"],
-                            schedule=config["schedule"], clip=config.get("clip"), val_data=val_data,
-                            val_every=max(steps // 20, 1), seed=config["seed"], progress=not args.no_progress, **options)
+        history = train.fit(
+            model,
+            train_data,
+            steps=steps,
+            batch_size=config["batch_size"],
+            lr=config["lr"],
+            schedule=config["schedule"],
+            clip=config.get("clip"),
+            val_data=val_data,
+            val_every=max(steps // 20, 1),
+            seed=config["seed"],
+            progress=not args.no_progress,
+            **options,
+        )
         interrupted = bool(history.get("interrupted"))
     except train.TrainingInterrupted as stop:
         history, interrupted = stop.history, True
         history.setdefault("state", stop.state)
-        print(f"interrupted at step {stop.state.step}; saving the run as interrupted (Ctrl-C again to abort)",
-              file=sys.stderr, flush=True)
+        print(
+            f"interrupted at step {stop.state.step}; saving the run as interrupted (Ctrl-C again to abort)",
+            file=sys.stderr,
+            flush=True,
+        )
     except train.NonFiniteLossError as error:
         raise RunFailed(_divergence(error, args, config)) from error
     except ValueError as error:
         if state is None or not str(error).startswith("resume"):
             raise
-        raise UsageError(f"{os.path.join(args.resume, 'training_state.npz')} does not continue the run its "
-                         f"config.json describes ({first_line(error)}); train the run again") from None
+        raise UsageError(
+            f"{os.path.join(args.resume, 'training_state.npz')} does not continue the run its "
+            f"config.json describes ({first_line(error)}); train the run again"
+        ) from None
     return history, history.pop("state", None), interrupted
 
 
@@ -292,8 +426,10 @@ def _divergence(error, args, config):
     found = re.search(r"step (\d+)", str(error))
     where = f" at step {found.group(1)}" if found else ""
     clip = "a smaller --clip" if config.get("clip") else "--clip 1.0"
-    return (f"training diverged{where}: the loss or a gradient became NaN or infinite; try a smaller --lr "
-            f"(now {config['lr']:g}) or {clip}; {nothing}")
+    return (
+        f"training diverged{where}: the loss or a gradient became NaN or infinite; try a smaller --lr "
+        f"(now {config['lr']:g}) or {clip}; {nothing}"
+    )
 
 
 def run_training(args):
@@ -311,18 +447,30 @@ def run_training(args):
         if state is not None:
             print(f"resuming {resuming} at step {state.step} of {config['steps']} (Ctrl-C stops and saves)", flush=True)
         else:
-            print(f"training {config['model']} on {config['data']} for {config['steps']} steps into {args.out} "
-                  "(Ctrl-C stops and saves)", flush=True)
+            print(
+                f"training {config['model']} on {config['data']} for {config['steps']} steps into {args.out} "
+                "(Ctrl-C stops and saves)",
+                flush=True,
+            )
         history, state, interrupted = _fit(args, config, model, task["train"], task["val"], state)
         metrics = task["metrics"](model)
         bad = [key for key, value in metrics.items() if not math.isfinite(value)]
         if bad:
-            raise RunFailed(f"the trained model gives a non-finite {bad[0]} ({metrics[bad[0]]}); nothing was written to "
-                            f"{args.out!r}; try a smaller --lr or --clip 1.0")
+            raise RunFailed(
+                f"the trained model gives a non-finite {bad[0]} ({metrics[bad[0]]}); nothing was written to "
+                f"{args.out!r}; try a smaller --lr or --clip 1.0"
+            )
         steps_run = int(state.step) if state is not None else len(history["step"])
-        metrics.update({"steps": config["steps"], "steps_run": steps_run, "best_step": history.get("best_step"),
-                        "stopped": history.get("stopped"), "interrupted": interrupted,
-                        "wall_time_seconds": history.get("wall_time", 0.0)})
+        metrics.update(
+            {
+                "steps": config["steps"],
+                "steps_run": steps_run,
+                "best_step": history.get("best_step"),
+                "stopped": history.get("stopped"),
+                "interrupted": interrupted,
+                "wall_time_seconds": history.get("wall_time", 0.0),
+            }
+        )
         model.save(os.path.join(folder.tmp, "model.npz"))
         if state is not None:
             state.save(os.path.join(folder.tmp, "training_state.npz"))
@@ -332,8 +480,10 @@ def run_training(args):
         figures = [] if args.no_figures else task["figures"](model, history, folder.tmp)
         folder.commit()
     state_text = f"interrupted at step {steps_run} of {config['steps']}" if interrupted else f"{steps_run} steps"
-    print(f"{config['model']} on {config['data']}: {task['summary'](metrics)}, {metrics['wall_time_seconds']:.1f} s, "
-          f"{state_text}")
+    print(
+        f"{config['model']} on {config['data']}: {task['summary'](metrics)}, {metrics['wall_time_seconds']:.1f} s, "
+        f"{state_text}"
+    )
     written = ["model.npz", "metrics.json"] + (["training_state.npz"] if state is not None else [])
     print(f"wrote {args.out}: " + ", ".join(written + [os.path.basename(f) for f in figures]))
     if interrupted:
@@ -356,26 +506,43 @@ def _toy_task(config):
 
     def metrics(model):
         test_nll = train.evaluate_nll(model, splits.test)
-        return {"train_nll": train.evaluate_nll(model, splits.train), "val_nll": train.evaluate_nll(model, splits.val),
-                "test_nll": test_nll, "test_nll_original_units": test_nll - splits.standardizer.log_det}
+        return {
+            "train_nll": train.evaluate_nll(model, splits.train),
+            "val_nll": train.evaluate_nll(model, splits.val),
+            "test_nll": test_nll,
+            "test_nll_original_units": test_nll - splits.standardizer.log_det,
+        }
 
-    return {"train": splits.train, "val": splits.val, "metrics": metrics,
-            "figures": lambda model, history, folder: write_figures(model, splits, history, folder, config["seed"]),
-            "summary": lambda m: f"test NLL {m['test_nll']:.4f} nats (standardised data)"}
+    return {
+        "train": splits.train,
+        "val": splits.val,
+        "metrics": metrics,
+        "figures": lambda model, history, folder: write_figures(model, splits, history, folder, config["seed"]),
+        "summary": lambda m: f"test NLL {m['test_nll']:.4f} nats (standardised data)",
+    }
 
 
 def write_figures(model, splits, history, folder, seed=0):
     """The run's figures; returns their paths. (matplotlib is needed here, and only here.)"""
     from . import plot
 
-    paths = {name: os.path.join(folder, f"{name}.png") for name in ("density", "samples", "warped_grid", "morph", "training")}
+    paths = {
+        name: os.path.join(folder, f"{name}.png") for name in ("density", "samples", "warped_grid", "morph", "training")
+    }
     shown = splits.test[:5000]
     plot.density(model, shown, path=paths["density"])
     plot.samples(model, shown, seed=seed, path=paths["samples"])
     plot.warped_grid(model, path=paths["warped_grid"])
     plot.morph(model, seed=seed, path=paths["morph"])
-    plot.training_curves({"step": history["step"], "train_nll": history["loss"], "val_step": history["val_step"],
-                          "val_nll": history["val_nll"]}, path=paths["training"])
+    plot.training_curves(
+        {
+            "step": history["step"],
+            "train_nll": history["loss"],
+            "val_step": history["val_step"],
+            "val_nll": history["val_nll"],
+        },
+        path=paths["training"],
+    )
     return list(paths.values())
 
 
@@ -384,8 +551,10 @@ def _log_probs(model, images, batch_size=1024):
     """log p(h) of every image, (N,), in chunks and without a graph."""
     dtype = model.float_dtype()
     with no_grad():
-        chunks = [model.log_prob(backend.to_device(images[start : start + batch_size], dtype, model.array_module())).data
-                  for start in range(0, len(images), batch_size)]
+        chunks = [
+            model.log_prob(backend.to_device(images[start : start + batch_size], dtype, model.array_module())).data
+            for start in range(0, len(images), batch_size)
+        ]
     return backend.array_module(chunks[0]).concatenate(chunks)
 
 
@@ -423,14 +592,20 @@ def run_image_training(config):
     train_images = fresh_dequantizations(config["seed"], splits.alpha, config["train_copies"])
 
     def metrics(model):  # train_bpd: on splits.train, the training digits with data.digits' own noise
-        return {"train_bpd": _bits_per_dim(model, splits.train, splits.train_log_det),
-                "val_bpd": _bits_per_dim(model, splits.val, splits.val_log_det),
-                "test_bpd": _bits_per_dim(model, splits.test, splits.test_log_det),
-                "test_nll": train.evaluate_nll(model, splits.test)}
+        return {
+            "train_bpd": _bits_per_dim(model, splits.train, splits.train_log_det),
+            "val_bpd": _bits_per_dim(model, splits.val, splits.val_log_det),
+            "test_bpd": _bits_per_dim(model, splits.test, splits.test_log_det),
+            "test_nll": train.evaluate_nll(model, splits.test),
+        }
 
-    return {"train": train_images, "val": splits.val, "metrics": metrics,
-            "figures": lambda model, history, folder: write_image_figures(model, splits, history, folder, config["seed"]),
-            "summary": lambda m: f"test {m['test_bpd']:.3f} bits/dim"}
+    return {
+        "train": train_images,
+        "val": splits.val,
+        "metrics": metrics,
+        "figures": lambda model, history, folder: write_image_figures(model, splits, history, folder, config["seed"]),
+        "summary": lambda m: f"test {m['test_bpd']:.3f} bits/dim",
+    }
 
 
 def write_image_figures(model, splits, history, folder, seed=0, pairs=4, steps=8):
@@ -446,10 +621,18 @@ def write_image_figures(model, splits, history, folder, seed=0, pairs=4, steps=8
     plot.image_grid(to_image(model.sample(64, seed=seed)), path=paths["samples"], columns=8, value_range=grey_levels)
     test = splits.test
     x_pairs = test[: 2 * pairs].reshape((pairs, 2) + test.shape[1:])
-    plot.interpolations(model, x_pairs, steps=steps, path=paths["interpolations"], to_image=to_image,
-                        value_range=grey_levels)
-    plot.training_curves({"step": history["step"], "train_nll": history["loss"], "val_step": history["val_step"],
-                          "val_nll": history["val_nll"]}, path=paths["training"])
+    plot.interpolations(
+        model, x_pairs, steps=steps, path=paths["interpolations"], to_image=to_image, value_range=grey_levels
+    )
+    plot.training_curves(
+        {
+            "step": history["step"],
+            "train_nll": history["loss"],
+            "val_step": history["val_step"],
+            "val_nll": history["val_nll"],
+        },
+        path=paths["training"],
+    )
     return list(paths.values())
 
 
@@ -467,15 +650,19 @@ def run_evaluate(args):
     config, model, _ = load_run(args.run)
     if config["data"] in IMAGE_DATASETS:
         splits = data.digits(seed=config["seed"], alpha=config["alpha"])
-        result = {"test_bpd": _bits_per_dim(model, splits.test, splits.test_log_det),
-                  "val_bpd": _bits_per_dim(model, splits.val, splits.val_log_det),
-                  "test_nll": train.evaluate_nll(model, splits.test)}
+        result = {
+            "test_bpd": _bits_per_dim(model, splits.test, splits.test_log_det),
+            "val_bpd": _bits_per_dim(model, splits.val, splits.val_log_det),
+            "test_nll": train.evaluate_nll(model, splits.test),
+        }
     else:
         splits = toy_splits(config)
         result = {"test_nll": train.evaluate_nll(model, splits.test), "val_nll": train.evaluate_nll(model, splits.val)}
     bad = [key for key, value in result.items() if not math.isfinite(value)]
     if bad:
-        raise RunFailed(f"{bad[0]} is {result[bad[0]]}, not a number JSON can hold: {_non_finite_cause(model, args.run)}")
+        raise RunFailed(
+            f"{bad[0]} is {result[bad[0]]}, not a number JSON can hold: {_non_finite_cause(model, args.run)}"
+        )
     print(json.dumps(result, indent=2, allow_nan=False))
     return 0
 
@@ -488,8 +675,9 @@ def _sample_out(args):
     if not name or os.path.isdir(path):
         raise UsageError(f"--out {out!r} is a folder; name a CSV file")
     if is_run_folder(folder) and (name in RUN_FILES or name.endswith(".png")):
-        raise UsageError(f"--out {out!r} is one of the run's own files, never overwritten (even with --force); "
-                         "name another file")
+        raise UsageError(
+            f"--out {out!r} is one of the run's own files, never overwritten (even with --force); name another file"
+        )
     if os.path.lexists(path) and not args.force:
         raise UsageError(f"--out {out!r} already exists; pass --force to replace it or choose another --out")
     if not os.path.isdir(folder):
@@ -511,9 +699,13 @@ def run_sample(args):
     header = ",".join(f"p{i}" for i in range(width)) if images else "x1,x2"
     rng = backend.rng(args.seed, model.array_module())  # one stream through all chunks
     try:
-        handle, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(out)), prefix=f".{os.path.basename(out)}.tmp-")
+        handle, tmp = tempfile.mkstemp(
+            dir=os.path.dirname(os.path.abspath(out)), prefix=f".{os.path.basename(out)}.tmp-"
+        )
     except OSError as error:
-        raise UsageError(f"cannot write --out {out!r}: {error.strerror or error}; choose a folder you can write to") from None
+        raise UsageError(
+            f"cannot write --out {out!r}: {error.strerror or error}; choose a folder you can write to"
+        ) from None
     try:
         with os.fdopen(handle, "w") as file:
             file.write(header + "\n")
@@ -526,8 +718,10 @@ def run_sample(args):
                     values = standardizer.inverse_transform(backend.to_numpy(drawn))
                 values = numpy.asarray(backend.to_numpy(values))
                 if not numpy.isfinite(values).all():
-                    raise RunFailed(f"the samples are not finite (NaN or infinity among samples {start}..{start + count - 1}): "
-                                    f"{_non_finite_cause(model, args.run)}; nothing was written")
+                    raise RunFailed(
+                        f"the samples are not finite (NaN or infinity among samples {start}..{start + count - 1}): "
+                        f"{_non_finite_cause(model, args.run)}; nothing was written"
+                    )
                 file.write(_csv_rows(values))
         usual_permissions(tmp, 0o666)
         unblock = signals_blocked()

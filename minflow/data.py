@@ -124,8 +124,8 @@ def checkerboard(n, seed=None, noise=0.0):
     """
     rng, n, noise = _start(n, seed, noise)
     cell = rng.integers(0, 8, n)
-    i = cell % 4 - 2                   # the column, -2..1
-    j = 2 * (cell // 4) - 2 + i % 2    # the row: -2 or 0 for an even column, -1 or 1 for an odd one
+    i = cell % 4 - 2  # the column, -2..1
+    j = 2 * (cell // 4) - 2 + i % 2  # the row: -2 or 0 for an even column, -1 or 1 for an odd one
     corner = numpy.stack([i, j], axis=1).astype(numpy.float64)
     return _add_noise(rng, corner + rng.random((n, 2)), noise)
 

@@ -90,7 +90,9 @@ def spline_coupling_flow(dim, layers=4, bins=8, bound=4.0, hidden=64, depth=2, s
     rng = backend.rng(seed)
     flows = []
     for i in range(layers):
-        flows.append(SplineCoupling(half_mask(dim, first=i % 2 == 0), bins=bins, bound=bound, hidden=(hidden,) * depth, seed=rng))
+        flows.append(
+            SplineCoupling(half_mask(dim, first=i % 2 == 0), bins=bins, bound=bound, hidden=(hidden,) * depth, seed=rng)
+        )
         flows.append(LULinear(dim))
     return NormalizingFlow(Sequential(flows))
 
@@ -107,7 +109,9 @@ def nice(dim, layers=4, hidden=64, depth=2, seed=None):
 
     _check_builder(dim, layers)
     rng = backend.rng(seed)
-    flows = [AdditiveCoupling(half_mask(dim, first=i % 2 == 0), hidden=(hidden,) * depth, seed=rng) for i in range(layers)]
+    flows = [
+        AdditiveCoupling(half_mask(dim, first=i % 2 == 0), hidden=(hidden,) * depth, seed=rng) for i in range(layers)
+    ]
     return NormalizingFlow(Sequential(flows + [ElementwiseAffine(dim)]))
 
 
@@ -154,7 +158,9 @@ def spline_autoregressive_flow(dim, layers=3, bins=8, bound=4.0, hidden=64, dept
     _check_builder(dim, layers)
     rng = backend.rng(seed)
     return _autoregressive_stack(
-        dim, layers, lambda: MaskedAutoregressive(dim, SplineTransformer(bins, bound), hidden=(hidden,) * depth, seed=rng)
+        dim,
+        layers,
+        lambda: MaskedAutoregressive(dim, SplineTransformer(bins, bound), hidden=(hidden,) * depth, seed=rng),
     )
 
 
@@ -173,8 +179,14 @@ def glow(shape=(1, 8, 8), scales=2, steps_per_scale=4, hidden=128, depth=2, scal
     """
     from .flows.multiscale import MultiScale
 
-    flow = MultiScale(shape, scales=scales, steps_per_scale=steps_per_scale, hidden=(hidden,) * depth,
-                      scale_bound=scale_bound, seed=seed)
+    flow = MultiScale(
+        shape,
+        scales=scales,
+        steps_per_scale=steps_per_scale,
+        hidden=(hidden,) * depth,
+        scale_bound=scale_bound,
+        seed=seed,
+    )
     return NormalizingFlow(flow)
 
 

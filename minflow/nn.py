@@ -166,16 +166,22 @@ class Module:
         state = dict(state)
         check_format(state.pop(FORMAT_KEY, None), FORMAT_VERSION, "model checkpoint")
         if TRAINING_STATE_KEY in state:
-            raise ValueError("this is a training state (minflow.train.TrainingState), not a model checkpoint; "
-                             "load it with TrainingState.load")
+            raise ValueError(
+                "this is a training state (minflow.train.TrainingState), not a model checkpoint; "
+                "load it with TrainingState.load"
+            )
         own = dict(self.named_parameters() + self.named_buffers())
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
         if own and state and not set(own) & set(state):
-            raise ValueError(f"state does not match the model: none of its {len(state)} names is one of the "
-                             f"model's {len(own)} (the model has {_some(sorted(own))}; the state has {_some(sorted(state))})")
+            raise ValueError(
+                f"state does not match the model: none of its {len(state)} names is one of the "
+                f"model's {len(own)} (the model has {_some(sorted(own))}; the state has {_some(sorted(state))})"
+            )
         if missing or unexpected:
-            raise ValueError(f"state does not match the model: missing {_some(missing)}, unexpected {_some(unexpected)}")
+            raise ValueError(
+                f"state does not match the model: missing {_some(missing)}, unexpected {_some(unexpected)}"
+            )
         for name, tensor in own.items():
             value = state[name]
             if tuple(value.shape) != tuple(tensor.shape):
@@ -183,7 +189,9 @@ class Module:
             if value.dtype != tensor.dtype:
                 raise ValueError(f"{name}: checkpoint has dtype {value.dtype}, model has {tensor.dtype}")
         for name, tensor in own.items():
-            tensor.data = backend.to_device(state[name], dtype=tensor.dtype, xp=backend.array_module(tensor.data)).copy()
+            tensor.data = backend.to_device(
+                state[name], dtype=tensor.dtype, xp=backend.array_module(tensor.data)
+            ).copy()
 
     def save(self, path):
         """Write the state to an .npz file, atomically (a crash never leaves half a file),
@@ -218,8 +226,10 @@ def check_format(value, supported, what):
         except (TypeError, ValueError):
             raise ValueError(f"its format version {value!r} is not a number: not a minflow {what}") from None
     if version != supported:
-        raise ValueError(f"it is a minflow {what} of format version {version}, and this minflow reads version "
-                         f"{supported} only (it was written by {'a newer' if version > supported else 'an older'} minflow)")
+        raise ValueError(
+            f"it is a minflow {what} of format version {version}, and this minflow reads version "
+            f"{supported} only (it was written by {'a newer' if version > supported else 'an older'} minflow)"
+        )
 
 
 def _some(names, limit=5):

@@ -41,8 +41,10 @@ class Optimizer:
         """``state[name]`` as a flat array of ``size`` entries on ``like``'s device and dtype."""
         value = state[name]
         if not backend.is_array(value) or value.size != size:
-            raise ValueError(f"{type(self).__name__} state {name!r} has {getattr(value, 'size', '?')} entries, "
-                             f"the parameters have {size}")
+            raise ValueError(
+                f"{type(self).__name__} state {name!r} has {getattr(value, 'size', '?')} entries, "
+                f"the parameters have {size}"
+            )
         return backend.to_device(value, dtype=like.dtype, xp=backend.array_module(like)).reshape(-1).copy()
 
 
@@ -145,10 +147,10 @@ class Adam(Optimizer):
         # sqrt(v / c2) + eps  =  sqrt(v) / sqrt(c2) + eps, and lr * (m / c1) folds lr / c1
         # into one number: the same update, two fewer passes over the model.
         denominator = xp.sqrt(v)
-        denominator *= 1 / math.sqrt(1 - self.beta2 ** self.t)
+        denominator *= 1 / math.sqrt(1 - self.beta2**self.t)
         denominator += self.eps
         update = m / denominator
-        update *= self.lr / (1 - self.beta1 ** self.t)
+        update *= self.lr / (1 - self.beta1**self.t)
         if skipping:
             update *= has_grad
         self.theta -= update
@@ -158,8 +160,14 @@ class Adam(Optimizer):
         "eps", "weight_decay", "m", "v"}``, with m and v the flat moment arrays (copies, in
         the order of the parameters, each flattened; absent before the first step).
         """
-        state = {"type": "Adam", "t": self.t, "lr": self.lr, "betas": [self.beta1, self.beta2],
-                 "eps": self.eps, "weight_decay": self.weight_decay}
+        state = {
+            "type": "Adam",
+            "t": self.t,
+            "lr": self.lr,
+            "betas": [self.beta1, self.beta2],
+            "eps": self.eps,
+            "weight_decay": self.weight_decay,
+        }
         if self.m is not None:
             state["m"], state["v"] = self.m.copy(), self.v.copy()
         return state
@@ -203,7 +211,7 @@ class Adam(Optimizer):
             self.m, self.v = self.m.astype(self.theta.dtype), self.v.astype(self.theta.dtype)
         self.views, offset = [], 0
         for p in self.params:
-            p.data = self.theta[offset:offset + p.size].reshape(p.shape)
+            p.data = self.theta[offset : offset + p.size].reshape(p.shape)
             self.views.append(p.data)
             offset += p.size
 

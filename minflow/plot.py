@@ -91,8 +91,11 @@ def density(model, data=None, bounds=None, resolution=200, title=None, path=None
     figure, (axes,) = _figure(panels, extra_width=1.0, sharex=True, sharey=True)
     heat_maps = [(p, axes[0], "model density p(x)")]
     if data is not None:
-        bins = _check_count(bins, "bins", where, minimum=1) if bins is not None else int(
-            numpy.clip(numpy.sqrt(len(data)) / 1.5, 10, resolution))
+        bins = (
+            _check_count(bins, "bins", where, minimum=1)
+            if bins is not None
+            else int(numpy.clip(numpy.sqrt(len(data)) / 1.5, 10, resolution))
+        )
         counts, _, _ = numpy.histogram2d(data[:, 0], data[:, 1], bins=bins, range=bounds)
         cell = (bounds[0][1] - bounds[0][0]) * (bounds[1][1] - bounds[1][0]) / bins**2
         # histogram2d indexes [x bin, y bin]; an image is [row = y, column = x]: transpose.
@@ -129,8 +132,11 @@ def samples(model, data=None, n=2000, seed=0, bounds=None, path=None):
         if len(data) > n:  # a random subset: a data set may be stored in order (one moon, then the other)
             data = data[numpy.sort(numpy.random.default_rng(seed).choice(len(data), n, replace=False))]
     finite = x[numpy.isfinite(x).all(axis=1)]  # a broken inverse may give inf or NaN: count them, do not scale to them
-    bounds = _check_bounds(bounds, where) if bounds is not None else _bounds_around(
-        data if data is not None else (finite if len(finite) else None), DEFAULT_BOUNDS)
+    bounds = (
+        _check_bounds(bounds, where)
+        if bounds is not None
+        else _bounds_around(data if data is not None else (finite if len(finite) else None), DEFAULT_BOUNDS)
+    )
 
     panels = [(x, f"model: {n} samples (seed {seed})", "C0")]
     if data is not None:
@@ -168,21 +174,51 @@ def warped_grid(model, bounds=None, lines=15, points_per_line=200, data_grid=Fal
     dtype, xp = model.float_dtype(), model.array_module()
 
     latent_lines, colours = _grid_lines(bounds, lines, points_per_line)
-    data_lines = _map_lines(lambda z: model.flow.inverse(z)[0], latent_lines, model.flow.output_domain,
-                            bounds, where, "inverse, x = f^{-1}(z), rejected the latent grid", dtype, xp)
-    rows = [(latent_lines, data_lines, "latent space: a straight grid in z", "data space: the same lines, x = f\u207b\u00b9(z)", "z", "x")]
+    data_lines = _map_lines(
+        lambda z: model.flow.inverse(z)[0],
+        latent_lines,
+        model.flow.output_domain,
+        bounds,
+        where,
+        "inverse, x = f^{-1}(z), rejected the latent grid",
+        dtype,
+        xp,
+    )
+    rows = [
+        (
+            latent_lines,
+            data_lines,
+            "latent space: a straight grid in z",
+            "data space: the same lines, x = f\u207b\u00b9(z)",
+            "z",
+            "x",
+        )
+    ]
     if data_grid:
         _check_initialised(model, where)
         reached = data_lines.reshape(-1, 2)
         data_bounds = tuple((float(low), float(high)) for low, high in zip(reached.min(axis=0), reached.max(axis=0)))
         straight, _ = _grid_lines(data_bounds, lines, points_per_line)
-        bent = _map_lines(lambda x: model.flow.forward(x)[0], straight, model.flow.input_domain,
-                          data_bounds, where, "forward, z = f(x), rejected the data grid", dtype, xp)
-        rows.append((straight, bent, "data space: a straight grid in x", "latent space: the same lines, z = f(x)", "x", "z"))
+        bent = _map_lines(
+            lambda x: model.flow.forward(x)[0],
+            straight,
+            model.flow.input_domain,
+            data_bounds,
+            where,
+            "forward, z = f(x), rejected the data grid",
+            dtype,
+            xp,
+        )
+        rows.append(
+            (straight, bent, "data space: a straight grid in x", "latent space: the same lines, z = f(x)", "x", "z")
+        )
 
     figure, axes = _figure(2, rows=len(rows))
     for row, (left, right, left_title, right_title, left_name, right_name) in enumerate(rows):
-        for ax, drawn, label, name in ((axes[row, 0], left, left_title, left_name), (axes[row, 1], right, right_title, right_name)):
+        for ax, drawn, label, name in (
+            (axes[row, 0], left, left_title, left_name),
+            (axes[row, 1], right, right_title, right_name),
+        ):
             for line, colour in zip(drawn, colours):
                 ax.plot(line[:, 0], line[:, 1], color=colour, linewidth=0.9)
             ax.set_title(label)
@@ -226,8 +262,7 @@ def morph(model, n=2000, seed=0, max_panels=8, path=None):
     for ax, i in zip(axes, shown):
         points = backend.to_numpy(steps[i])
         # hsv is cyclic (angle -pi and pi get the same colour) and has no white that would vanish on the page.
-        ax.scatter(points[:, 0], points[:, 1], c=angle, cmap="hsv", vmin=-numpy.pi, vmax=numpy.pi,
-                   s=2, linewidths=0)
+        ax.scatter(points[:, 0], points[:, 1], c=angle, cmap="hsv", vmin=-numpy.pi, vmax=numpy.pi, s=2, linewidths=0)
         if i == 0:
             ax.set_title("base", fontsize=10)
         elif i == last:
@@ -236,8 +271,9 @@ def morph(model, n=2000, seed=0, max_panels=8, path=None):
             ax.set_title(f"after layer {i}\n{layers[i - 1]}", fontsize=10)
         ax.set_aspect("equal", adjustable="datalim")
         ax.tick_params(labelsize=7)
-    figure.suptitle(f"base \u2192 data, one layer at a time ({last} layers; colour: angle of the point in the base)",
-                    fontsize=10)
+    figure.suptitle(
+        f"base \u2192 data, one layer at a time ({last} layers; colour: angle of the point in the base)", fontsize=10
+    )
     return _finish(figure, path)
 
 
@@ -264,7 +300,9 @@ def energy(log_density, bounds=DEFAULT_BOUNDS, resolution=200, samples=None, pat
         out = log_density(x)
         if not (isinstance(out, Tensor) or backend.is_array(out)) or tuple(out.shape) != (x.shape[0],):
             got = tuple(out.shape) if hasattr(out, "shape") else type(out).__name__
-            raise ValueError(f"{where}: log_density must map a Tensor (B, 2) to a Tensor (B,); for B = {x.shape[0]} it returned {got}")
+            raise ValueError(
+                f"{where}: log_density must map a Tensor (B, 2) to a Tensor (B,); for B = {x.shape[0]} it returned {got}"
+            )
         return out
 
     grid, area = _grid(bounds, resolution)
@@ -319,16 +357,22 @@ def training_curves(history, path=None):
 
     figure = Figure(figsize=(6.5, 5.5 if show_lr else 4.0), layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.subplots(2 if show_lr else 1, 1, sharex=True, squeeze=False,
-                           gridspec_kw={"height_ratios": [3, 1]} if show_lr else None)[:, 0]
+    axes = figure.subplots(
+        2 if show_lr else 1, 1, sharex=True, squeeze=False, gridspec_kw={"height_ratios": [3, 1]} if show_lr else None
+    )[:, 0]
     ax = axes[0]
     name = "NLL (nats)" if key == "train_nll" else "loss"
     ax.plot(step, train, color="C0", alpha=0.35, linewidth=0.8, label="train (per batch)")
     window = max(1, len(train) // 50)
     if window > 1:
         kernel = numpy.ones(window) / window
-        ax.plot(step[window - 1:], numpy.convolve(train, kernel, mode="valid"), color="C0", linewidth=1.6,
-                label=f"train, running mean of {window}")
+        ax.plot(
+            step[window - 1 :],
+            numpy.convolve(train, kernel, mode="valid"),
+            color="C0",
+            linewidth=1.6,
+            label=f"train, running mean of {window}",
+        )
     if val is not None:
         ax.plot(val[0], val[1], "o-", color="C1", markersize=3, linewidth=1.4, label="validation")
     ax.set_ylabel(name)
@@ -337,7 +381,7 @@ def training_curves(history, path=None):
     title = "training curves"
     # An untrained model's first NLLs can be orders of magnitude above the rest; fitting the
     # axis to them would flatten everything that follows into one line.
-    later = numpy.concatenate([train[len(train) // 10:]] + ([val[1][len(val[1]) // 10:]] if val is not None else []))
+    later = numpy.concatenate([train[len(train) // 10 :]] + ([val[1][len(val[1]) // 10 :]] if val is not None else []))
     later = later[numpy.isfinite(later)]
     everything = numpy.concatenate([train] + ([val[1]] if val is not None else []))
     everything = everything[numpy.isfinite(everything)]
@@ -368,8 +412,10 @@ def image_grid(images, path=None, columns=None, value_range=None, title=None):
     if array.ndim == 3:
         array = array[:, None]
     if array.ndim != 4 or array.shape[1] not in (1, 3) or len(array) == 0:
-        raise ValueError(f"{where}: images must have shape (N, C, H, W) with C = 1 or 3 (or (N, H, W)), N >= 1; "
-                         f"got shape {numpy.shape(backend.to_numpy(images))}")
+        raise ValueError(
+            f"{where}: images must have shape (N, C, H, W) with C = 1 or 3 (or (N, H, W)), N >= 1; "
+            f"got shape {numpy.shape(backend.to_numpy(images))}"
+        )
     count, channels, height, width = array.shape
     columns = _check_count(columns, "columns", where, 1) if columns is not None else int(numpy.ceil(numpy.sqrt(count)))
     rows = -(-count // columns)
@@ -409,11 +455,15 @@ def interpolations(model, x_pairs, steps=8, path=None, to_image=None, value_rang
     shape = tuple(model.flow.event_shape or ())
     pairs = numpy.asarray(backend.to_numpy(x_pairs), dtype=float)
     if pairs.ndim < 3 or pairs.shape[1] != 2 or (shape and pairs.shape[2:] != shape) or len(pairs) == 0:
-        raise ValueError(f"{where}: x_pairs must have shape (P, 2, *event_shape) = (P, 2, {', '.join(map(str, shape))}), "
-                         f"P >= 1; got {pairs.shape}")
+        raise ValueError(
+            f"{where}: x_pairs must have shape (P, 2, *event_shape) = (P, 2, {', '.join(map(str, shape))}), "
+            f"P >= 1; got {pairs.shape}"
+        )
     dtype, xp = model.float_dtype(), model.array_module()
     with no_grad():
-        z = backend.to_numpy(model.flow.forward(backend.to_device(pairs.reshape((-1,) + pairs.shape[2:]), dtype, xp))[0].data)
+        z = backend.to_numpy(
+            model.flow.forward(backend.to_device(pairs.reshape((-1,) + pairs.shape[2:]), dtype, xp))[0].data
+        )
         z = z.reshape(pairs.shape)
         t = numpy.linspace(0.0, 1.0, steps).reshape((1, steps) + (1,) * (z.ndim - 2))
         path_z = (1 - t) * z[:, :1] + t * z[:, 1:]  # (P, steps, *event_shape)
@@ -453,8 +503,10 @@ def _check_model(model, where):
         raise ValueError(f"{where}: expected a NormalizingFlow (with .flow and .base), got {type(model).__name__}")
     shape = getattr(model.base, "event_shape", None) or model.flow.event_shape
     if shape is None or tuple(shape) != (2,):
-        raise ValueError(f"{where}: these figures are for models of 2-D points, event shape (2,); "
-                         f"this model's event shape is {None if shape is None else tuple(shape)}")
+        raise ValueError(
+            f"{where}: these figures are for models of 2-D points, event shape (2,); "
+            f"this model's event shape is {None if shape is None else tuple(shape)}"
+        )
 
 
 def _check_initialised(model, where):
@@ -466,9 +518,11 @@ def _check_initialised(model, where):
     for module in model.modules():
         flag = getattr(module, "initialized", None)
         if flag is not None and not bool(backend.to_numpy(flag)):
-            raise ValueError(f"{where}: the model's {type(module).__name__} layer is not initialised yet (it "
-                             "initialises from the first batch it sees, which would be this figure's grid); "
-                             "call model.log_prob(data) once, or train, before plotting")
+            raise ValueError(
+                f"{where}: the model's {type(module).__name__} layer is not initialised yet (it "
+                "initialises from the first batch it sees, which would be this figure's grid); "
+                "call model.log_prob(data) once, or train, before plotting"
+            )
 
 
 def _check_count(value, name, where, minimum):
@@ -483,7 +537,12 @@ def _check_bounds(bounds, where):
         array = numpy.asarray(bounds, dtype=float)
     except (TypeError, ValueError):
         array = None
-    if array is None or array.shape != (2, 2) or not numpy.isfinite(array).all() or not (array[:, 0] < array[:, 1]).all():
+    if (
+        array is None
+        or array.shape != (2, 2)
+        or not numpy.isfinite(array).all()
+        or not (array[:, 0] < array[:, 1]).all()
+    ):
         raise ValueError(f"{where}: bounds must be ((xmin, xmax), (ymin, ymax)), finite with min < max; got {bounds!r}")
     return tuple((float(low), float(high)) for low, high in array)
 
@@ -529,7 +588,7 @@ def _evaluate(fn, points, dtype, xp=None):
     results = []
     with no_grad():
         for start in range(0, len(points), CHUNK):
-            chunk = Tensor(backend.to_device(points[start:start + CHUNK], dtype=dtype, xp=xp))
+            chunk = Tensor(backend.to_device(points[start : start + CHUNK], dtype=dtype, xp=xp))
             results.append(backend.to_numpy(fn(chunk)))
     return numpy.concatenate(results)
 
@@ -556,12 +615,16 @@ def _map_lines(fn, lines, domain, bounds, where, what, dtype, xp):
     try:
         mapped = _evaluate(fn, lines.reshape(-1, 2), dtype, xp)
     except ValueError as error:
-        raise ValueError(f"{where}: the flow's {what} over bounds {bounds}: {error}. The flow's domain "
-                         f"there is {domain} per coordinate; pass bounds inside it") from error
+        raise ValueError(
+            f"{where}: the flow's {what} over bounds {bounds}: {error}. The flow's domain "
+            f"there is {domain} per coordinate; pass bounds inside it"
+        ) from error
     bad = ~numpy.isfinite(mapped).all(axis=1)
     if bad.any():
-        raise ValueError(f"{where}: the flow's {what} over bounds {bounds}: {int(bad.sum())} of {len(mapped)} "
-                         "points came out non-finite; pass smaller bounds")
+        raise ValueError(
+            f"{where}: the flow's {what} over bounds {bounds}: {int(bad.sum())} of {len(mapped)} "
+            "points came out non-finite; pass smaller bounds"
+        )
     return mapped.reshape(lines.shape)
 
 
@@ -582,8 +645,16 @@ def _figure(columns, rows=1, width=PANEL, height=PANEL, extra_width=0.0, **subpl
 
 def _heat_map(ax, values, bounds, vmax):
     (x0, x1), (y0, y1) = bounds
-    return ax.imshow(values, origin="lower", extent=(x0, x1, y0, y1), cmap="viridis", vmin=0.0, vmax=vmax,
-                     interpolation="nearest", aspect="equal")
+    return ax.imshow(
+        values,
+        origin="lower",
+        extent=(x0, x1, y0, y1),
+        cmap="viridis",
+        vmin=0.0,
+        vmax=vmax,
+        interpolation="nearest",
+        aspect="equal",
+    )
 
 
 def _finite_max(values):
@@ -613,8 +684,10 @@ def _outside_note(points, bounds):
 def _series(history, x_key, y_key, where):
     x, y = history.get(x_key, []), history.get(y_key, [])
     if len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"{where}: history[{x_key!r}] and history[{y_key!r}] must be non-empty and of equal "
-                         f"length, got {len(x)} and {len(y)}")
+        raise ValueError(
+            f"{where}: history[{x_key!r}] and history[{y_key!r}] must be non-empty and of equal "
+            f"length, got {len(x)} and {len(y)}"
+        )
     return numpy.asarray(x, dtype=float), numpy.asarray(y, dtype=float)
 
 

@@ -90,12 +90,16 @@ class RunFolder:
             raise UsageError(f"{shown} is a file, not a folder; choose another {self.option}")
         if os.path.isdir(path) and not self.replaces_itself and os.listdir(path):
             if not is_run_folder(path):
-                raise UsageError(f"{shown} exists and is not a run folder (no config.json); minflow replaces only run "
-                                 f"folders, even with --force: choose another {self.option}")
+                raise UsageError(
+                    f"{shown} exists and is not a run folder (no config.json); minflow replaces only run "
+                    f"folders, even with --force: choose another {self.option}"
+                )
             if not self.force and not (self.demo and _written_by(path) == "demo"):
                 mine = " and was not written by the demo" if self.demo else ""
-                raise UsageError(f"{shown} already exists{mine}; pass --force to replace it (the old run is kept until "
-                                 f"the new one is complete) or choose another {self.option}")
+                raise UsageError(
+                    f"{shown} already exists{mine}; pass --force to replace it (the old run is kept until "
+                    f"the new one is complete) or choose another {self.option}"
+                )
         ancestor = os.path.dirname(path)
         while not os.path.exists(ancestor):
             ancestor = os.path.dirname(ancestor)
@@ -116,8 +120,10 @@ class RunFolder:
             self.tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(self.path)}.tmp-", dir=os.path.dirname(self.path))
         except OSError as error:
             self._clean()
-            raise UsageError(f"cannot write {self.option} {self.given!r}: {error.strerror or error}; "
-                             f"choose a folder you can write to") from error
+            raise UsageError(
+                f"cannot write {self.option} {self.given!r}: {error.strerror or error}; "
+                f"choose a folder you can write to"
+            ) from error
         return self
 
     def commit(self):
@@ -177,8 +183,14 @@ def finite_or_none(value):
 
 # --- runs ---------------------------------------------------------------------------------------
 def toy_splits(config):
-    return data.toy_data(config["data"], n_train=config["n_train"], n_val=config["n_val"], n_test=config["n_test"],
-                         seed=config["seed"], noise=config["noise"])
+    return data.toy_data(
+        config["data"],
+        n_train=config["n_train"],
+        n_val=config["n_val"],
+        n_test=config["n_test"],
+        seed=config["seed"],
+        noise=config["noise"],
+    )
 
 
 def build_model(config):
@@ -203,7 +215,9 @@ def read_config(folder):
     except OSError as error:
         raise UsageError(f"cannot read {path}: {error.strerror or error}") from None
     if not isinstance(config, dict):
-        raise UsageError(f"{path} holds a {type(config).__name__}, not a run's settings; restore it or train the run again")
+        raise UsageError(
+            f"{path} holds a {type(config).__name__}, not a run's settings; restore it or train the run again"
+        )
     return config
 
 
@@ -213,7 +227,9 @@ def use_run_settings(config, folder):
     path = os.path.join(folder, "config.json")
     dtype = config.get("dtype", "float64")
     if dtype not in ("float32", "float64"):
-        raise UsageError(f"{path}: dtype must be 'float32' or 'float64', got {dtype!r}; restore it or train the run again")
+        raise UsageError(
+            f"{path}: dtype must be 'float32' or 'float64', got {dtype!r}; restore it or train the run again"
+        )
     backend.set_default_dtype(dtype)
     name = config.get("backend", "numpy")
     if os.environ.get("MINFLOW_BACKEND") or name == backend.backend_name():
@@ -223,19 +239,24 @@ def use_run_settings(config, folder):
     try:
         backend.set_backend(name)
     except ImportError as error:
-        raise UsageError(f"{folder!r} was trained on the {name} backend, which is not available here "
-                         f"({str(error).splitlines()[0]}); set MINFLOW_BACKEND=numpy to use it on the CPU") from None
+        raise UsageError(
+            f"{folder!r} was trained on the {name} backend, which is not available here "
+            f"({str(error).splitlines()[0]}); set MINFLOW_BACKEND=numpy to use it on the CPU"
+        ) from None
 
 
 def build_from(config, folder):
     try:
         return build_model(config)
     except KeyError as error:
-        raise UsageError(f"{os.path.join(folder, 'config.json')} lacks the setting {error}; restore it or train the "
-                         "run again") from None
+        raise UsageError(
+            f"{os.path.join(folder, 'config.json')} lacks the setting {error}; restore it or train the run again"
+        ) from None
     except (ValueError, TypeError) as error:
-        raise UsageError(f"{os.path.join(folder, 'config.json')} does not describe a model minflow can build "
-                         f"({first_line(error)}); restore it or train the run again") from None
+        raise UsageError(
+            f"{os.path.join(folder, 'config.json')} does not describe a model minflow can build "
+            f"({first_line(error)}); restore it or train the run again"
+        ) from None
 
 
 def load_checkpoint(model, folder):
@@ -249,8 +270,9 @@ def load_checkpoint(model, folder):
     try:
         arrays = backend.load_arrays(path)
     except Exception:
-        raise UsageError(f"{path} is not a readable checkpoint (damaged, truncated or not written by minflow); "
-                         "train the run again") from None
+        raise UsageError(
+            f"{path} is not a readable checkpoint (damaged, truncated or not written by minflow); train the run again"
+        ) from None
     own = {name: tensor for name, tensor in model.named_parameters() + model.named_buffers()}
     missing = [name for name in own if name not in arrays]
     extra = [name for name in arrays if name not in own and not name.startswith("_")]
@@ -258,15 +280,21 @@ def load_checkpoint(model, folder):
     fix = "put back the matching pair of files or train the run again"
     if missing or extra:
         example = f"{missing[0]!r} is missing from model.npz" if missing else f"model.npz has {extra[0]!r} too"
-        raise UsageError(f"{disagree}: the model config.json describes has {len(own)} arrays, model.npz has "
-                         f"{len(own) - len(missing) + len(extra)} ({example}); {fix}") from None
+        raise UsageError(
+            f"{disagree}: the model config.json describes has {len(own)} arrays, model.npz has "
+            f"{len(own) - len(missing) + len(extra)} ({example}); {fix}"
+        ) from None
     for name, tensor in own.items():
         stored = arrays[name]
         if tuple(stored.shape) != tuple(tensor.shape):
-            raise UsageError(f"{disagree}: {name!r} has shape {tuple(tensor.shape)} in the model config.json describes "
-                             f"and {tuple(stored.shape)} in model.npz; {fix}") from None
+            raise UsageError(
+                f"{disagree}: {name!r} has shape {tuple(tensor.shape)} in the model config.json describes "
+                f"and {tuple(stored.shape)} in model.npz; {fix}"
+            ) from None
         if stored.dtype != tensor.dtype:
-            raise UsageError(f"{disagree}: config.json says {tensor.dtype}, model.npz holds {stored.dtype}; {fix}") from None
+            raise UsageError(
+                f"{disagree}: config.json says {tensor.dtype}, model.npz holds {stored.dtype}; {fix}"
+            ) from None
     message = first_line(problem)  # e.g. another format version; it names the file already
     raise UsageError(message if path in message else f"{path}: {message}") from None
 
@@ -285,11 +313,14 @@ def load_run(folder):
         try:
             standardizer = data.Standardizer.from_state(config["standardizer"])
         except Exception as error:
-            raise UsageError(f"{os.path.join(folder, 'config.json')}: its standardizer is not usable "
-                             f"({first_line(error)}); restore it or train the run again") from None
+            raise UsageError(
+                f"{os.path.join(folder, 'config.json')}: its standardizer is not usable "
+                f"({first_line(error)}); restore it or train the run again"
+            ) from None
     elif config.get("data") not in IMAGE_DATASETS:
-        raise UsageError(f"{os.path.join(folder, 'config.json')} lacks the setting 'standardizer'; restore it or "
-                         "train the run again")
+        raise UsageError(
+            f"{os.path.join(folder, 'config.json')} lacks the setting 'standardizer'; restore it or train the run again"
+        )
     return config, model, standardizer
 
 
@@ -297,5 +328,3 @@ def first_line(error):
     lines = str(error).strip().splitlines()
     text = lines[0] if lines else type(error).__name__
     return text if len(text) <= 300 else text[:300] + "..."
-
-

@@ -79,9 +79,7 @@ def sample_inputs(flow, n=16, seed=0):
 
 
 def _fail(prop, flow, error, worst, detail=""):
-    raise AssertionError(
-        f"{type(flow).__name__}: {prop} fails; worst sample {worst} is off by {error:.3g}{detail}"
-    )
+    raise AssertionError(f"{type(flow).__name__}: {prop} fails; worst sample {worst} is off by {error:.3g}{detail}")
 
 
 def _check_close(prop, flow, got, expected, tolerance, detail=""):
@@ -118,25 +116,38 @@ def check_flow(flow, x=None, n=8, seed=0, tolerance=None, inverse_tolerance=None
             )
         x_back, inverse_log_det = flow.inverse(z)
         _check_close("round trip inverse(forward(x)) == x", flow, x_back.data, x, inverse_tolerance)
-        _check_close("inverse log-det == -forward log-det", flow, inverse_log_det.data, -log_det.data, inverse_tolerance)
+        _check_close(
+            "inverse log-det == -forward log-det", flow, inverse_log_det.data, -log_det.data, inverse_tolerance
+        )
 
         # The other way round, on latent points that are not the images of x themselves.
         other = sample_inputs(flow, batch, seed + 1) if flow.event_shape is not None else x[::-1]
         z_other = flow.forward(other)[0]
         x_other = flow.inverse(z_other)[0]
-        _check_close("round trip forward(inverse(z)) == z", flow, flow.forward(x_other)[0].data, z_other.data, inverse_tolerance)
+        _check_close(
+            "round trip forward(inverse(z)) == z", flow, flow.forward(x_other)[0].data, z_other.data, inverse_tolerance
+        )
 
         jacobian = numerical_jacobian(lambda a: flow.forward(a)[0].data, x)
         numeric = backend.array_module(jacobian).linalg.slogdet(jacobian)[1]
         _check_close("log-det == log|det J| of finite differences", flow, log_det.data, numeric, tolerance)
 
         reversed_z, reversed_log_det = flow.forward(x[::-1])
-        _check_close("batch independence (forward of the reversed batch)", flow, reversed_z.data[::-1], z.data, inverse_tolerance)
-        _check_close("batch independence (log-det of the reversed batch)", flow, reversed_log_det.data[::-1], log_det.data, inverse_tolerance)
+        _check_close(
+            "batch independence (forward of the reversed batch)", flow, reversed_z.data[::-1], z.data, inverse_tolerance
+        )
+        _check_close(
+            "batch independence (log-det of the reversed batch)",
+            flow,
+            reversed_log_det.data[::-1],
+            log_det.data,
+            inverse_tolerance,
+        )
         single_z, _ = flow.forward(x[:1])
         _check_close("batch independence (a batch of one)", flow, single_z.data, z.data[:1], inverse_tolerance)
 
     if gradients and flow.parameters():
+
         def loss():
             z, log_det = flow.forward(x)
             flat = ops.reshape(z, (batch, -1))
@@ -220,8 +231,8 @@ def _perturb(flow, rng, scale):
 def _builders():
     # Imported here, not at the top, so that minflow.testing imports before every flow exists.
     from .flows import autoregressive, coupling, elementwise, linear, multiscale, planar, residual
-    from .flows.transformers import SplineTransformer
     from .flows.base import Inverse, Sequential
+    from .flows.transformers import SplineTransformer
 
     def activated(actnorm):
         actnorm.initialized.data[...] = True  # random parameters, no data-dependent init
@@ -261,11 +272,31 @@ def _builders():
             0.5,
             2,
         ),
-        "AdditiveCoupling": (lambda d, rng: coupling.AdditiveCoupling(coupling.alternating_mask(d), hidden=(8, 8), activation="tanh", seed=rng), 0.5, 2),
-        "AffineCoupling": (lambda d, rng: coupling.AffineCoupling(coupling.alternating_mask(d, even=False), hidden=(8, 8), activation="tanh", seed=rng), 0.5, 2),
-        "SplineCoupling": (lambda d, rng: coupling.SplineCoupling(coupling.half_mask(d, first=False), bins=4, bound=3.0, hidden=(8,), activation="tanh", seed=rng), 0.25, 2),
+        "AdditiveCoupling": (
+            lambda d, rng: coupling.AdditiveCoupling(
+                coupling.alternating_mask(d), hidden=(8, 8), activation="tanh", seed=rng
+            ),
+            0.5,
+            2,
+        ),
+        "AffineCoupling": (
+            lambda d, rng: coupling.AffineCoupling(
+                coupling.alternating_mask(d, even=False), hidden=(8, 8), activation="tanh", seed=rng
+            ),
+            0.5,
+            2,
+        ),
+        "SplineCoupling": (
+            lambda d, rng: coupling.SplineCoupling(
+                coupling.half_mask(d, first=False), bins=4, bound=3.0, hidden=(8,), activation="tanh", seed=rng
+            ),
+            0.25,
+            2,
+        ),
         "MaskedAutoregressive": (
-            lambda d, rng: autoregressive.MaskedAutoregressive(d, hidden=(8, 8), order=_order(d, rng), activation="tanh", seed=rng),
+            lambda d, rng: autoregressive.MaskedAutoregressive(
+                d, hidden=(8, 8), order=_order(d, rng), activation="tanh", seed=rng
+            ),
             0.5,
         ),
         "InverseAutoregressive": (
@@ -274,8 +305,15 @@ def _builders():
             ),
             0.25,
         ),
-        "AdditiveResidualCoupling": (lambda d, rng: residual.AdditiveResidualCoupling(d, hidden=(8,), activation="tanh", seed=rng), 0.5, 2),
-        "ContractiveResidual": (lambda d, rng: residual.ContractiveResidual(d, hidden=(8,), activation="tanh", seed=rng), 0.5),
+        "AdditiveResidualCoupling": (
+            lambda d, rng: residual.AdditiveResidualCoupling(d, hidden=(8,), activation="tanh", seed=rng),
+            0.5,
+            2,
+        ),
+        "ContractiveResidual": (
+            lambda d, rng: residual.ContractiveResidual(d, hidden=(8,), activation="tanh", seed=rng),
+            0.5,
+        ),
         "Planar": (lambda d, rng: planar.Planar(d, seed=rng), 0.5),
         "Radial": (lambda d, rng: planar.Radial(d, seed=rng), 0.5),
         # image flows: d channels of a small image (the finite-difference Jacobian stays small)
@@ -288,7 +326,13 @@ def _builders():
             ),
             0.3,
         ),
-        "PiecewiseLinearCoupling": (lambda d, rng: coupling.PiecewiseLinearCoupling(coupling.alternating_mask(d), bins=4, hidden=(8,), activation="tanh", seed=rng), 1.0, 2),
+        "PiecewiseLinearCoupling": (
+            lambda d, rng: coupling.PiecewiseLinearCoupling(
+                coupling.alternating_mask(d), bins=4, hidden=(8,), activation="tanh", seed=rng
+            ),
+            1.0,
+            2,
+        ),
     }
 
 

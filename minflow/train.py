@@ -115,7 +115,9 @@ def _on_device(model, data, name):
         return None
     array = data.data if isinstance(data, Tensor) else data
     if not backend.is_array(array) or array.ndim < 2 or array.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty array of shape (N, ...), got {getattr(array, 'shape', type(array))}")
+        raise ValueError(
+            f"{name} must be a non-empty array of shape (N, ...), got {getattr(array, 'shape', type(array))}"
+        )
     return backend.to_device(array, dtype=model.float_dtype(), xp=model.array_module())
 
 
@@ -126,8 +128,10 @@ def _non_finite_rows(x):
 
 
 def _non_finite_message(name, bad, n, when="before training"):
-    return (f"{name} has {bad} of {n} rows with NaN or infinite values; "
-            f"remove or repair them {when} (e.g. keep x[numpy.isfinite(x).all(axis=1)])")
+    return (
+        f"{name} has {bad} of {n} rows with NaN or infinite values; "
+        f"remove or repair them {when} (e.g. keep x[numpy.isfinite(x).all(axis=1)])"
+    )
 
 
 def evaluate_nll(model, data, batch_size=4096):
@@ -139,8 +143,12 @@ def evaluate_nll(model, data, batch_size=4096):
     total = 0.0
     with no_grad(), backend.deferred_checks() as checks:  # read once at the end: one synchronisation
         # First in the list, so that it is the error reported (a layer would complain too).
-        checks.append((_non_finite_rows(data) == 0,
-                       lambda: f"evaluate_nll: {_non_finite_message('data', int(_non_finite_rows(data)), n, 'first')}"))
+        checks.append(
+            (
+                _non_finite_rows(data) == 0,
+                lambda: f"evaluate_nll: {_non_finite_message('data', int(_non_finite_rows(data)), n, 'first')}",
+            )
+        )
         for start in range(0, n, batch_size):
             chunk = data[start : start + batch_size]
             total = total + ops.sum(model.log_prob(chunk)).data
@@ -197,8 +205,18 @@ def _progress(steps, progress, description, done=0):
 
 
 def _new_history():
-    return {"step": [], "loss": [], "lr": [], "val_step": [], "val_nll": [], "best_step": None,
-            "best_val_nll": None, "stopped": None, "interrupted": False, "wall_time": 0.0}
+    return {
+        "step": [],
+        "loss": [],
+        "lr": [],
+        "val_step": [],
+        "val_nll": [],
+        "best_step": None,
+        "best_val_nll": None,
+        "stopped": None,
+        "interrupted": False,
+        "wall_time": 0.0,
+    }
 
 
 def _copy_history(history):
@@ -239,8 +257,22 @@ class _CtrlC:
         return False
 
 
-def _train_loop(model, loss_fn, steps, lr, schedule, clip, optimizer, progress, description,
-                validate=None, val_every=None, patience=None, resume=None, order=None):
+def _train_loop(
+    model,
+    loss_fn,
+    steps,
+    lr,
+    schedule,
+    clip,
+    optimizer,
+    progress,
+    description,
+    validate=None,
+    val_every=None,
+    patience=None,
+    resume=None,
+    order=None,
+):
     """The loop both objectives share. ``loss_fn(step)`` returns the scalar loss Tensor of one
     step; ``order`` describes the data order for the TrainingState (objective, seed, batch size, N)."""
     named = model.named_parameters()
@@ -257,16 +289,24 @@ def _train_loop(model, loss_fn, steps, lr, schedule, clip, optimizer, progress, 
         if resume.best_val_nll is not None:
             best = resume.best_val_nll
         if resume.best_parameters is not None:
-            best_snapshot = [backend.to_device(resume.best_parameters[name], dtype=p.dtype,
-                                               xp=backend.array_module(p.data)) for name, p in named]
+            best_snapshot = [
+                backend.to_device(resume.best_parameters[name], dtype=p.dtype, xp=backend.array_module(p.data))
+                for name, p in named
+            ]
 
     def state():
-        return TrainingState(step=done, steps=steps, parameters=model.state_dict(), optimizer=optimizer.state_dict(),
-                             best_val_nll=None if best == math.inf else best, best_step=history["best_step"],
-                             bad_validations=bad_validations,
-                             best_parameters=None if best_snapshot is None else
-                             {name: a for (name, _), a in zip(named, best_snapshot)},
-                             history=_copy_history(history), **order)
+        return TrainingState(
+            step=done,
+            steps=steps,
+            parameters=model.state_dict(),
+            optimizer=optimizer.state_dict(),
+            best_val_nll=None if best == math.inf else best,
+            best_step=history["best_step"],
+            bad_validations=bad_validations,
+            best_parameters=None if best_snapshot is None else {name: a for (name, _), a in zip(named, best_snapshot)},
+            history=_copy_history(history),
+            **order,
+        )
 
     bar = _progress(steps, progress, description, done)
     wall_time, started = history["wall_time"], time.perf_counter()
@@ -287,7 +327,11 @@ def _train_loop(model, loss_fn, steps, lr, schedule, clip, optimizer, progress, 
                     raise NonFiniteLossError(
                         f"training stopped at step {step}: the loss was {value} or a gradient was not finite; "
                         "the parameters of the previous step are kept (try a smaller lr, or clip the gradients "
-                        "with clip=...)", history, cause="step", state=state())
+                        "with clip=...)",
+                        history,
+                        cause="step",
+                        state=state(),
+                    )
                 if clip is not None:
                     clip_grad_norm(params, clip)
                 optimizer.step()
@@ -309,7 +353,9 @@ def _train_loop(model, loss_fn, steps, lr, schedule, clip, optimizer, progress, 
                     else:
                         bad_validations += 1
                         if patience is not None and bad_validations >= patience:
-                            history["stopped"] = f"early stopping at step {step}: no improvement in {patience} validations"
+                            history["stopped"] = (
+                                f"early stopping at step {step}: no improvement in {patience} validations"
+                            )
                             break
                 if interrupts.requested:  # the first Ctrl-C: this step is complete, stop here
                     break
@@ -351,20 +397,40 @@ def _data_seed(seed, xp):
 def _check_resume(resume, objective, steps, **same):
     """Refuse a state that cannot continue this run; ``same``: what must match (None: anything)."""
     if not isinstance(resume, TrainingState):
-        raise ValueError(f"resume must be a TrainingState (history['state'] or TrainingState.load(path)), got {type(resume).__name__}")
+        raise ValueError(
+            f"resume must be a TrainingState (history['state'] or TrainingState.load(path)), got {type(resume).__name__}"
+        )
     if resume.objective != objective:
         raise ValueError(f"resume: the state is of a {resume.objective} run, not of {objective}")
     if steps <= resume.step:
-        raise ValueError(f"resume: steps={steps} is the total number of steps and must be more than the "
-                         f"{resume.step} the state has done already")
+        raise ValueError(
+            f"resume: steps={steps} is the total number of steps and must be more than the "
+            f"{resume.step} the state has done already"
+        )
     for name, value in same.items():
         if value is not None and value != getattr(resume, name):
-            raise ValueError(f"resume: {name}={value!r}, but the state was trained with {name}={getattr(resume, name)!r}; "
-                             f"the same data order needs the same {name}")
+            raise ValueError(
+                f"resume: {name}={value!r}, but the state was trained with {name}={getattr(resume, name)!r}; "
+                f"the same data order needs the same {name}"
+            )
 
 
-def fit(model, data, steps=1000, batch_size=512, lr=1e-3, schedule="constant", clip=None,
-        val_data=None, val_every=100, patience=None, optimizer=None, seed=0, progress=True, resume=None):
+def fit(
+    model,
+    data,
+    steps=1000,
+    batch_size=512,
+    lr=1e-3,
+    schedule="constant",
+    clip=None,
+    val_data=None,
+    val_every=100,
+    patience=None,
+    optimizer=None,
+    seed=0,
+    progress=True,
+    resume=None,
+):
     """Train ``model`` (a NormalizingFlow) by maximum likelihood on ``data`` (N, ...).
 
     Minibatches are drawn without replacement, in a fresh random order every epoch (the
@@ -403,8 +469,9 @@ def fit(model, data, steps=1000, batch_size=512, lr=1e-3, schedule="constant", c
     n = data.shape[0]
     batch_size = min(batch_size, n)
     if resume is not None:
-        _check_resume(resume, "fit", steps, n_data=n, batch_size=batch_size,
-                      seed=None if seed is None else _data_seed(seed, xp))
+        _check_resume(
+            resume, "fit", steps, n_data=n, batch_size=batch_size, seed=None if seed is None else _data_seed(seed, xp)
+        )
         seed = resume.seed
         try:
             model.load_state_dict(resume.parameters)
@@ -431,8 +498,22 @@ def fit(model, data, steps=1000, batch_size=512, lr=1e-3, schedule="constant", c
 
     validate = None if val_data is None else (lambda: evaluate_nll(model, val_data))
     order = {"objective": "fit", "seed": seed, "batch_size": batch_size, "n_data": n}
-    return _train_loop(model, loss_fn, steps, lr, schedule, clip, optimizer, progress, "fit",
-                       validate=validate, val_every=val_every, patience=patience, resume=resume, order=order)
+    return _train_loop(
+        model,
+        loss_fn,
+        steps,
+        lr,
+        schedule,
+        clip,
+        optimizer,
+        progress,
+        "fit",
+        validate=validate,
+        val_every=val_every,
+        patience=patience,
+        resume=resume,
+        order=order,
+    )
 
 
 def reverse_kl(model, log_density, n, seed=None):
@@ -447,8 +528,18 @@ def reverse_kl(model, log_density, n, seed=None):
     return ops.mean(log_q - log_density(x))
 
 
-def fit_to_density(model, log_density, steps=2000, batch_size=256, lr=1e-3, schedule="constant",
-                   clip=None, optimizer=None, seed=0, progress=True):
+def fit_to_density(
+    model,
+    log_density,
+    steps=2000,
+    batch_size=256,
+    lr=1e-3,
+    schedule="constant",
+    clip=None,
+    optimizer=None,
+    seed=0,
+    progress=True,
+):
     """Train ``model`` to approximate exp(log_density) by minimising the reverse KL.
 
     ``log_density(x)`` takes a Tensor (B, D) and returns a Tensor (B,), differentiable
@@ -462,8 +553,18 @@ def fit_to_density(model, log_density, steps=2000, batch_size=256, lr=1e-3, sche
     _check_trainable(model)
     rng = backend.rng(seed, model.array_module())
     order = {"objective": "fit_to_density", "seed": None, "batch_size": batch_size, "n_data": None}
-    return _train_loop(model, lambda step: reverse_kl(model, log_density, batch_size, seed=rng),
-                       steps, lr, schedule, clip, optimizer, progress, "fit_to_density", order=order)
+    return _train_loop(
+        model,
+        lambda step: reverse_kl(model, log_density, batch_size, seed=rng),
+        steps,
+        lr,
+        schedule,
+        clip,
+        optimizer,
+        progress,
+        "fit_to_density",
+        order=order,
+    )
 
 
 class TrainingState:
@@ -484,8 +585,23 @@ class TrainingState:
 
     VERSION = 1
 
-    def __init__(self, *, objective, step, steps, parameters, optimizer, seed, batch_size, n_data,
-                 best_val_nll, best_step, bad_validations, best_parameters, history):
+    def __init__(
+        self,
+        *,
+        objective,
+        step,
+        steps,
+        parameters,
+        optimizer,
+        seed,
+        batch_size,
+        n_data,
+        best_val_nll,
+        best_step,
+        bad_validations,
+        best_parameters,
+        history,
+    ):
         self.objective, self.step, self.steps = objective, step, steps
         self.parameters, self.optimizer = parameters, optimizer
         self.seed, self.batch_size, self.n_data = seed, batch_size, n_data
@@ -505,8 +621,18 @@ class TrainingState:
     def __repr__(self):
         return f"TrainingState({self.objective}, step {self.step} of {self.steps})"
 
-    _META = ("objective", "step", "steps", "seed", "batch_size", "n_data", "best_val_nll", "best_step",
-             "bad_validations", "history")
+    _META = (
+        "objective",
+        "step",
+        "steps",
+        "seed",
+        "batch_size",
+        "n_data",
+        "best_val_nll",
+        "best_step",
+        "bad_validations",
+        "history",
+    )
 
     def save(self, path):
         """Write the state to one ``.npz`` file, atomically."""
@@ -539,8 +665,16 @@ class TrainingState:
                 part, _, name = key.partition("/")
                 parts[part][name] = value
             has_best = meta.pop("has_best")
-            return cls(**meta, parameters=parts["parameters"], optimizer=parts["optimizer"],
-                       best_parameters=parts["best"] if has_best else None)
+            return cls(
+                **meta,
+                parameters=parts["parameters"],
+                optimizer=parts["optimizer"],
+                best_parameters=parts["best"] if has_best else None,
+            )
         except (KeyError, TypeError, ValueError, AttributeError) as error:
-            reason = str(error) if isinstance(error, ValueError) else f"it is incomplete or corrupt ({type(error).__name__}: {error})"
+            reason = (
+                str(error)
+                if isinstance(error, ValueError)
+                else f"it is incomplete or corrupt ({type(error).__name__}: {error})"
+            )
             raise ValueError(f"training state {str(path)!r}: {reason}") from None

@@ -40,8 +40,7 @@ def random_grads(seed, params, steps, missing=()):
     """Random host gradients per step; parameter i has none at the steps listed in ``missing``."""
     rng = np.random.default_rng(seed)
     return [
-        [None if (t, i) in missing else rng.normal(size=p.shape) for i, p in enumerate(params)]
-        for t in range(steps)
+        [None if (t, i) in missing else rng.normal(size=p.shape) for i, p in enumerate(params)] for t in range(steps)
     ]
 
 

@@ -106,7 +106,10 @@ def test_environment_variable_selects_the_backend():
     env = dict(os.environ, MINFLOW_BACKEND="numpy")
     out = subprocess.run(
         [sys.executable, "-c", "import minflow; print(minflow.backend.backend_name())"],
-        env=env, check=True, capture_output=True, text=True,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     assert out.stdout.strip() == "numpy"
     env["MINFLOW_BACKEND"] = "tensorflow"
@@ -166,7 +169,10 @@ def test_the_environment_variable_selects_cupy():
     env = dict(os.environ, MINFLOW_BACKEND="cupy")  # PYTHONPATH (the stand-in's, if any) is inherited
     out = subprocess.run(
         [sys.executable, "-c", "import minflow; print(minflow.backend.backend_name(), minflow.backend.xp().__name__)"],
-        env=env, check=True, capture_output=True, text=True,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     assert out.stdout.split() == ["cupy", "cupy"]
 

@@ -19,8 +19,20 @@ import time
 import numpy as np
 import pytest
 
-SMALL = ["--steps", "30", "--n-train", "400", "--n-test", "300", "--hidden", "16", "--layers", "2",
-         "--no-progress", "--no-figures"]
+SMALL = [
+    "--steps",
+    "30",
+    "--n-train",
+    "400",
+    "--n-test",
+    "300",
+    "--hidden",
+    "16",
+    "--layers",
+    "2",
+    "--no-progress",
+    "--no-figures",
+]
 RUN_FILES = {"config.json", "model.npz", "training_state.npz", "metrics.json", "history.json"}
 
 
@@ -37,8 +49,14 @@ def run(*args, cwd):
 
 
 def start(*args, cwd):
-    return subprocess.Popen([sys.executable, "-m", "minflow", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=cwd, env=_env())
+    return subprocess.Popen(
+        [sys.executable, "-m", "minflow", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        env=_env(),
+    )
 
 
 def tree(folder):
@@ -93,6 +111,7 @@ def _edit_config(**changes):
             else:
                 config[key] = value
         path.write_text(json.dumps(config))
+
     return edit
 
 
@@ -104,6 +123,7 @@ def _edit_model(change):
         change(arrays)
         with open(path, "wb") as file:
             np.savez(file, **arrays)
+
     return edit
 
 
@@ -115,6 +135,7 @@ def _nan_weights(arrays):
 def _write(relative, content):
     def edit(ws):
         (ws / relative).write_bytes(content)
+
     return edit
 
 
@@ -122,6 +143,7 @@ def _truncate(relative):
     def edit(ws):
         content = (ws / relative).read_bytes()
         (ws / relative).write_bytes(content[: len(content) // 2])
+
     return edit
 
 
@@ -137,6 +159,7 @@ def _other_checkpoint(ws):
 def _remove(relative):
     def edit(ws):
         os.remove(ws / relative)
+
     return edit
 
 
@@ -149,7 +172,13 @@ CASES = [
     ("out-exists", _nothing, ["train", "--out", "run", *SMALL], 2, "--force"),
     ("out-is-a-file", _nothing, ["train", "--out", "notes.txt", *SMALL], 2, "is a file"),
     ("out-under-a-file", _nothing, ["train", "--out", "notes.txt/run", *SMALL], 2, "is a file"),
-    ("out-not-a-run-folder-even-with-force", _nothing, ["train", "--out", "mine", "--force", *SMALL], 2, "not a run folder"),
+    (
+        "out-not-a-run-folder-even-with-force",
+        _nothing,
+        ["train", "--out", "mine", "--force", *SMALL],
+        2,
+        "not a run folder",
+    ),
     ("out-empty", _nothing, ["train", "--out", "", *SMALL], 2, "--out is empty"),
     ("out-current-folder", _nothing, ["train", "--out", ".", "--force", *SMALL], 2, "current folder"),
     ("out-missing", _nothing, ["train", *SMALL], 2, "required: --out"),
@@ -162,19 +191,41 @@ CASES = [
     ("lr-inf", _nothing, ["train", "--out", "new", "--lr", "inf", *SMALL], 2, "--lr"),
     ("clip-zero", _nothing, ["train", "--out", "new", "--clip", "0", *SMALL], 2, "--clip"),
     ("n-train-1", _nothing, ["train", "--out", "new", *SMALL, "--n-train", "1"], 2, "--n-train"),
-    ("image-data-2d-model", _nothing, ["train", "--out", "new", "--data", "digits", "--model", "realnvp"], 2, "image model"),
-    ("diverging", _nothing, ["train", "--out", "new", "--model", "nice", "--lr", "1e8", "--schedule", "constant", *SMALL],
-     1, "--clip"),
+    (
+        "image-data-2d-model",
+        _nothing,
+        ["train", "--out", "new", "--data", "digits", "--model", "realnvp"],
+        2,
+        "image model",
+    ),
+    (
+        "diverging",
+        _nothing,
+        ["train", "--out", "new", "--model", "nice", "--lr", "1e8", "--schedule", "constant", *SMALL],
+        1,
+        "--clip",
+    ),
     ("evaluate-missing-run", _nothing, ["evaluate", "nowhere"], 2, "does not exist"),
     ("evaluate-a-file", _nothing, ["evaluate", "notes.txt"], 2, "is a file"),
     ("evaluate-not-a-run", _nothing, ["evaluate", "mine"], 2, "not a run folder"),
-    ("checkpoint-garbage", _write("run/model.npz", b"#!/bin/sh\nrm -rf /\n"), ["evaluate", "run"], 2, "not a readable checkpoint"),
+    (
+        "checkpoint-garbage",
+        _write("run/model.npz", b"#!/bin/sh\nrm -rf /\n"),
+        ["evaluate", "run"],
+        2,
+        "not a readable checkpoint",
+    ),
     ("checkpoint-empty", _write("run/model.npz", b""), ["evaluate", "run"], 2, "not a readable checkpoint"),
     ("checkpoint-truncated", _truncate("run/model.npz"), ["evaluate", "run"], 2, "not a readable checkpoint"),
     ("checkpoint-pickled", _pickled, ["evaluate", "run"], 2, "not a readable checkpoint"),
     ("checkpoint-of-another-run", _other_checkpoint, ["evaluate", "run"], 2, "disagree"),
-    ("checkpoint-newer-format", _edit_model(lambda a: a.update(__minflow_format__=np.array(99))), ["evaluate", "run"],
-     2, "format version 99"),
+    (
+        "checkpoint-newer-format",
+        _edit_model(lambda a: a.update(__minflow_format__=np.array(99))),
+        ["evaluate", "run"],
+        2,
+        "format version 99",
+    ),
     ("config-not-json", _write("run/config.json", b"{'data': moons"), ["evaluate", "run"], 2, "not valid JSON"),
     ("config-a-list", _write("run/config.json", b"[1, 2]"), ["evaluate", "run"], 2, "config.json"),
     ("config-no-model", _edit_config(model=None), ["evaluate", "run"], 2, "lacks the setting 'model'"),
@@ -185,18 +236,50 @@ CASES = [
     ("nan-weights-evaluate", _edit_model(_nan_weights), ["evaluate", "run"], 1, "non-finite parameters"),
     ("nan-weights-sample", _edit_model(_nan_weights), ["sample", "run", "--out", "s.csv"], 1, "not finite"),
     ("sample-over-a-file", _nothing, ["sample", "run", "--out", "notes.txt"], 2, "--force"),
-    ("sample-over-the-checkpoint", _nothing, ["sample", "run", "--out", "run/model.npz", "--force"], 2, "run's own files"),
-    ("sample-over-the-config", _nothing, ["sample", "run", "--out", "run/config.json", "--force"], 2, "run's own files"),
+    (
+        "sample-over-the-checkpoint",
+        _nothing,
+        ["sample", "run", "--out", "run/model.npz", "--force"],
+        2,
+        "run's own files",
+    ),
+    (
+        "sample-over-the-config",
+        _nothing,
+        ["sample", "run", "--out", "run/config.json", "--force"],
+        2,
+        "run's own files",
+    ),
     ("sample-into-a-folder", _nothing, ["sample", "run", "--out", "mine"], 2, "is a folder"),
     ("sample-into-nowhere", _nothing, ["sample", "run", "--out", "no/such/folder/s.csv"], 2, "does not exist"),
-    ("resume-without-state", _remove("run/training_state.npz"), ["train", "--resume", "run", "--no-progress"], 2,
-     "cannot be resumed"),
-    ("resume-garbage-state", _write("run/training_state.npz", b"PK\x03\x04 not really"), ["train", "--resume", "run"], 2,
-     "cannot be resumed"),
-    ("resume-model-checkpoint-as-state", lambda ws: shutil.copy(ws / "run" / "model.npz", ws / "run" / "training_state.npz"),
-     ["train", "--resume", "run"], 2, "cannot be resumed"),
-    ("resume-another-runs-state", lambda ws: shutil.copy(ws / "other_state.npz", ws / "run" / "training_state.npz"),
-     ["train", "--resume", "run", "--steps", "60"], 2, "does not continue"),
+    (
+        "resume-without-state",
+        _remove("run/training_state.npz"),
+        ["train", "--resume", "run", "--no-progress"],
+        2,
+        "cannot be resumed",
+    ),
+    (
+        "resume-garbage-state",
+        _write("run/training_state.npz", b"PK\x03\x04 not really"),
+        ["train", "--resume", "run"],
+        2,
+        "cannot be resumed",
+    ),
+    (
+        "resume-model-checkpoint-as-state",
+        lambda ws: shutil.copy(ws / "run" / "model.npz", ws / "run" / "training_state.npz"),
+        ["train", "--resume", "run"],
+        2,
+        "cannot be resumed",
+    ),
+    (
+        "resume-another-runs-state",
+        lambda ws: shutil.copy(ws / "other_state.npz", ws / "run" / "training_state.npz"),
+        ["train", "--resume", "run", "--steps", "60"],
+        2,
+        "does not continue",
+    ),
     ("resume-nothing-to-do", _nothing, ["train", "--resume", "run", "--steps", "30"], 2, "--steps"),
     ("resume-other-settings", _nothing, ["train", "--resume", "run", "--steps", "60", "--lr", "0.1"], 2, "drop --lr"),
     ("resume-missing-run", _nothing, ["train", "--resume", "nowhere", "--steps", "60"], 2, "does not exist"),
@@ -221,8 +304,13 @@ def test_a_bad_minflow_backend_is_one_line_naming_the_variable(ws):
     # Python imports the package before minflow/__main__.py runs, so this error is caught in
     # minflow/__init__.py; a plain `import minflow` still raises (tests/test_backend.py).
     before = tree(ws)
-    done = subprocess.run([sys.executable, "-m", "minflow", "demo", "--no-figures"], capture_output=True, text=True,
-                          cwd=ws, env=dict(_env(), MINFLOW_BACKEND="tensorflow"))
+    done = subprocess.run(
+        [sys.executable, "-m", "minflow", "demo", "--no-figures"],
+        capture_output=True,
+        text=True,
+        cwd=ws,
+        env=dict(_env(), MINFLOW_BACKEND="tensorflow"),
+    )
     line = one_line(done.stderr)
     assert done.returncode == 2 and "MINFLOW_BACKEND='tensorflow'" in line and "Traceback" not in done.stderr, line
     assert tree(ws) == before
@@ -231,8 +319,13 @@ def test_a_bad_minflow_backend_is_one_line_naming_the_variable(ws):
 def test_debug_shows_the_traceback(ws):
     done = run("evaluate", "run", "--debug", cwd=ws / "mine")
     assert done.returncode == 2 and "Traceback" in done.stderr and "not a run folder" in done.stderr
-    env_done = subprocess.run([sys.executable, "-m", "minflow", "evaluate", "nowhere"], capture_output=True, text=True,
-                              cwd=ws, env=dict(_env(), MINFLOW_DEBUG="1"))
+    env_done = subprocess.run(
+        [sys.executable, "-m", "minflow", "evaluate", "nowhere"],
+        capture_output=True,
+        text=True,
+        cwd=ws,
+        env=dict(_env(), MINFLOW_DEBUG="1"),
+    )
     assert env_done.returncode == 2 and "Traceback" in env_done.stderr
 
 
@@ -269,7 +362,9 @@ def test_sample_streams_chunks_of_one_random_stream(ws, monkeypatch):
     from minflow import cli, models
 
     drawn, sample = [], models.NormalizingFlow.sample
-    monkeypatch.setattr(models.NormalizingFlow, "sample", lambda self, n, seed=None: drawn.append(n) or sample(self, n, seed))
+    monkeypatch.setattr(
+        models.NormalizingFlow, "sample", lambda self, n, seed=None: drawn.append(n) or sample(self, n, seed)
+    )
     monkeypatch.chdir(ws)
     monkeypatch.setattr(cli, "SAMPLE_CHUNK", 7)
     assert cli.main(["sample", "run", "--n", "20", "--out", "a.csv"]) == 0
@@ -317,8 +412,12 @@ def _wait_for_training(process):
 
 
 def _leftovers(ws):
-    return [os.path.join(root, name) for root, dirs, files in os.walk(ws) for name in dirs + files
-            if ".tmp-" in name or ".old-" in name or name.endswith(".tmp")]
+    return [
+        os.path.join(root, name)
+        for root, dirs, files in os.walk(ws)
+        for name in dirs + files
+        if ".tmp-" in name or ".old-" in name or name.endswith(".tmp")
+    ]
 
 
 def test_first_ctrl_c_saves_an_interrupted_run(ws):
@@ -383,8 +482,20 @@ def _arrays(path):
 
 
 def test_interrupted_and_resumed_equals_uninterrupted(ws):
-    steps = ["--steps", "1000", "--n-train", "400", "--n-test", "300", "--hidden", "16", "--layers", "2",
-             "--no-progress", "--no-figures"]
+    steps = [
+        "--steps",
+        "1000",
+        "--n-train",
+        "400",
+        "--n-test",
+        "300",
+        "--hidden",
+        "16",
+        "--layers",
+        "2",
+        "--no-progress",
+        "--no-figures",
+    ]
     whole = run("train", "--out", "whole", *steps, cwd=ws)
     assert whole.returncode == 0, whole.stderr
     process = start("train", "--out", "parts", *steps, cwd=ws)

@@ -18,7 +18,9 @@ def test_jacobian_is_block_triangular_with_a_diagonal_block(name):
     kept = host(flow.kept).tolist()
     changed = host(flow.changed).tolist()
     # z1 = h1: identity on the kept block, nothing from the changed coordinates.
-    np.testing.assert_allclose(jacobian[:, kept][:, :, kept], np.broadcast_to(np.eye(len(kept)), (4, len(kept), len(kept))), atol=1e-8)
+    np.testing.assert_allclose(
+        jacobian[:, kept][:, :, kept], np.broadcast_to(np.eye(len(kept)), (4, len(kept), len(kept))), atol=1e-8
+    )
     assert np.abs(jacobian[:, kept][:, :, changed]).max() < 1e-8, "z1 must not depend on h2"
     # z2 = g(h2; theta(h1)) elementwise: the changed block is diagonal ...
     block = jacobian[:, changed][:, :, changed]

@@ -263,7 +263,7 @@ def test_no_grad_records_no_graph():
 def test_no_grad_restores_recording_after_an_exception():
     with pytest.raises(ZeroDivisionError):
         with no_grad():
-            1 / 0
+            1 / 0  # noqa: B018 (the expression is there to raise)
     assert is_recording()
 
 
@@ -298,8 +298,16 @@ def test_backward_rejects_a_cotangent_of_the_wrong_shape():
 
 @pytest.mark.parametrize(
     "grad_shape, shape",
-    [((2, 3, 4), (2, 3, 4)), ((2, 3, 4), (3, 4)), ((2, 3, 4), (4,)), ((2, 3, 4), (3, 1)),
-     ((2, 3, 4), (1, 1, 4)), ((2, 3, 4), (2, 1, 1)), ((2, 3, 4), ()), ((5, 1), (1, 1))],
+    [
+        ((2, 3, 4), (2, 3, 4)),
+        ((2, 3, 4), (3, 4)),
+        ((2, 3, 4), (4,)),
+        ((2, 3, 4), (3, 1)),
+        ((2, 3, 4), (1, 1, 4)),
+        ((2, 3, 4), (2, 1, 1)),
+        ((2, 3, 4), ()),
+        ((5, 1), (1, 1)),
+    ],
 )
 def test_unbroadcast_sums_leading_axes_and_size_one_axes(grad_shape, shape):
     grad = np.random.default_rng(0).normal(size=grad_shape)

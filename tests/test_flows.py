@@ -10,7 +10,8 @@ and seeds, in float64 and float32.
 import inspect
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 import minflow
 from minflow import backend, testing

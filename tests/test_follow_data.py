@@ -8,11 +8,10 @@ stand-in pass (``make test-cupy``) and wherever real CuPy is installed.
 """
 
 import pytest
+from helpers import host
 
 from minflow import backend, models, testing, train
 from minflow.autodiff import Tensor
-
-from helpers import host
 
 NAMES = testing.example_flow_names()
 OTHER = {"numpy": "cupy", "cupy": "numpy"}

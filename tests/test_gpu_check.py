@@ -31,8 +31,9 @@ HAS_DEVICE = _real_device()
 def run_script(env_changes, *args):
     env = dict(os.environ, **env_changes)
     env.pop(gpu_check.ACTIVE_VARIABLE, None)
-    done = subprocess.run([sys.executable, str(SCRIPT), *args], env=env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     return done, (done.stdout + done.stderr).splitlines()
 
 
@@ -112,12 +113,16 @@ def test_the_stand_in_folder_is_taken_off_pythonpath(tmp_path):
     assert "stand-in" not in line  # removed before the probe, so the probe never saw it
 
 
-@pytest.mark.parametrize("body, reason", [
-    (STAND_IN, "strict test stand-in"),
-    (NO_DRIVER, "CuPy cannot reach a device: CUDARuntimeError: cudaErrorInsufficientDriver"),
-    (ZERO_DEVICES, "CuPy sees 0 CUDA devices"),
-    (BROKEN_IMPORT, "CuPy does not import: OSError"),
-], ids=["stand-in", "no-driver", "zero-devices", "broken-import"])
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        (STAND_IN, "strict test stand-in"),
+        (NO_DRIVER, "CuPy cannot reach a device: CUDARuntimeError: cudaErrorInsufficientDriver"),
+        (ZERO_DEVICES, "CuPy sees 0 CUDA devices"),
+        (BROKEN_IMPORT, "CuPy does not import: OSError"),
+    ],
+    ids=["stand-in", "no-driver", "zero-devices", "broken-import"],
+)
 def test_a_cupy_without_a_device_gives_one_line(tmp_path, body, reason):
     fake = fake_cupy(tmp_path / "fake", body)
     line = assert_one_no_device_line(*run_script({"PYTHONPATH": fake, "MINFLOW_BACKEND": "cupy"}))
@@ -157,37 +162,73 @@ def test_strip_stand_in():
 # --- the speed-up at B = 65,536 from train_step.py's --json --------------------------------
 def row(impl, batch, hidden, ms, device="cuda", dtype="float32", backend=None):
     """A result row as train_step.py's workers write it (after combine_rounds)."""
-    result = {"impl": impl, "batch": batch, "hidden": hidden, "dtype": dtype, "device": device, "median_ms": ms,
-              "p10_ms": 0.9 * ms, "p90_ms": 1.3 * ms, "steps": 90, "loss_after": {"step": 110, "loss": 2.5},
-              "round_medians_ms": [0.5 * ms, ms, 3.0 * ms], "versions": {}}
+    result = {
+        "impl": impl,
+        "batch": batch,
+        "hidden": hidden,
+        "dtype": dtype,
+        "device": device,
+        "median_ms": ms,
+        "p10_ms": 0.9 * ms,
+        "p90_ms": 1.3 * ms,
+        "steps": 90,
+        "loss_after": {"step": 110, "loss": 2.5},
+        "round_medians_ms": [0.5 * ms, ms, 3.0 * ms],
+        "versions": {},
+    }
     if impl == "minflow":
-        result["versions"] = {"minflow": "0.1.0", "minflow backend": backend or ("cupy" if device == "cuda" else "numpy")}
+        result["versions"] = {
+            "minflow": "0.1.0",
+            "minflow backend": backend or ("cupy" if device == "cuda" else "numpy"),
+        }
     return result
 
 
 def run_file(results):
-    return {"environment": {"numpy": "2.4.6"}, "timing": {"warmup": 20}, "rounds": 3, "default_malloc": False,
-            "removed_variables": [], "results": results, "wall_seconds": 1000.0, "other_processes": "none"}
+    return {
+        "environment": {"numpy": "2.4.6"},
+        "timing": {"warmup": 20},
+        "rounds": 3,
+        "default_malloc": False,
+        "removed_variables": [],
+        "results": results,
+        "wall_seconds": 1000.0,
+        "other_processes": "none",
+    }
 
 
 # GPU run: minflow and torch on CUDA, the floor on the CPU (its row says device "cuda" too).
-GPU_MS = {(4096, 64): (1.0, 0.5, 20.0), (4096, 256): (1.5, 0.8, 60.0), (16384, 64): (2.0, 1.0, 80.0),
-          (16384, 256): (3.0, 2.0, 240.0), (65536, 64): (4.0, 2.0, 300.0), (65536, 256): (10.0, 5.0, 900.0)}
+GPU_MS = {
+    (4096, 64): (1.0, 0.5, 20.0),
+    (4096, 256): (1.5, 0.8, 60.0),
+    (16384, 64): (2.0, 1.0, 80.0),
+    (16384, 256): (3.0, 2.0, 240.0),
+    (65536, 64): (4.0, 2.0, 300.0),
+    (65536, 256): (10.0, 5.0, 900.0),
+}
 
 
 def gpu_run():
     results = []
     for (batch, hidden), (minflow, torch, floor) in GPU_MS.items():
-        results += [row("minflow", batch, hidden, minflow), row("torch", batch, hidden, torch),
-                    row("floor", batch, hidden, floor)]
+        results += [
+            row("minflow", batch, hidden, minflow),
+            row("torch", batch, hidden, torch),
+            row("floor", batch, hidden, floor),
+        ]
     results.append({"impl": "torch", "batch": 65536, "hidden": 512, "dtype": "float32", "error": "CUDA out of memory"})
     return run_file(results)
 
 
 def cpu_run(h64=60.0, h256=80.0):
-    return run_file([row("minflow", 65536, 64, h64, device="cpu"), row("minflow", 65536, 256, h256, device="cpu"),
-                     row("minflow", 16384, 64, 7.0, device="cpu"),  # decoys: another B, another dtype
-                     row("minflow", 65536, 64, 999.0, device="cpu", dtype="float64")])
+    return run_file(
+        [
+            row("minflow", 65536, 64, h64, device="cpu"),
+            row("minflow", 65536, 256, h256, device="cpu"),
+            row("minflow", 16384, 64, 7.0, device="cpu"),  # decoys: another B, another dtype
+            row("minflow", 65536, 64, 999.0, device="cpu", dtype="float64"),
+        ]
+    )
 
 
 def speedups(rows):
@@ -241,9 +282,28 @@ def test_a_gpu_time_measured_on_numpy_is_refused():
 def test_it_reads_what_train_step_really_writes(tmp_path):
     # A real (tiny, CPU) train_step.py run: the JSON's structure is the one the extractor expects.
     out = tmp_path / "run.json"
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--quick", "--no-check", "--impl",
-                    "minflow", "floor", "--batch", "64", "--hidden", "8", "--json", str(out)],
-                   cwd=ROOT, capture_output=True, text=True, check=True, timeout=120)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "train_step.py"),
+            "--quick",
+            "--no-check",
+            "--impl",
+            "minflow",
+            "floor",
+            "--batch",
+            "64",
+            "--hidden",
+            "8",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     written = json.loads(out.read_text())
     minflow = next(r for r in written["results"] if r["impl"] == "minflow")
     (only,) = gpu_check.target_rows(None, written, batch=64)
@@ -252,25 +312,76 @@ def test_it_reads_what_train_step_really_writes(tmp_path):
 
 def test_the_results_file(tmp_path):
     logs = {}
-    for name, lines in {"train-step": ["# RealNVP train step ...; device cuda", "round 1/3: ...", "",
-                                       "| B | H | minflow GPU ms |", "|---|---|---|", "| 65536 | 64 | 4.00 |", "",
-                                       "medians in ms"],
-                        "memory": ["RealNVP, 8 couplings, B=512", "one step's graph: 6724 KiB",
-                                   "pool bytes in use after step 10 / 100 / 1000: 1 / 1 / 1 KiB", "other"]}.items():
+    for name, lines in {
+        "train-step": [
+            "# RealNVP train step ...; device cuda",
+            "round 1/3: ...",
+            "",
+            "| B | H | minflow GPU ms |",
+            "|---|---|---|",
+            "| 65536 | 64 | 4.00 |",
+            "",
+            "medians in ms",
+        ],
+        "memory": [
+            "RealNVP, 8 couplings, B=512",
+            "one step's graph: 6724 KiB",
+            "pool bytes in use after step 10 / 100 / 1000: 1 / 1 / 1 KiB",
+            "other",
+        ],
+    }.items():
         logs[name] = tmp_path / f"{name}.log"
         logs[name].write_text("\n".join(lines) + "\n")
     (tmp_path / "cuda.json").write_text(json.dumps(gpu_run()))
     (tmp_path / "cpu.json").write_text(json.dumps(cpu_run()))
-    records = [{"name": name, "command": name, "status": "passed", "passed": True, "wall": 12.0, "tail": ["ok"],
-                "log": str(path)} for name, path in logs.items()]
-    records.append({"name": "lecture-09", "command": "x", "status": "failed (exit 1)", "passed": False, "wall": 3.0,
-                    "tail": ["AssertionError"], "log": str(tmp_path / "missing.log")})
-    context = {"started": "2026-12-01 10:00", "command": "gpu_check.py", "git": "abc1234", "raw": str(tmp_path),
-               "device": {"name": "Fake GPU", "cuda_runtime": 12080, "cuda_driver": 13000, "cupy": "14.0.0",
-                          "numpy": "2.4.6", "capability": "9.0", "memory_gib": 16.0, "count": 1},
-               "torch": {"version": "2.13.0", "cuda": "12.8", "available": True, "device": "Fake GPU"},
-               "nvidia_smi": None, "cpu": "Some CPU", "notes": [], "records": records, "skipped": [],
-               "skip_reason": "", "gpu_json": str(tmp_path / "cuda.json"), "cpu_json": str(tmp_path / "cpu.json")}
+    records = [
+        {
+            "name": name,
+            "command": name,
+            "status": "passed",
+            "passed": True,
+            "wall": 12.0,
+            "tail": ["ok"],
+            "log": str(path),
+        }
+        for name, path in logs.items()
+    ]
+    records.append(
+        {
+            "name": "lecture-09",
+            "command": "x",
+            "status": "failed (exit 1)",
+            "passed": False,
+            "wall": 3.0,
+            "tail": ["AssertionError"],
+            "log": str(tmp_path / "missing.log"),
+        }
+    )
+    context = {
+        "started": "2026-12-01 10:00",
+        "command": "gpu_check.py",
+        "git": "abc1234",
+        "raw": str(tmp_path),
+        "device": {
+            "name": "Fake GPU",
+            "cuda_runtime": 12080,
+            "cuda_driver": 13000,
+            "cupy": "14.0.0",
+            "numpy": "2.4.6",
+            "capability": "9.0",
+            "memory_gib": 16.0,
+            "count": 1,
+        },
+        "torch": {"version": "2.13.0", "cuda": "12.8", "available": True, "device": "Fake GPU"},
+        "nvidia_smi": None,
+        "cpu": "Some CPU",
+        "notes": [],
+        "records": records,
+        "skipped": [],
+        "skip_reason": "",
+        "gpu_json": str(tmp_path / "cuda.json"),
+        "cpu_json": str(tmp_path / "cpu.json"),
+    }
     text = gpu_check.render(context)
     assert "| CUDA runtime / driver (CuPy) | 12.8 / 13.0 |" in text
     assert "**Target not met (H=64: 15.0x, H=256: 8.0x; target >= 10x)" in text

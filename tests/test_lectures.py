@@ -21,8 +21,9 @@ def test_lecture_runs_in_quick_mode(lecture, tmp_path):
     # PYTHONPATH=tests/support/strict_cupy) must name the same folders there.
     if env.get("PYTHONPATH"):
         env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) if p else p for p in env["PYTHONPATH"].split(os.pathsep))
-    done = subprocess.run([sys.executable, str(lecture)], cwd=lecture.parent, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(lecture)], cwd=lecture.parent, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, f"{lecture.name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     assert ": correct" in done.stdout, f"{lecture.name} checks no exercise"
     assert list(tmp_path.glob("*.png")), f"{lecture.name} saved no figure"

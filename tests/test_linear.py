@@ -16,7 +16,8 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from minflow import backend
 from minflow.autodiff import Tensor, ops

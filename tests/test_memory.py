@@ -62,7 +62,7 @@ def make_training(seed=0, batch=128):
     def step(i):
         start = (i * batch) % (len(data) - batch)
         optimizer.zero_grad()
-        loss = model.nll(data[start:start + batch])
+        loss = model.nll(data[start : start + batch])
         loss.backward()
         optimizer.step()
 
@@ -90,8 +90,11 @@ def test_nothing_made_during_a_step_survives_it():
     assert after[0] >= own
 
 
-@pytest.mark.skipif(_real_cupy(), reason="tracemalloc sees host memory only, not CuPy's device pool; "
-                    "test_cupy_memory_does_not_grow_across_steps measures the GPU")
+@pytest.mark.skipif(
+    _real_cupy(),
+    reason="tracemalloc sees host memory only, not CuPy's device pool; "
+    "test_cupy_memory_does_not_grow_across_steps measures the GPU",
+)
 def test_the_peak_of_a_step_is_bounded_by_its_graph_and_does_not_grow():
     model, optimizer, step = make_training()
     for i in range(5):

@@ -38,8 +38,10 @@ def perturbed(flow, seed=0, scale=0.3):
 
 def small_multiscale(shape, seed=0, steps_per_scale=1):
     # tanh, not ReLU: finite differences need a smooth map (see minflow.testing)
-    return perturbed(MultiScale(shape, scales=2, steps_per_scale=steps_per_scale, hidden=(8,), activation="tanh",
-                                seed=seed), seed=seed + 10)
+    return perturbed(
+        MultiScale(shape, scales=2, steps_per_scale=steps_per_scale, hidden=(8,), activation="tanh", seed=seed),
+        seed=seed + 10,
+    )
 
 
 # --- Squeeze --------------------------------------------------------------------------------------
@@ -104,7 +106,10 @@ def test_conv1x1_log_det_is_hw_log_det_w_and_matches_finite_differences():
 # --- ActNormImage -----------------------------------------------------------------------------------
 def test_actnorm_image_standardises_each_channel_of_its_first_batch():
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((16, 3, 4, 4)) * np.array([0.5, 2.0, 7.0])[:, None, None] + np.array([1.0, -3.0, 0.0])[:, None, None]
+    x = (
+        rng.standard_normal((16, 3, 4, 4)) * np.array([0.5, 2.0, 7.0])[:, None, None]
+        + np.array([1.0, -3.0, 0.0])[:, None, None]
+    )
     actnorm = ActNormImage(3, 4, 4)
     z, log_det = actnorm.forward(device(x))
     z = host(z.data)
@@ -184,8 +189,9 @@ def test_glow_starts_as_a_rotation_of_the_base():
     z = model.base.sample(6, seed=1)
     x = model.sample(6, seed=1)
     assert x.shape == (6, 1, 8, 8) and not np.allclose(host(x), host(z))
-    np.testing.assert_allclose(np.linalg.norm(host(x).reshape(6, -1), axis=1),
-                               np.linalg.norm(host(z).reshape(6, -1), axis=1), rtol=1e-12)
+    np.testing.assert_allclose(
+        np.linalg.norm(host(x).reshape(6, -1), axis=1), np.linalg.norm(host(z).reshape(6, -1), axis=1), rtol=1e-12
+    )
     assert np.allclose(host(model.flow.inverse(z)[1].data), 0, atol=1e-12)
 
 
@@ -240,8 +246,24 @@ def digits_run(tmp_path_factory):
     pytest.importorskip("sklearn")
     pytest.importorskip("matplotlib")
     folder = tmp_path_factory.mktemp("runs") / "digits"
-    cli.main(["train", "--data", "digits", "--model", "glow", "--steps", "5", "--hidden", "8", "--layers", "1",
-              "--no-progress", "--out", str(folder)])
+    cli.main(
+        [
+            "train",
+            "--data",
+            "digits",
+            "--model",
+            "glow",
+            "--steps",
+            "5",
+            "--hidden",
+            "8",
+            "--layers",
+            "1",
+            "--no-progress",
+            "--out",
+            str(folder),
+        ]
+    )
     return folder
 
 

@@ -218,7 +218,9 @@ def test_checkpoints_carry_a_format_version(tmp_path):
     # A newer file is refused, naming the file and both versions, in one line.
     newer = tmp_path / "newer.npz"
     np.savez(newer, **{**arrays, "__minflow_format__": np.asarray(2)})
-    with pytest.raises(ValueError, match=r"newer.npz.*format version 2, and this minflow reads version 1 only") as error:
+    with pytest.raises(
+        ValueError, match=r"newer.npz.*format version 2, and this minflow reads version 1 only"
+    ) as error:
         _mlp().load(newer)
     assert "\n" not in str(error.value)
     # load_state_dict strips the entry too.
@@ -234,9 +236,12 @@ def test_files_that_are_not_checkpoints_get_one_line(tmp_path):
     text.write_text("hello")
     empty = tmp_path / "empty.npz"
     empty.write_bytes(b"")
-    cases = [(foreign, r"none of its 40 names is one of the model's 6 .* and 35 more"),
-             (pickled, "holds Python objects, which minflow does not load"),
-             (text, "not an .npz archive"), (empty, "the file is empty")]
+    cases = [
+        (foreign, r"none of its 40 names is one of the model's 6 .* and 35 more"),
+        (pickled, "holds Python objects, which minflow does not load"),
+        (text, "not an .npz archive"),
+        (empty, "the file is empty"),
+    ]
     for path, message in cases:
         with pytest.raises(ValueError, match=message) as error:
             _mlp().load(path)

@@ -27,7 +27,8 @@ have a test of their own). Hypothesis' float strategies shrink towards 0.0 and t
 values -- exactly the kinks and ties we must stay away from -- so we leave values to the seed.
 """
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import autograd.numpy as anp
 import hypothesis.extra.numpy as hnp
@@ -399,7 +400,9 @@ SPECS = {
     "pow": Spec(ops.power, lambda x, exponent: anp.power(x, exponent), power_case()),
     "matmul": Spec(ops.matmul, anp.matmul, matmul_case()),
     "linear": Spec(ops.linear, lambda x, w, b: anp.dot(x, w) + b, linear_case()),
-    "linear_relu": Spec(ops.linear_relu, lambda x, w, b: anp.maximum(anp.dot(x, w) + b, 0.0), linear_case(away_from_kink=True)),
+    "linear_relu": Spec(
+        ops.linear_relu, lambda x, w, b: anp.maximum(anp.dot(x, w) + b, 0.0), linear_case(away_from_kink=True)
+    ),
     "affine": Spec(ops.affine, lambda x, s, t: x * anp.exp(s) + t, broadcasting("real", "real", "real")),
     "soft_clamp": Spec(
         ops.soft_clamp, lambda x, bound: bound * anp.tanh(x / bound), elementwise(bound=st.sampled_from([0.5, 2.0]))
@@ -471,9 +474,7 @@ def assert_close(got, expected, rtol, what, case):
 
     ``got`` may be a device array: both sides are compared as host copies."""
     got, expected = host(got), host(expected)
-    assert got.shape == expected.shape, (
-        f"{what}: expected shape {expected.shape}, got {got.shape}\ninput: {case}"
-    )
+    assert got.shape == expected.shape, f"{what}: expected shape {expected.shape}, got {got.shape}\ninput: {case}"
     scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
     error = float(np.max(np.abs(got - expected), initial=0.0))
     assert error <= rtol * scale, (
@@ -564,7 +565,7 @@ def test_vjp_matches_central_differences(name, data):
     for argnum, x in enumerate(case.args):
         v = rng.normal(size=x.shape)
 
-        def inner_product_with_g(step):  # <g, f(..., x + step * v, ...)>
+        def inner_product_with_g(step, argnum=argnum, x=x, v=v):  # <g, f(..., x + step * v, ...)>
             args = list(case.args)
             args[argnum] = x + step * v
             return float(np.sum(g * host(minflow_value(spec, case, args))))

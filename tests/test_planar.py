@@ -19,9 +19,9 @@ Tolerances, and where they come from.
 
 import numpy as np
 import pytest
+from helpers import device, host
 
 import minflow
-from helpers import device, host
 from minflow import backend, data, testing, train
 from minflow.autodiff import Tensor, ops
 from minflow.flows.planar import Planar, Radial
@@ -117,7 +117,9 @@ def test_forward_gradient_with_respect_to_x_is_exact(name):
     for index in np.ndindex(*x_data.shape):
         step = np.zeros_like(x_data)
         step[index] = eps
-        numeric[index] = (float(host(loss(device(x_data + step)))) - float(host(loss(device(x_data - step))))) / (2 * eps)
+        numeric[index] = (float(host(loss(device(x_data + step)))) - float(host(loss(device(x_data - step))))) / (
+            2 * eps
+        )
     assert relative_error(x.grad, numeric) <= FLOAT64_TOL, f"{x.grad}\n{numeric}"
 
 
@@ -248,8 +250,9 @@ def test_wrong_shape_raises(name):
 def test_reverse_kl_on_u1_lowers_the_loss(name, measured_first, measured_last):
     rng = backend.rng(3)
     model = minflow.NormalizingFlow(minflow.Sequential([FLOWS[name](2, seed=rng) for _ in range(8)]))
-    history = train.fit_to_density(model, data.log_density("u1"), steps=300, batch_size=128, lr=1e-2,
-                                   seed=11, progress=False)
+    history = train.fit_to_density(
+        model, data.log_density("u1"), steps=300, batch_size=128, lr=1e-2, seed=11, progress=False
+    )
     first, last = np.mean(history["loss"][:20]), np.mean(history["loss"][-50:])
     # slack: 0.3 nats on the final value, 80% of the measured drop (seeded, so only a
     # different platform's rounding moves these)

@@ -357,7 +357,9 @@ FIGURES = {
     "warped_grid": lambda model, path: plot.warped_grid(model, lines=5, points_per_line=20, path=path),
     "morph": lambda model, path: plot.morph(model, n=200, path=path),
     "energy": lambda model, path: plot.energy(ring, resolution=30, path=path),
-    "training_curves": lambda model, path: plot.training_curves({"step": [1, 2, 3], "train_nll": [3.0, 2.0, 1.5]}, path=path),
+    "training_curves": lambda model, path: plot.training_curves(
+        {"step": [1, 2, 3], "train_nll": [3.0, 2.0, 1.5]}, path=path
+    ),
 }
 
 
@@ -405,10 +407,15 @@ def test_bad_bounds_raise_value_error(bounds):
         plot.density(spline_model(), bounds=bounds, resolution=5)
 
 
-@pytest.mark.parametrize("call", [
-    lambda m: plot.density(m, resolution=1), lambda m: plot.morph(m, max_panels=1),
-    lambda m: plot.warped_grid(m, lines=1), lambda m: plot.samples(m, n=0),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: plot.density(m, resolution=1),
+        lambda m: plot.morph(m, max_panels=1),
+        lambda m: plot.warped_grid(m, lines=1),
+        lambda m: plot.samples(m, n=0),
+    ],
+)
 def test_bad_counts_raise_value_error(call):
     with pytest.raises(ValueError, match="must be an int"):
         call(spline_model())

@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 import pytest
-
 from helpers import assert_close, assert_equal, device, host
+
 from minflow import backend, testing
 from minflow.autodiff import Tensor
 from minflow.flows.residual import AdditiveResidualCoupling, ContractiveResidual
@@ -20,7 +20,10 @@ from minflow.flows.residual import AdditiveResidualCoupling, ContractiveResidual
 # The same small random instances as minflow.testing.example_flows builds (perturbed from
 # the class's own initialisation, so none is the identity).
 BUILDERS = {
-    "AdditiveResidualCoupling": (lambda d, rng: AdditiveResidualCoupling(d, hidden=(8,), activation="tanh", seed=rng), 0.5),
+    "AdditiveResidualCoupling": (
+        lambda d, rng: AdditiveResidualCoupling(d, hidden=(8,), activation="tanh", seed=rng),
+        0.5,
+    ),
     "ContractiveResidual": (lambda d, rng: ContractiveResidual(d, hidden=(8,), activation="tanh", seed=rng), 0.5),
 }
 
@@ -73,11 +76,14 @@ def test_contractive_float32_stays_close_to_float64():
     assert np.abs(log_det32 - log_det64).max() <= 1e-4 * (1 + np.abs(log_det64).max())
 
 
-@pytest.mark.parametrize("options", [
-    {"log_det": "series", "coefficient": 0.5, "series_terms": 40},  # cut-off bias <= D 0.25^41 / 41: nothing
-    {"activation": "softplus", "hidden": (8, 8)},
-    {"hidden": ()},  # g(x) = x W_hat + b: a linear contraction
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"log_det": "series", "coefficient": 0.5, "series_terms": 40},  # cut-off bias <= D 0.25^41 / 41: nothing
+        {"activation": "softplus", "hidden": (8, 8)},
+        {"hidden": ()},  # g(x) = x W_hat + b: a linear contraction
+    ],
+)
 def test_contractive_variants_pass_check_flow(options):
     testing.check_flow(build("ContractiveResidual", 3, seed=2, **options), n=6, inverse_tolerance=1e-8)
 
@@ -143,7 +149,9 @@ def test_spectral_normalisation_makes_g_a_contraction(hidden, coefficient):
     assert math.prod(norms) <= coefficient * (1 + 1e-6)
     assert abs(flow.lipschitz_bound() - math.prod(norms)) < 1e-12
     x, y = standard_normal((2000, 3), 0), standard_normal((2000, 3), 1) * 0.1 + standard_normal((2000, 3), 0)
-    ratio = np.linalg.norm(host(flow.residual(device(x))) - host(flow.residual(device(y))), axis=1) / np.linalg.norm(x - y, axis=1)
+    ratio = np.linalg.norm(host(flow.residual(device(x))) - host(flow.residual(device(y))), axis=1) / np.linalg.norm(
+        x - y, axis=1
+    )
     assert ratio.max() < flow.lipschitz_bound() <= coefficient
 
 
@@ -247,7 +255,11 @@ def test_hutchinson_estimate_is_unbiased():
     single = np.array(single)  # (samples, batch)
     standard_error = single.std(axis=0) / math.sqrt(samples)
     assert np.all(standard_error > 0), "a random estimator must vary"
-    assert np.all(np.abs(single.mean(axis=0) - exact) < 4 * standard_error), (single.mean(axis=0), exact, standard_error)
+    assert np.all(np.abs(single.mean(axis=0) - exact) < 4 * standard_error), (
+        single.mean(axis=0),
+        exact,
+        standard_error,
+    )
     # and the estimator with many probes per call is the same thing, averaged in one pass
     flow.hutchinson_samples = samples
     many = host(flow.log_det_at(x))

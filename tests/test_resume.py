@@ -43,8 +43,15 @@ def _interrupt_at(model, calls_to_signal, signals=1):
 
 
 def _options(moons, optimizer):
-    options = {"batch_size": 64, "lr": 1e-2, "schedule": "cosine", "val_data": moons.val, "val_every": 6,
-               "seed": 3, "progress": False}
+    options = {
+        "batch_size": 64,
+        "lr": 1e-2,
+        "schedule": "cosine",
+        "val_data": moons.val,
+        "val_every": 6,
+        "seed": 3,
+        "progress": False,
+    }
     return options, (lambda model: optimizer(model.parameters())) if optimizer else (lambda model: None)
 
 
@@ -95,7 +102,10 @@ def test_an_interrupted_fit_restores_the_best_parameters_and_keeps_the_last_in_i
     assert state.best_parameters is not None
     for name, p in model.named_parameters():
         assert np.array_equal(host(p.data), host(state.best_parameters[name])), name
-    assert any(not np.array_equal(host(state.parameters[n]), host(state.best_parameters[n])) for n, _ in model.named_parameters())
+    assert any(
+        not np.array_equal(host(state.parameters[n]), host(state.best_parameters[n]))
+        for n, _ in model.named_parameters()
+    )
 
 
 def test_outside_the_main_thread_a_keyboard_interrupt_stops_cleanly(moons):
@@ -156,15 +166,19 @@ def test_resume_refuses_what_cannot_continue_the_run(moons):
     state = train.fit(_model(), moons.train, steps=10, **options)["state"]
     with pytest.raises(ValueError, match="steps=10 is the total number of steps and must be more than the 10"):
         train.fit(_model(), moons.train, steps=10, resume=state, **options)
-    for change, message in [({"batch_size": 32}, "batch_size=32, but the state was trained with batch_size=64"),
-                            ({"seed": 4}, "seed=4, but the state was trained with seed=3")]:
+    for change, message in [
+        ({"batch_size": 32}, "batch_size=32, but the state was trained with batch_size=64"),
+        ({"seed": 4}, "seed=4, but the state was trained with seed=3"),
+    ]:
         with pytest.raises(ValueError, match=message):
             train.fit(_model(), moons.train, steps=20, resume=state, **{**options, **change})
     with pytest.raises(ValueError, match="n_data=400"):
         train.fit(_model(), moons.train[:400], steps=20, resume=state, **options)
     with pytest.raises(ValueError, match="the state does not fit the model"):
         train.fit(models.realnvp(2, layers=3, hidden=8, seed=0), moons.train, steps=20, resume=state, **options)
-    density_state = train.fit_to_density(_model(), data.log_density("u1"), steps=2, batch_size=8, progress=False)["state"]
+    density_state = train.fit_to_density(_model(), data.log_density("u1"), steps=2, batch_size=8, progress=False)[
+        "state"
+    ]
     with pytest.raises(ValueError, match="fit_to_density run, not of fit"):
         train.fit(_model(), moons.train, steps=20, resume=density_state, **options)
     # seed=None takes the state's seed.
@@ -194,10 +208,14 @@ def test_training_state_file_round_trip_and_refusals(moons, tmp_path):
     np.savez(newer, **{**arrays, "__minflow_training_state__": np.asarray(2)})
     pickled = tmp_path / "pickled.npz"
     np.savez(pickled, __minflow_training_state__=np.asarray(1), meta=np.array([{"a": 1}], dtype=object))
-    cases = [(tmp_path / "missing.npz", "No such file"), (garbage, "not an .npz archive"),
-             (truncated, "truncated or corrupt"), (model_path, "it is a model checkpoint .*, not a training state"),
-             (newer, "format version 2, and this minflow reads version 1 only"),
-             (pickled, "holds Python objects, which minflow does not load")]
+    cases = [
+        (tmp_path / "missing.npz", "No such file"),
+        (garbage, "not an .npz archive"),
+        (truncated, "truncated or corrupt"),
+        (model_path, "it is a model checkpoint .*, not a training state"),
+        (newer, "format version 2, and this minflow reads version 1 only"),
+        (pickled, "holds Python objects, which minflow does not load"),
+    ]
     for bad, message in cases:
         with pytest.raises(ValueError, match=message) as error:
             train.TrainingState.load(bad)
@@ -211,8 +229,15 @@ def test_resume_keeps_the_validation_bookkeeping(moons, k):
     # stops early at step 25: the resumed run must restore the same best parameters and stop
     # at the same step, so it needs the best value, best parameters and bad-validation count.
     other = data.toy_data("circles", n_train=200, n_val=10, n_test=10, seed=0).train
-    options = {"batch_size": 64, "lr": 1e-2, "val_data": other, "val_every": 5, "patience": 4, "seed": 3,
-               "progress": False}
+    options = {
+        "batch_size": 64,
+        "lr": 1e-2,
+        "val_data": other,
+        "val_every": 5,
+        "patience": 4,
+        "seed": 3,
+        "progress": False,
+    }
     reference = _model()
     reference_history = train.fit(reference, moons.train, steps=120, **options)
     assert reference_history["best_step"] == 5 and reference_history["stopped"].startswith("early stopping at step 25")

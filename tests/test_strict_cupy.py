@@ -36,47 +36,47 @@ PLANTED_BUGS = {
 # ``line()`` is the current line number, to check the call sites the sync counter records.
 CONTRACT = {
     "separate type": "type(xp.ones(2)).__module__ == 'cupy' and not isinstance(xp.ones(2), numpy.ndarray)"
-                     " and not issubclass(cupy.ndarray, numpy.ndarray)",
+    " and not issubclass(cupy.ndarray, numpy.ndarray)",
     "stand-in marker": "cupy._strict_stand_in is True",
     "reductions are 0-d arrays": "all(type(r) is cupy.ndarray and r.shape == () for r in ("
-                                 "xp.ones(3).sum(), xp.sum(xp.ones(3)), numpy.sum(xp.ones(3)), xp.ones((2, 2)).max(),"
-                                 " xp.arange(3.0)[1], xp.ones((2, 2))[0, 1], xp.linalg.norm(xp.ones(3)),"
-                                 " xp.ones(3) @ xp.ones(3), backend.rng(0).standard_normal()))",
+    "xp.ones(3).sum(), xp.sum(xp.ones(3)), numpy.sum(xp.ones(3)), xp.ones((2, 2)).max(),"
+    " xp.arange(3.0)[1], xp.ones((2, 2))[0, 1], xp.linalg.norm(xp.ones(3)),"
+    " xp.ones(3) @ xp.ones(3), backend.rng(0).standard_normal()))",
     "integer index is a view": "(lambda a: (a[1].__setitem__((), 5.0), a[1] == 5.0)[1])(xp.zeros(3)).all().item()",
     "numpy functions dispatch": "type(numpy.exp(xp.ones(2))) is cupy.ndarray and type(numpy.where(xp.ones(2) > 0, 1.0, 0.0))"
-                                " is cupy.ndarray and type(numpy.add.reduce(xp.ones(3))) is cupy.ndarray",
+    " is cupy.ndarray and type(numpy.add.reduce(xp.ones(3))) is cupy.ndarray",
     "dtypes are numpy's": "cupy.float32 is numpy.float32 and cupy.dtype is numpy.dtype"
-                          " and xp.ones(2, dtype=xp.float32).dtype == numpy.dtype('float32')",
+    " and xp.ones(2, dtype=xp.float32).dtype == numpy.dtype('float32')",
     "NEP 50 promotion": "(xp.ones(2, dtype=xp.float32) * 2.0).dtype == xp.float32"
-                        " and (xp.ones(2, dtype=xp.float32) * xp.ones(2)).dtype == xp.float64",
+    " and (xp.ones(2, dtype=xp.float32) * xp.ones(2)).dtype == xp.float64",
     "Generator lacks normal": "raises(AttributeError, lambda: cupy.random.default_rng(0).normal)",
     "Generator lacks permutation/choice/shuffle": "all(not hasattr(cupy.random.default_rng(0), n)"
-                                                  " for n in ('permutation', 'choice', 'shuffle'))",
+    " for n in ('permutation', 'choice', 'shuffle'))",
     "Generator honours dtype": "cupy.random.default_rng(0).standard_normal((2,), dtype=xp.float32).dtype == xp.float32"
-                               " and cupy.random.default_rng(0).uniform(size=2, dtype=xp.float32).dtype == xp.float32",
+    " and cupy.random.default_rng(0).uniform(size=2, dtype=xp.float32).dtype == xp.float32",
     "numpy-only names are absent": "raises(AttributeError, lambda: cupy.unstack) and not hasattr(xp.ones(2), 'resize')",
     "cupy-only names raise NotImplementedError": "raises(NotImplementedError, lambda: cupy.fuse(lambda x: x))",
     "public names are CuPy's": "set(n for n in dir(cupy) if not n.startswith('_')) == set(cupy._NAMES['cupy'])"
-                               " and set(n for n in dir(cupy.linalg) if not n.startswith('_')) == set(cupy._NAMES['cupy.linalg'])"
-                               " and set(n for n in dir(cupy.random) if not n.startswith('_')) == set(cupy._NAMES['cupy.random'])",
+    " and set(n for n in dir(cupy.linalg) if not n.startswith('_')) == set(cupy._NAMES['cupy.linalg'])"
+    " and set(n for n in dir(cupy.random) if not n.startswith('_')) == set(cupy._NAMES['cupy.random'])",
     "names pinned from CuPy 14": "cupy.__version__.startswith('14.')",
     "solve with matching batch works": "xp.linalg.solve(xp.ones((4, 3, 3)) + 3 * xp.eye(3), xp.ones((4, 3, 1))).shape == (4, 3, 1)",
     "solve of a singular matrix gives nan": "bool(xp.isnan(xp.linalg.solve(xp.zeros((2, 2)), xp.ones(2))).all())",
     "unknown operand gets NotImplemented": "type(xp.ones(2) + minflow.Tensor(xp.ones(2))).__name__ == 'Tensor'"
-                                          " and type(xp.ones(2) * minflow.Tensor(xp.ones(2))).__name__ == 'Tensor'",
+    " and type(xp.ones(2) * minflow.Tensor(xp.ones(2))).__name__ == 'Tensor'",
     "python and numpy scalars mix": "type(xp.ones(2) * numpy.float64(2.0)) is cupy.ndarray"
-                                    " and type(numpy.float32(2.0) + xp.ones(2)) is cupy.ndarray and type(3 - xp.ones(2)) is cupy.ndarray",
+    " and type(numpy.float32(2.0) + xp.ones(2)) is cupy.ndarray and type(3 - xp.ones(2)) is cupy.ndarray",
     "host to device": "type(xp.asarray(numpy.ones(2))) is cupy.ndarray and not _strict.syncs()",
     "asarray copies host data": "(lambda h: (lambda d: (h.__setitem__(0, 7.0), float(d[0]) == 1.0)[1])(xp.asarray(h)))(numpy.ones(2))",
     "get copies": "(lambda d: (d.get().__setitem__(0, 7.0), float(d[0]) == 1.0)[1])(xp.ones(2))",
     "is_cupy_array": "backend.is_cupy_array(xp.ones(2)) and not backend.is_cupy_array(numpy.ones(2))",
     "getDeviceCount raises": "raises(cupy.cuda.runtime.CUDARuntimeError, cupy.cuda.runtime.getDeviceCount)"
-                             " and issubclass(cupy.cuda.runtime.CUDARuntimeError, RuntimeError)"
-                             " and cupy.cuda.is_available() is False",
+    " and issubclass(cupy.cuda.runtime.CUDARuntimeError, RuntimeError)"
+    " and cupy.cuda.is_available() is False",
     "memory pool raises": "raises(cupy.cuda.runtime.CUDARuntimeError, cupy.get_default_memory_pool)",
     "synchronize works": "cupy.cuda.Device().synchronize() is None",
     "scatter_add accumulates": "(lambda t: (cupyx.scatter_add(t, xp.asarray([0, 0, 1]), xp.ones(3)), t.get().tolist())[1])"
-                               "(xp.zeros(2)) == [2.0, 1.0]",
+    "(xp.zeros(2)) == [2.0, 1.0]",
     "solve_triangular": "bool(xp.allclose(cupyx.scipy.linalg.solve_triangular(xp.eye(3) * 2, xp.ones(3), lower=True), 0.5))",
     "allow_synchronize(False) raises": "raises(cupyx.DeviceSynchronized, sync_while_disallowed) and _strict._allow == [True]",
 }
@@ -165,11 +165,15 @@ def _run(backend, tmp_path_factory):
     env["MINFLOW_BACKEND"] = backend
     proc = subprocess.run(
         [sys.executable, str(path), json.dumps(PLANTED_BUGS), json.dumps(CONTRACT)],
-        env=env, capture_output=True, text=True, timeout=120, cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULTS")]
     assert proc.returncode == 0 and lines, f"driver failed:\n{proc.stdout}\n{proc.stderr}"
-    return json.loads(lines[-1][len("RESULTS"):]), str(path)
+    return json.loads(lines[-1][len("RESULTS") :]), str(path)
 
 
 @pytest.fixture(scope="module")
@@ -221,5 +225,5 @@ def test_names_file_is_pinned_to_a_cupy_version():
     assert len(names) == 1
     with open(os.path.join(STAND_IN, names[0])) as file:
         first = file.readline()
-    version = names[0][len("NAMES_cupy_"):-len(".txt")]
+    version = names[0][len("NAMES_cupy_") : -len(".txt")]
     assert first.startswith(f"# CuPy {version} ")

@@ -60,7 +60,8 @@ def test_a_fit_step_synchronises_at_most_twice(name, clip):
     model = _density_models()[name]
     x = _training_data(model)
     per_step, syncs = _syncs_per_step(
-        strict, lambda steps: train.fit(model, x, steps=steps, batch_size=16, clip=clip, progress=False))
+        strict, lambda steps: train.fit(model, x, steps=steps, batch_size=16, clip=clip, progress=False)
+    )
     assert per_step <= MAX_SYNCS_PER_STEP, f"{name}: {per_step} synchronisations per step: {syncs}"
 
 
@@ -71,7 +72,8 @@ def test_a_reverse_kl_step_synchronises_at_most_twice(name):
     model = getattr(models, name)(2, layers=4, seed=0)
     target = data.log_density("u1")
     per_step, syncs = _syncs_per_step(
-        strict, lambda steps: train.fit_to_density(model, target, steps=steps, batch_size=16, clip=1.0, progress=False))
+        strict, lambda steps: train.fit_to_density(model, target, steps=steps, batch_size=16, clip=1.0, progress=False)
+    )
     assert per_step <= MAX_SYNCS_PER_STEP, f"{name}: {per_step} synchronisations per step: {syncs}"
 
 
@@ -91,7 +93,8 @@ def test_the_counter_catches_a_layer_that_synchronises():
 
     model.log_prob = chatty_log_prob
     per_step, syncs = _syncs_per_step(
-        strict, lambda steps: train.fit(model, x, steps=steps, batch_size=16, progress=False))
+        strict, lambda steps: train.fit(model, x, steps=steps, batch_size=16, progress=False)
+    )
     assert per_step > MAX_SYNCS_PER_STEP, syncs
 
 

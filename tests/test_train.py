@@ -47,8 +47,18 @@ def test_early_stopping_restores_the_best_parameters(moons):
     # training NLL still falls: the textbook picture of overfitting, made deterministic.
     other = data.toy_data("circles", n_train=500, n_val=10, n_test=10, seed=0).train
     model = models.realnvp(2, layers=4, hidden=32, seed=0)
-    history = train.fit(model, moons.train, steps=600, batch_size=256, lr=5e-3, val_data=other,
-                        val_every=20, patience=5, seed=0, progress=False)
+    history = train.fit(
+        model,
+        moons.train,
+        steps=600,
+        batch_size=256,
+        lr=5e-3,
+        val_data=other,
+        val_every=20,
+        patience=5,
+        seed=0,
+        progress=False,
+    )
     assert history["stopped"] is not None and history["stopped"].startswith("early stopping")
     assert history["val_nll"][-1] > history["best_val_nll"], "validation got worse before the stop"
     assert history["best_val_nll"] == min(history["val_nll"])
@@ -90,8 +100,9 @@ def test_a_keyboard_interrupt_inside_a_step_stops_after_the_last_complete_step()
     # script stops) carries the marked history and a state. Real SIGINTs: test_resume.py.
     model = models.realnvp(2, layers=2, hidden=8, seed=0)
     with pytest.raises(train.TrainingInterrupted, match="interrupted at step 2 of 10") as error:
-        train.fit_to_density(model, _poisoned_density(3, KeyboardInterrupt()), steps=10,
-                             batch_size=32, seed=0, progress=False)
+        train.fit_to_density(
+            model, _poisoned_density(3, KeyboardInterrupt()), steps=10, batch_size=32, seed=0, progress=False
+        )
     assert isinstance(error.value, KeyboardInterrupt)
     history = error.value.history
     assert history["stopped"] == "interrupted at step 2" and history["interrupted"] is True
@@ -124,8 +135,15 @@ def test_non_finite_validation_data_is_named_not_reported_as_early_stopping(moon
     bad = moons.val.copy()
     bad[0, 0] = np.nan
     with pytest.raises(train.NonFiniteLossError, match=f"^val_data has 1 of {len(bad)} rows") as error:
-        train.fit(models.realnvp(2, layers=1, hidden=4, seed=0), moons.train, steps=50, val_data=bad,
-                  val_every=5, patience=2, progress=False)
+        train.fit(
+            models.realnvp(2, layers=1, hidden=4, seed=0),
+            moons.train,
+            steps=50,
+            val_data=bad,
+            val_every=5,
+            patience=2,
+            progress=False,
+        )
     assert error.value.cause == "val_data"
 
 
@@ -153,8 +171,9 @@ def test_a_model_without_parameters_cannot_be_fit_but_can_be_evaluated(moons):
 
 def test_reverse_kl_fits_an_energy():
     model = models.realnvp(2, layers=4, hidden=32, seed=0)
-    history = train.fit_to_density(model, data.log_density("u1"), steps=300, batch_size=256, lr=3e-3,
-                                   seed=0, progress=False)
+    history = train.fit_to_density(
+        model, data.log_density("u1"), steps=300, batch_size=256, lr=3e-3, seed=0, progress=False
+    )
     first, last = np.mean(history["loss"][:20]), np.mean(history["loss"][-20:])
     # The loss is KL(q || p) - log Z >= -log Z; it must fall clearly as q moves onto the ring.
     assert last < first - 1.0, f"reverse KL went from {first} to {last}"
@@ -179,8 +198,16 @@ def test_gradient_clipping_bounds_each_update(moons):
     # most lr * max_norm in total L2 norm.
     from minflow.optim import SGD
 
-    train.fit(model, moons.train, steps=1, batch_size=256, lr=0.1, clip=0.01,
-              optimizer=SGD(model.parameters(), lr=0.1), progress=False)
+    train.fit(
+        model,
+        moons.train,
+        steps=1,
+        batch_size=256,
+        lr=0.1,
+        clip=0.01,
+        optimizer=SGD(model.parameters(), lr=0.1),
+        progress=False,
+    )
     moved = math.sqrt(sum(((host(p.data) - s) ** 2).sum() for p, s in zip(model.parameters(), start)))
     assert moved <= 0.1 * 0.01 * (1 + 1e-9)
 

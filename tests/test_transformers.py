@@ -21,8 +21,8 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given
 from helpers import device, host
+from hypothesis import given
 from hypothesis import strategies as st
 
 from minflow.autodiff import Tensor, ops
@@ -152,9 +152,10 @@ def test_log_derivative_matches_finite_differences(name, seed):
     params, x = case.parameters(rng), case.sample_x(rng)
     _, log_derivative = case.forward(Tensor(device(x)), *params)
     # elementwise maps: one pair of shifted evaluations gives every coordinate's derivative
-    derivative = (host(case.forward(Tensor(device(x + EPS)), *params)[0]) - host(case.forward(Tensor(device(x - EPS)), *params)[0])) / (
-        2 * EPS
-    )
+    derivative = (
+        host(case.forward(Tensor(device(x + EPS)), *params)[0])
+        - host(case.forward(Tensor(device(x - EPS)), *params)[0])
+    ) / (2 * EPS)
     _close(log_derivative.data, np.log(derivative), FD_LOG, f"{name}: log-derivative vs finite differences at {x}")
 
 
@@ -358,7 +359,9 @@ def test_piecewise_linear_parameter_gradients_match_finite_differences(direction
         transform, points = T.piecewise_linear, Tensor(device(_away_from_knots(rng, SHAPE, BINS)))
     else:  # keep y away from the knots, which move with the logits: use the images of such points
         transform = T.piecewise_linear_inverse
-        points = T.piecewise_linear(Tensor(device(_away_from_knots(rng, SHAPE, BINS))), ops.softmax(logits.detach(), -1))[0]
+        points = T.piecewise_linear(
+            Tensor(device(_away_from_knots(rng, SHAPE, BINS))), ops.softmax(logits.detach(), -1)
+        )[0]
 
     def loss():
         out, log_derivative = transform(points, ops.softmax(logits, axis=-1))
@@ -391,9 +394,14 @@ def test_float32_stays_float32_and_close_to_float64():
     x64, h64 = rng.uniform(-4, 4, size=SHAPE), rng.uniform(0, 1, size=SHAPE)
     as32 = lambda a: Tensor(device(host(a), np.float32))
     for (y32, ld32), (y64, ld64) in [
-        (T.rational_quadratic_spline(as32(x64), *map(as32, spline64), BOUND),
-         T.rational_quadratic_spline(Tensor(device(x64)), *spline64, BOUND)),
-        (T.piecewise_linear(as32(h64), as32(masses64)), T.piecewise_linear(Tensor(device(h64)), Tensor(device(masses64)))),
+        (
+            T.rational_quadratic_spline(as32(x64), *map(as32, spline64), BOUND),
+            T.rational_quadratic_spline(Tensor(device(x64)), *spline64, BOUND),
+        ),
+        (
+            T.piecewise_linear(as32(h64), as32(masses64)),
+            T.piecewise_linear(Tensor(device(h64)), Tensor(device(masses64))),
+        ),
         (T.logit(as32(h64 * 0.9 + 0.05)), T.logit(Tensor(device(h64 * 0.9 + 0.05)))),
     ]:
         assert y32.dtype == ld32.dtype == np.float32
@@ -405,7 +413,11 @@ def test_float32_stays_float32_and_close_to_float64():
 # --- bad input --------------------------------------------------------------------------------
 @pytest.mark.parametrize("values, shown", [([0.5, 1.5], "1.5"), ([-0.25, 0.5], "-0.25"), ([0.0, 0.5], "0.0")])
 def test_logit_outside_the_open_unit_interval_raises_with_the_range(values, shown):
-    for call in (lambda: T.logit(Tensor(values)), lambda: Logit().forward([values]), lambda: Sigmoid().inverse([values])):
+    for call in (
+        lambda: T.logit(Tensor(values)),
+        lambda: Logit().forward([values]),
+        lambda: Sigmoid().inverse([values]),
+    ):
         with pytest.raises(ValueError, match=r"\(0\.0, 1\.0\)") as error:
             call()
         assert shown in str(error.value) and "0.5" in str(error.value)
@@ -434,14 +446,30 @@ def test_piecewise_linear_outside_the_unit_interval_raises_with_the_range(values
         (lambda: T.piecewise_linear(Tensor([0.5]), Tensor([1.5, -0.5])), "bin_masses"),  # not positive
         (lambda: T.leaky_relu(Tensor([1.0]), 0.0), "slope"),
         (lambda: T.leaky_relu_inverse(Tensor([1.0]), -2.0), "slope"),
-        (lambda: T.rational_quadratic_spline(Tensor([0.0]), Tensor([1.0, 1.0]), Tensor([3.0, 3.0]),
-                                             Tensor([1.0, 1.0, 1.0]), BOUND), "widths"),  # sums to 2, not 2B
-        (lambda: T.rational_quadratic_spline(Tensor([0.0]), Tensor([3.0, 3.0]), Tensor([3.0, 3.0]),
-                                             Tensor([1.0, 1.0]), BOUND), "derivatives"),  # K, not K + 1
-        (lambda: T.rational_quadratic_spline(Tensor([0.0]), Tensor([3.0, 3.0]), Tensor([3.0, 3.0]),
-                                             Tensor([1.0, 0.0, 1.0]), BOUND), "derivatives"),  # a zero slope
-        (lambda: T.rational_quadratic_parameters(Tensor([0.0] * 4), Tensor([0.0] * 4), Tensor([0.0] * 3), 1.0,
-                                                 min_bin_width=0.3), "min_bin_width"),  # 4 * 0.3 > 1
+        (
+            lambda: T.rational_quadratic_spline(
+                Tensor([0.0]), Tensor([1.0, 1.0]), Tensor([3.0, 3.0]), Tensor([1.0, 1.0, 1.0]), BOUND
+            ),
+            "widths",
+        ),  # sums to 2, not 2B
+        (
+            lambda: T.rational_quadratic_spline(
+                Tensor([0.0]), Tensor([3.0, 3.0]), Tensor([3.0, 3.0]), Tensor([1.0, 1.0]), BOUND
+            ),
+            "derivatives",
+        ),  # K, not K + 1
+        (
+            lambda: T.rational_quadratic_spline(
+                Tensor([0.0]), Tensor([3.0, 3.0]), Tensor([3.0, 3.0]), Tensor([1.0, 0.0, 1.0]), BOUND
+            ),
+            "derivatives",
+        ),  # a zero slope
+        (
+            lambda: T.rational_quadratic_parameters(
+                Tensor([0.0] * 4), Tensor([0.0] * 4), Tensor([0.0] * 3), 1.0, min_bin_width=0.3
+            ),
+            "min_bin_width",
+        ),  # 4 * 0.3 > 1
     ],
 )
 def test_invalid_transformer_parameters_raise_naming_the_argument(call, argument):
@@ -484,7 +512,10 @@ FLOWS = {
     "Sigmoid": (Sigmoid, lambda rng: 2 * rng.normal(size=SHAPE)),
     "Logit": (Logit, lambda rng: rng.uniform(0.05, 0.95, size=SHAPE)),
     "PiecewiseLinear": (lambda: PiecewiseLinear(DIM, bins=4), lambda rng: _away_from_knots(rng, SHAPE, 4)),
-    "RationalQuadraticSpline": (lambda: RationalQuadraticSpline(DIM, bins=4), lambda rng: rng.uniform(-4, 4, size=SHAPE)),
+    "RationalQuadraticSpline": (
+        lambda: RationalQuadraticSpline(DIM, bins=4),
+        lambda rng: rng.uniform(-4, 4, size=SHAPE),
+    ),
 }
 
 
@@ -509,7 +540,9 @@ def test_flow_log_det_matches_the_finite_difference_jacobian(name):
     _close(inverse_log_det.data, -log_det.data, ROUND_TRIP, f"{name}: inverse log-det")
 
 
-@pytest.mark.parametrize("make", [lambda: ElementwiseAffine(DIM), lambda: PiecewiseLinear(DIM), lambda: RationalQuadraticSpline(DIM)])
+@pytest.mark.parametrize(
+    "make", [lambda: ElementwiseAffine(DIM), lambda: PiecewiseLinear(DIM), lambda: RationalQuadraticSpline(DIM)]
+)
 def test_parametrized_flows_start_as_the_identity(make):
     x = np.random.default_rng(6).uniform(0, 1, size=SHAPE)
     z, log_det = make().forward(device(x))

@@ -8,8 +8,14 @@ from minflow import backend, models, optim
 
 from .shared import BETAS, EPS, LAYERS, LR, SCALE_BOUND, parameter_layout
 
-MINFLOW_NAMES = {"W0": "layers.0.weight", "b0": "layers.0.bias", "W1": "layers.1.weight",
-                 "b1": "layers.1.bias", "W2": "layers.2.weight", "b2": "layers.2.bias"}
+MINFLOW_NAMES = {
+    "W0": "layers.0.weight",
+    "b0": "layers.0.bias",
+    "W1": "layers.1.weight",
+    "b1": "layers.1.bias",
+    "W2": "layers.2.weight",
+    "b2": "layers.2.bias",
+}
 
 
 def state_names(hidden):

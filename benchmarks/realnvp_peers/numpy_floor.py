@@ -96,9 +96,12 @@ def backward(params, z, cache):
         grad_u1 = grad_u2 @ W1.T  # g(a1), then g(u1)
         grad_u1 *= a1 > 0
         grads[6 * layer : 6 * layer + 6] = [
-            (x_k @ grad_u1)[None, :], grad_u1.sum(axis=0),
-            a1.T @ grad_u2, grad_u2.sum(axis=0),
-            a2.T @ grad_theta, grad_theta.sum(axis=0),
+            (x_k @ grad_u1)[None, :],
+            grad_u1.sum(axis=0),
+            a1.T @ grad_u2,
+            grad_u2.sum(axis=0),
+            a2.T @ grad_theta,
+            grad_theta.sum(axis=0),
         ]
         grad_columns[k] = grad_columns[k] + grad_u1 @ W0[0]
     return grads

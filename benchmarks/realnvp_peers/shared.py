@@ -34,8 +34,14 @@ def kept_and_changed(layer):
 
 def parameter_layout(hidden):
     """[(layer, name, shape)] in the order of the flat parameter list."""
-    shapes = {"W0": (1, hidden), "b0": (hidden,), "W1": (hidden, hidden), "b1": (hidden,),
-              "W2": (hidden, 2), "b2": (2,)}
+    shapes = {
+        "W0": (1, hidden),
+        "b0": (hidden,),
+        "W1": (hidden, hidden),
+        "b1": (hidden,),
+        "W2": (hidden, 2),
+        "b2": (2,),
+    }
     return [(layer, name, shapes[name]) for layer in range(LAYERS) for name in PER_LAYER]
 
 

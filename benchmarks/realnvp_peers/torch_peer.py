@@ -17,15 +17,21 @@ class TorchRealNVP(torch.nn.Module):
     def __init__(self, hidden):
         super().__init__()
         self.conditioners = torch.nn.ModuleList(
-            torch.nn.Sequential(torch.nn.Linear(1, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, hidden),
-                                torch.nn.ReLU(), torch.nn.Linear(hidden, 2))
+            torch.nn.Sequential(
+                torch.nn.Linear(1, hidden),
+                torch.nn.ReLU(),
+                torch.nn.Linear(hidden, hidden),
+                torch.nn.ReLU(),
+                torch.nn.Linear(hidden, 2),
+            )
             for _ in range(LAYERS)
         )
 
     def linears(self):
         """The Linear layers in the shared order: (W0, b0), (W1, b1), (W2, b2) of layer 0, then layer 1, ..."""
-        return [module for conditioner in self.conditioners for module in conditioner
-                if isinstance(module, torch.nn.Linear)]
+        return [
+            module for conditioner in self.conditioners for module in conditioner if isinstance(module, torch.nn.Linear)
+        ]
 
     def nll(self, x):
         columns = [x[:, 0], x[:, 1]]

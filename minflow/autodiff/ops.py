@@ -66,7 +66,7 @@ def _pow_vjp(g, x, exponent):
 
 @primitive("pow", _pow_vjp)
 def _power(x, exponent):
-    return x ** exponent, (x, exponent)
+    return x**exponent, (x, exponent)
 
 
 def power(x, exponent):
@@ -624,5 +624,7 @@ Tensor.mean = mean
 Tensor.max = max
 Tensor.exp = _method(exp)
 Tensor.log = _method(log)
-Tensor.reshape = lambda self, *shape: reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
+Tensor.reshape = lambda self, *shape: reshape(
+    self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+)
 Tensor.transpose = lambda self, *axes: transpose(self, axes or None)

@@ -99,9 +99,7 @@ class Tensor:
         """
         if grad is None:
             if self.size != 1:
-                raise ValueError(
-                    f"backward() without a cotangent needs a one-element tensor, got shape {self.shape}"
-                )
+                raise ValueError(f"backward() without a cotangent needs a one-element tensor, got shape {self.shape}")
             grad = backend.array_module(self.data).ones_like(self.data)
         else:
             grad = grad.data if isinstance(grad, Tensor) else grad
@@ -125,9 +123,7 @@ class Tensor:
                 handed_out.add(id(tensor.grad))
                 continue
             if node.inputs is None:
-                raise RuntimeError(
-                    "this graph was freed by an earlier backward(); pass retain_graph=True to keep it"
-                )
+                raise RuntimeError("this graph was freed by an earlier backward(); pass retain_graph=True to keep it")
             input_grads = node.primitive.vjp(g, *node.saved)
             for parent, parent_grad in zip(node.inputs, input_grads):
                 if parent_grad is None or not parent.requires_grad:

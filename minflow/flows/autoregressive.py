@@ -162,4 +162,3 @@ class InverseAutoregressive(Inverse):
 
     def __init__(self, dim, transformer=None, hidden=(64, 64), order=None, activation="relu", seed=None):
         super().__init__(MaskedAutoregressive(dim, transformer, hidden, order, activation, seed))
-

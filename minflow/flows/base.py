@@ -62,9 +62,7 @@ class Flow(Module):
         if self.event_shape is not None:
             if x.ndim != 1 + len(self.event_shape) or tuple(x.shape[1:]) != tuple(self.event_shape):
                 expected = "(B, " + ", ".join(str(n) for n in self.event_shape) + ")"
-                raise ValueError(
-                    f"{type(self).__name__}: {name} must have shape {expected}, got {tuple(x.shape)}"
-                )
+                raise ValueError(f"{type(self).__name__}: {name} must have shape {expected}, got {tuple(x.shape)}")
         elif x.ndim < 2:
             raise ValueError(f"{type(self).__name__}: {name} must be batched, shape (B, ...), got {tuple(x.shape)}")
         return x

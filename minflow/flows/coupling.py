@@ -92,7 +92,9 @@ class Coupling(Flow):
         kept = [i for i, m in enumerate(flat) if m]
         changed = [i for i, m in enumerate(flat) if not m]
         if not kept or not changed:
-            raise ValueError(f"{type(self).__name__}: mask must keep at least one coordinate and change one, got {mask.tolist()}")
+            raise ValueError(
+                f"{type(self).__name__}: mask must keep at least one coordinate and change one, got {mask.tolist()}"
+            )
         xp = backend.xp()
         self.kept = Buffer(xp.asarray(kept, dtype=xp.int64))
         self.changed = Buffer(xp.asarray(changed, dtype=xp.int64))

@@ -347,9 +347,7 @@ class ActNorm(Flow):
                 f"2 samples; got x of shape {tuple(x.shape)}"
             )
         if x.dtype != self.loc.dtype:
-            raise TypeError(
-                f"ActNorm: x is {x.dtype} but the parameters are {self.loc.dtype}; cast one explicitly"
-            )
+            raise TypeError(f"ActNorm: x is {x.dtype} but the parameters are {self.loc.dtype}; cast one explicitly")
         with no_grad():
             mean = ops.mean(x, axis=0)
             std = ops.sqrt(ops.mean(ops.square(x - mean), axis=0))

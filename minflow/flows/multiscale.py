@@ -156,10 +156,14 @@ class ActNormImage(Flow):
     def _initialize(self, x):
         """Set loc and log_scale from the batch x so that each of its channels comes out standardised."""
         if x.shape[0] * x.shape[2] * x.shape[3] < 2:
-            raise ValueError(f"ActNormImage initialises from per-channel statistics of its first batch, which "
-                             f"need at least 2 values per channel; got x of shape {tuple(x.shape)}")
+            raise ValueError(
+                f"ActNormImage initialises from per-channel statistics of its first batch, which "
+                f"need at least 2 values per channel; got x of shape {tuple(x.shape)}"
+            )
         if x.dtype != self.loc.dtype:
-            raise TypeError(f"ActNormImage: x is {x.dtype} but the parameters are {self.loc.dtype}; cast one explicitly")
+            raise TypeError(
+                f"ActNormImage: x is {x.dtype} but the parameters are {self.loc.dtype}; cast one explicitly"
+            )
         with no_grad():
             mean = ops.mean(x, axis=(0, 2, 3))
             std = ops.sqrt(ops.mean(ops.square(x - self._per_channel(mean)), axis=(0, 2, 3)))
@@ -307,8 +311,10 @@ class InvertibleConv1x1(Flow):
         x = self._check_input(x)
         pixels = _channels_last(x)
         # Row vectors: (W x)^T = x^T U^T L^T P^T, applied right to left as in W = P L U.
-        rows = ops.matmul(ops.matmul(ops.matmul(pixels, ops.transpose(self.U)), ops.transpose(self.L)),
-                          ops.transpose(self.permutation))
+        rows = ops.matmul(
+            ops.matmul(ops.matmul(pixels, ops.transpose(self.U)), ops.transpose(self.L)),
+            ops.transpose(self.permutation),
+        )
         return _channels_first(rows, x.shape), _per_sample(self._log_det(), x)
 
     def inverse(self, z):
@@ -332,8 +338,13 @@ def glow_step(shape, index, hidden=(64, 64), activation="relu", scale_bound=2.0,
     return [
         ActNormImage(channels, height, width),
         InvertibleConv1x1(channels, height, width, seed=rng),
-        AffineCoupling(channel_mask(channels, height, width, first=index % 2 == 0), hidden=hidden,
-                       activation=activation, scale_bound=scale_bound, seed=rng),
+        AffineCoupling(
+            channel_mask(channels, height, width, first=index % 2 == 0),
+            hidden=hidden,
+            activation=activation,
+            scale_bound=scale_bound,
+            seed=rng,
+        ),
     ]
 
 
@@ -382,23 +393,29 @@ class MultiScale(Flow):
     section 3 and figure 2.
     """
 
-    def __init__(self, shape, scales=2, steps_per_scale=4, hidden=(64, 64), activation="relu", scale_bound=2.0,
-                 seed=None):
+    def __init__(
+        self, shape, scales=2, steps_per_scale=4, hidden=(64, 64), activation="relu", scale_bound=2.0, seed=None
+    ):
         self.event_shape = _check_image_shape(shape, "MultiScale")
         scales = check_dim(scales, "MultiScale (scales)")
         steps_per_scale = check_dim(steps_per_scale, "MultiScale (steps_per_scale)")
         channels, height, width = self.event_shape
         if height % 2**scales or width % 2**scales:
-            raise ValueError(f"MultiScale: height and width must be divisible by 2^scales = {2**scales} "
-                             f"(one squeeze per scale), got shape {self.event_shape}")
+            raise ValueError(
+                f"MultiScale: height and width must be divisible by 2^scales = {2**scales} "
+                f"(one squeeze per scale), got shape {self.event_shape}"
+            )
         rng = backend.rng(seed)
         self.squeezes, self.steps, self.part_shapes = [], [], []
         shape = self.event_shape
         for scale in range(scales):
             self.squeezes.append(Squeeze(shape))
             shape = self.squeezes[-1].latent_shape
-            layers = [layer for k in range(steps_per_scale)
-                      for layer in glow_step(shape, k, hidden, activation, scale_bound, seed=rng)]
+            layers = [
+                layer
+                for k in range(steps_per_scale)
+                for layer in glow_step(shape, k, hidden, activation, scale_bound, seed=rng)
+            ]
             self.steps.append(Sequential(layers))
             if scale < scales - 1:  # factor out the second half of the channels
                 channels, height, width = shape
@@ -446,5 +463,7 @@ class MultiScale(Flow):
         return h, log_det
 
     def extra_repr(self):
-        return (f"event_shape={self.event_shape}, scales={len(self.steps)}, "
-                f"steps_per_scale={len(self.steps[0]) // 3}, parts={self.part_shapes}")
+        return (
+            f"event_shape={self.event_shape}, scales={len(self.steps)}, "
+            f"steps_per_scale={len(self.steps[0]) // 3}, parts={self.part_shapes}"
+        )

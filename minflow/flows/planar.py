@@ -144,7 +144,7 @@ class Planar(Flow):
         if isinstance(max_iterations, bool) or not isinstance(max_iterations, numbers.Integral) or max_iterations < 1:
             raise ValueError(f"Planar: max_iterations must be a positive integer, got {max_iterations!r}")
         rng = backend.rng(seed)
-        self.w = Parameter(_normal(rng, (dim,), dim ** -0.5))
+        self.w = Parameter(_normal(rng, (dim,), dim**-0.5))
         self.u = Parameter(_normal(rng, (dim,), 0.1))
         self.b = Parameter(_normal(rng, (1,), 0.1))
         self.tolerance, self.max_iterations = float(tolerance), int(max_iterations)

@@ -208,9 +208,19 @@ class ContractiveResidual(Flow):
     """
 
     def __init__(
-        self, dim, hidden=(32,), activation="tanh", coefficient=0.9, log_det="exact",
-        series_terms=10, hutchinson_samples=1, spectral_norm="exact", power_iterations=5,
-        inverse_tolerance=1e-10, max_iterations=500, seed=None,
+        self,
+        dim,
+        hidden=(32,),
+        activation="tanh",
+        coefficient=0.9,
+        log_det="exact",
+        series_terms=10,
+        hutchinson_samples=1,
+        spectral_norm="exact",
+        power_iterations=5,
+        inverse_tolerance=1e-10,
+        max_iterations=500,
+        seed=None,
     ):
         dim = check_dim(dim, "ContractiveResidual")
         if activation not in _ACTIVATIONS:
@@ -219,13 +229,19 @@ class ContractiveResidual(Flow):
                 f"got {activation!r}"
             )
         if not 0 < coefficient < 1:
-            raise ValueError(f"ContractiveResidual: coefficient must lie in (0, 1) for a contraction, got {coefficient!r}")
+            raise ValueError(
+                f"ContractiveResidual: coefficient must lie in (0, 1) for a contraction, got {coefficient!r}"
+            )
         if log_det not in LOG_DET_METHODS:
             raise ValueError(f"ContractiveResidual: log_det must be one of {LOG_DET_METHODS}, got {log_det!r}")
         if spectral_norm not in ("exact", "power"):
             raise ValueError(f"ContractiveResidual: spectral_norm must be 'exact' or 'power', got {spectral_norm!r}")
-        for name, value, low in [("series_terms", series_terms, 1), ("hutchinson_samples", hutchinson_samples, 1),
-                                 ("power_iterations", power_iterations, 0), ("max_iterations", max_iterations, 1)]:
+        for name, value, low in [
+            ("series_terms", series_terms, 1),
+            ("hutchinson_samples", hutchinson_samples, 1),
+            ("power_iterations", power_iterations, 0),
+            ("max_iterations", max_iterations, 1),
+        ]:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"ContractiveResidual: {name} must be an integer >= {low}, got {value!r}")
         if not inverse_tolerance > 0:
@@ -360,7 +376,7 @@ class ContractiveResidual(Flow):
         tolerance = self._stopping_tolerance(z)
         weights = self.normalized_weights()
         x_star, residual, iterations = None, math.inf, 0
-        for x_star, residual in self._fixed_point(z, weights):
+        for x_star, residual in self._fixed_point(z, weights):  # noqa: B007 (x_star is read after the loop)
             iterations += 1
             if not math.isfinite(residual) or residual < tolerance:
                 break

@@ -375,9 +375,12 @@ class _Spline:
         k = _align_index(bin_index, self.ndim)
         k1 = k + 1
         return (
-            _gather(self.knots_x, k), _gather(self.knots_x, k1),
-            _gather(self.knots_y, k), _gather(self.knots_y, k1),
-            _gather(self.derivatives, k), _gather(self.derivatives, k1),
+            _gather(self.knots_x, k),
+            _gather(self.knots_x, k1),
+            _gather(self.knots_y, k),
+            _gather(self.knots_y, k1),
+            _gather(self.derivatives, k),
+            _gather(self.derivatives, k1),
         )
 
 
@@ -474,8 +477,10 @@ def _check_sizes(tensor, total, function, name):
     sums = xp.sum(tensor.data, axis=-1)
     tolerance = max(1e-6, 10 * tensor.shape[-1] * float(xp.finfo(tensor.dtype).eps))
     if sums.size:
-        backend.require(xp.abs(sums - total) <= tolerance * total,
-                        lambda: f"{function}: {name} must sum to {total} along the last axis, got sums in {_value_range(sums)}")
+        backend.require(
+            xp.abs(sums - total) <= tolerance * total,
+            lambda: f"{function}: {name} must sum to {total} along the last axis, got sums in {_value_range(sums)}",
+        )
 
 
 def _check_bound(bound, function):
@@ -557,8 +562,11 @@ class SplineTransformer:
     def _spline(self, theta):
         k = self.bins
         return rational_quadratic_parameters(
-            theta[..., :k], theta[..., k : 2 * k], theta[..., 2 * k :] + self.identity_derivative,
-            self.bound, min_derivative=self.min_derivative,
+            theta[..., :k],
+            theta[..., k : 2 * k],
+            theta[..., 2 * k :] + self.identity_derivative,
+            self.bound,
+            min_derivative=self.min_derivative,
         )
 
     def forward(self, h, theta):

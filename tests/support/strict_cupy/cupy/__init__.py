@@ -14,6 +14,7 @@ Put it on ``sys.path`` only on purpose (``PYTHONPATH=tests/support/strict_cupy``
 """
 
 import __future__ as _future
+
 import glob as _glob
 import os as _os
 
@@ -42,16 +43,20 @@ __version__, _NAMES = _read_names()
 
 from cupy import _strict  # noqa: E402
 from cupy._core import (  # noqa: E402
-    _Unimplemented,
     _check_dtype,
     _empty,
     _un,
     _un_host_ok,
+    _Unimplemented,
     _wrap,
-    install_ndarray_names as _install_ndarray_names,
-    make_function as _make_function,
     ndarray,
     ufunc,
+)
+from cupy._core import (
+    install_ndarray_names as _install_ndarray_names,
+)
+from cupy._core import (
+    make_function as _make_function,
 )
 
 _install_ndarray_names(_NAMES["cupy.ndarray"])
@@ -62,8 +67,10 @@ _install_ndarray_names(_NAMES["cupy.ndarray"])
 def asarray(a, dtype=None, order=None, *, blocking=False):
     if type(a) is ndarray:
         if dtype is None or _numpy.dtype(dtype) == a._a.dtype:
-            if order in (None, "K", "A") or (order == "C" and a._a.flags.c_contiguous) or (
-                order == "F" and a._a.flags.f_contiguous
+            if (
+                order in (None, "K", "A")
+                or (order == "C" and a._a.flags.c_contiguous)
+                or (order == "F" and a._a.flags.f_contiguous)
             ):
                 return a
         return _wrap(_numpy.asarray(a._a, dtype=dtype, order=order))
@@ -152,20 +159,46 @@ get_default_pinned_memory_pool = get_default_memory_pool
 
 _HOST_OK = {"fromfunction", "fromiter", "frombuffer", "fromfile", "fromstring", "loadtxt", "genfromtxt", "load"}
 _SYNCS = {
-    "nonzero": "nonzero", "argwhere": "nonzero", "flatnonzero": "nonzero", "unique": "nonzero",
-    "compress": "nonzero", "extract": "nonzero", "trim_zeros": "nonzero", "save": "get", "savez": "get",
-    "savez_compressed": "get", "savetxt": "get", "array_repr": "repr", "array_str": "str",
+    "nonzero": "nonzero",
+    "argwhere": "nonzero",
+    "flatnonzero": "nonzero",
+    "unique": "nonzero",
+    "compress": "nonzero",
+    "extract": "nonzero",
+    "trim_zeros": "nonzero",
+    "save": "get",
+    "savez": "get",
+    "savez_compressed": "get",
+    "savetxt": "get",
+    "array_repr": "repr",
+    "array_str": "str",
     "array2string": "str",
 }
 _ALIASES = {  # CuPy names NumPy 2 dropped: computed by their NumPy 2 spelling
-    "alltrue": "all", "sometrue": "any", "cumproduct": "cumprod", "product": "prod", "round_": "round",
-    "in1d": "isin", "trapz": "trapezoid",
+    "alltrue": "all",
+    "sometrue": "any",
+    "cumproduct": "cumprod",
+    "product": "prod",
+    "round_": "round",
+    "in1d": "isin",
+    "trapz": "trapezoid",
 }
 _CONSTANTS = {
-    "Inf": _numpy.inf, "Infinity": _numpy.inf, "infty": _numpy.inf, "PINF": _numpy.inf, "NINF": -_numpy.inf,
-    "NAN": _numpy.nan, "NaN": _numpy.nan, "NZERO": -0.0, "PZERO": 0.0, "annotations": _future.annotations,
-    "float_": _numpy.float64, "complex_": _numpy.complex128, "cfloat": _numpy.complex128,
-    "singlecomplex": _numpy.complex64, "disable_experimental_feature_warning": False,
+    "Inf": _numpy.inf,
+    "Infinity": _numpy.inf,
+    "infty": _numpy.inf,
+    "PINF": _numpy.inf,
+    "NINF": -_numpy.inf,
+    "NAN": _numpy.nan,
+    "NaN": _numpy.nan,
+    "NZERO": -0.0,
+    "PZERO": 0.0,
+    "annotations": _future.annotations,
+    "float_": _numpy.float64,
+    "complex_": _numpy.complex128,
+    "cfloat": _numpy.complex128,
+    "singlecomplex": _numpy.complex64,
+    "disable_experimental_feature_warning": False,
 }
 
 
@@ -202,5 +235,3 @@ def _populate(namespace, names, twin, qualname, submodules=()):
 _populate(globals(), _NAMES["cupy"], _numpy, "cupy", submodules=("linalg", "random", "cuda"))
 
 from cupy import cuda, linalg, random  # noqa: E402
-
-

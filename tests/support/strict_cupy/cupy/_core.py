@@ -381,10 +381,20 @@ ndarray.__module__ = "cupy"
 _new = object.__new__
 
 for _name, _f in (
-    ("add", _np.add), ("sub", _np.subtract), ("mul", _np.multiply), ("matmul", _np.matmul),
-    ("truediv", _np.true_divide), ("floordiv", _np.floor_divide), ("mod", _np.remainder),
-    ("pow", _np.power), ("and", _np.bitwise_and), ("or", _np.bitwise_or), ("xor", _np.bitwise_xor),
-    ("lshift", _np.left_shift), ("rshift", _np.right_shift), ("divmod", _np.divmod),
+    ("add", _np.add),
+    ("sub", _np.subtract),
+    ("mul", _np.multiply),
+    ("matmul", _np.matmul),
+    ("truediv", _np.true_divide),
+    ("floordiv", _np.floor_divide),
+    ("mod", _np.remainder),
+    ("pow", _np.power),
+    ("and", _np.bitwise_and),
+    ("or", _np.bitwise_or),
+    ("xor", _np.bitwise_xor),
+    ("lshift", _np.left_shift),
+    ("rshift", _np.right_shift),
+    ("divmod", _np.divmod),
 ):
     _op, _rop, _iop = _binop(_f)
     setattr(ndarray, f"__{_name}__", _op)
@@ -406,8 +416,11 @@ def __eq__(self, other):  # noqa: N807
 
 
 def __ne__(self, other):  # noqa: N807
-    if other is None or (type(other).__eq__ is object.__eq__ and type(other).__ne__ is object.__ne__
-                         and not isinstance(other, (ndarray, _ND))):
+    if other is None or (
+        type(other).__eq__ is object.__eq__
+        and type(other).__ne__ is object.__ne__
+        and not isinstance(other, (ndarray, _ND))
+    ):
         return _wrap(_np.ones(self._a.shape, dtype=bool))
     return _ne(self, other)
 

@@ -7,6 +7,7 @@ Each section ``[module]`` lists ``name<TAB>kind``; kind is one of: same (the ver
 NumPy has under that name), ufunc, func, class, module, const. The ndarray and Generator
 sections list ``name<TAB>numpy`` or ``name<TAB>cupy-only``.
 """
+
 import ast
 import os
 import sys
@@ -15,14 +16,14 @@ import sys
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 import types  # noqa: E402
 
+import cupyx
 import numpy
 
 import cupy
 import cupy.linalg
 import cupy.random
-import cupyx
 
-cupy.random.Generator  # a lazy attribute: make it show in dir(cupy.random)
+cupy.random.Generator  # noqa: B018 (a lazy attribute: make it show in dir(cupy.random))
 
 
 def kind(module, twin, name):
@@ -58,12 +59,18 @@ section("cupy.cuda", cupy.cuda, None)
 section("cupyx", cupyx, None)
 print("[cupyx.scipy.linalg]")
 init = os.path.join(os.path.dirname(cupyx.__file__), "scipy", "linalg", "__init__.py")
-names = {alias.asname or alias.name for node in ast.parse(open(init).read()).body
-         if isinstance(node, ast.ImportFrom) for alias in node.names}
+names = {
+    alias.asname or alias.name
+    for node in ast.parse(open(init).read()).body
+    if isinstance(node, ast.ImportFrom)
+    for alias in node.names
+}
 for name in sorted(n for n in names if not n.startswith("_")):
     print(f"{name}\tfunc")
-for title, cls, twin in (("cupy.ndarray", cupy.ndarray, numpy.ndarray),
-                         ("cupy.random.Generator", cupy.random.Generator, numpy.random.Generator)):
+for title, cls, twin in (
+    ("cupy.ndarray", cupy.ndarray, numpy.ndarray),
+    ("cupy.random.Generator", cupy.random.Generator, numpy.random.Generator),
+):
     print(f"[{title}]")
     for name in public(cls):
         print(f"{name}\t{'numpy' if hasattr(twin, name) else 'cupy-only'}")

@@ -10,7 +10,8 @@ Modelled from cupy/linalg/_solve.py, _decomposition.py, _norms.py (14.2.0):
 import numpy as _numpy
 
 from cupy import _NAMES, _populate
-from cupy._core import _un, _wrap, ndarray as _ndarray
+from cupy._core import _un, _wrap
+from cupy._core import ndarray as _ndarray
 
 LinAlgError = _numpy.linalg.LinAlgError
 
@@ -52,9 +53,7 @@ def solve(a, b):
             raise ValueError("a must have (..., M, M) shape and b must have (M,) for one-dimensional b")
         shape = a.shape[:-1]
     elif a.shape[:-1] != b.shape[:-1]:
-        raise ValueError(
-            "a must have (..., M, M) shape and b must have (..., M, K) for multidimensional b"
-        )
+        raise ValueError("a must have (..., M, M) shape and b must have (..., M, K) for multidimensional b")
     else:
         shape = b.shape
     dtype = _numpy.result_type(a.dtype, b.dtype)
@@ -138,4 +137,3 @@ svd = _checked("svd", square=False)
 pinv = _checked("pinv", square=False)
 
 _populate(globals(), _NAMES["cupy.linalg"], _numpy.linalg, "cupy.linalg")
-

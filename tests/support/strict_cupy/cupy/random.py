@@ -9,7 +9,8 @@
 import numpy as _numpy
 
 from cupy import _NAMES, _populate
-from cupy._core import _un, _wrap, ndarray as _ndarray
+from cupy._core import _un, _wrap
+from cupy._core import ndarray as _ndarray
 
 _F64 = _numpy.float64
 
@@ -34,7 +35,9 @@ def _out(result, out, dtype):
     if type(out) is not _ndarray:
         raise TypeError("out must be a cupy.ndarray")
     if out.dtype.char != _numpy.dtype(dtype).char:
-        raise TypeError(f"Supplied output array has the wrong type. Expected {_numpy.dtype(dtype).name}, got {out.dtype.name}")
+        raise TypeError(
+            f"Supplied output array has the wrong type. Expected {_numpy.dtype(dtype).name}, got {out.dtype.name}"
+        )
     out._a[...] = result
     return out
 
@@ -128,12 +131,48 @@ def default_rng(seed=None):
 from cupy._core import _Unimplemented  # noqa: E402
 
 _LEGACY_DTYPE = {  # legacy functions whose CuPy signature takes dtype=
-    "beta", "chisquare", "dirichlet", "exponential", "f", "gamma", "gumbel", "laplace", "logistic",
-    "lognormal", "multivariate_normal", "noncentral_chisquare", "noncentral_f", "normal", "pareto",
-    "power", "rand", "randn", "random", "random_sample", "ranf", "rayleigh", "sample",
-    "standard_cauchy", "standard_exponential", "standard_gamma", "standard_normal", "standard_t",
-    "triangular", "uniform", "vonmises", "wald", "weibull", "randint", "random_integers",
-    "binomial", "geometric", "hypergeometric", "logseries", "negative_binomial", "poisson", "zipf",
+    "beta",
+    "chisquare",
+    "dirichlet",
+    "exponential",
+    "f",
+    "gamma",
+    "gumbel",
+    "laplace",
+    "logistic",
+    "lognormal",
+    "multivariate_normal",
+    "noncentral_chisquare",
+    "noncentral_f",
+    "normal",
+    "pareto",
+    "power",
+    "rand",
+    "randn",
+    "random",
+    "random_sample",
+    "ranf",
+    "rayleigh",
+    "sample",
+    "standard_cauchy",
+    "standard_exponential",
+    "standard_gamma",
+    "standard_normal",
+    "standard_t",
+    "triangular",
+    "uniform",
+    "vonmises",
+    "wald",
+    "weibull",
+    "randint",
+    "random_integers",
+    "binomial",
+    "geometric",
+    "hypergeometric",
+    "logseries",
+    "negative_binomial",
+    "poisson",
+    "zipf",
 }
 
 

@@ -1,9 +1,7 @@
 """cupyx.scipy.linalg of the strict stand-in: ``solve_triangular`` (with CuPy's batch support
 and checks, from cupyx/scipy/linalg/_solve_triangular.py); other names raise NotImplementedError."""
 
-
 import numpy as _numpy
-
 from cupy import _NAMES, _populate
 from cupy._core import _wrap
 from cupy.linalg import _assert_cupy_array
