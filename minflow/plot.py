@@ -301,7 +301,8 @@ def energy(log_density, bounds=DEFAULT_BOUNDS, resolution=200, samples=None, pat
         if not (isinstance(out, Tensor) or backend.is_array(out)) or tuple(out.shape) != (x.shape[0],):
             got = tuple(out.shape) if hasattr(out, "shape") else type(out).__name__
             raise ValueError(
-                f"{where}: log_density must map a Tensor (B, 2) to a Tensor (B,); for B = {x.shape[0]} it returned {got}"
+                f"{where}: log_density must map a Tensor (B, 2) to a Tensor (B,); "
+                f"for B = {x.shape[0]} it returned {got}"
             )
         return out
 

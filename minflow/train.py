@@ -398,7 +398,8 @@ def _check_resume(resume, objective, steps, **same):
     """Refuse a state that cannot continue this run; ``same``: what must match (None: anything)."""
     if not isinstance(resume, TrainingState):
         raise ValueError(
-            f"resume must be a TrainingState (history['state'] or TrainingState.load(path)), got {type(resume).__name__}"
+            "resume must be a TrainingState (history['state'] or TrainingState.load(path)), "
+            f"got {type(resume).__name__}"
         )
     if resume.objective != objective:
         raise ValueError(f"resume: the state is of a {resume.objective} run, not of {objective}")

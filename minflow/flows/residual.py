@@ -189,10 +189,10 @@ class ContractiveResidual(Flow):
     Lip <= 0.81 (c = 0.9, one hidden layer) and tol = 1e-10. In practice it is far fewer
     (10 to 20 for random weights), because the bound prod ||W_hat_l|| is attained only
     when the layers' singular vectors line up and phi' = 1. The residual is the max over
-    the batch of |x_{k+1} - x_k|_2 (the norm Lip(g) is measured in); the iteration stops below ``inverse_tolerance`` (floored at 64
-    units of roundoff of the dtype times (1 + max|z|), which float32 cannot go below) and
-    raises ``RuntimeError`` after ``max_iterations``. The iteration runs without a graph;
-    one last step x = z - g(x*) is recorded, so gradients through the inverse are those
+    the batch of |x_{k+1} - x_k|_2 (the norm Lip(g) is measured in); the iteration stops below
+    ``inverse_tolerance`` (floored at 64 units of roundoff of the dtype times (1 + max|z|),
+    which float32 cannot go below) and raises ``RuntimeError`` after ``max_iterations``. The
+    iteration runs without a graph; one last step x = z - g(x*) is recorded, so gradients through the inverse are those
     of that step: -dg/dtheta at x*, where the implicit-function theorem gives
     -(I + J_g)^{-1} dg/dtheta. Sampling values are exact; training through the inverse
     (reverse KL) is not what this block is for. The inverse log-det is
@@ -384,7 +384,8 @@ class ContractiveResidual(Flow):
         if not residual < tolerance:
             raise RuntimeError(
                 f"ContractiveResidual.inverse: the fixed-point iteration did not converge in {iterations} "
-                f"iterations (max_iterations={self.max_iterations}): residual {residual:.3g} > tolerance {tolerance:.3g}"
+                f"iterations (max_iterations={self.max_iterations}): "
+                f"residual {residual:.3g} > tolerance {tolerance:.3g}"
             )
         x_star = Tensor(x_star.data)  # the fixed point, as a constant
         g, pre = self._network(x_star, weights)
