@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 INSTALLED = $(VENV)/.installed
 
-.PHONY: install demo test test-cupy test-all lectures bench gpu-check clean
+.PHONY: install demo test test-cupy test-all lint format lectures bench gpu-check clean
 
 install: $(INSTALLED)
 
@@ -29,6 +29,16 @@ test: install
 # names) and counts device synchronisations. Proves the CuPy code path without a GPU; CI runs both.
 test-cupy: install
 	PYTHONPATH=$(CURDIR)/tests/support/strict_cupy MINFLOW_BACKEND=cupy $(BIN)/python -m pytest -q
+
+# ruff: the lint rules and the formatting of pyproject.toml's [tool.ruff] (CI runs this too).
+# `make format` rewrites the files into that format; `make lint` only checks.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 # The thorough hypothesis profile (more examples per property).
 test-all: install

@@ -789,8 +789,9 @@ def render(context):
             out.append(f"**Target not measured**: train_step's JSON could not be used ({one_line(error)}).")
     out.append("")
 
-    table = last_table(output_lines(records["train-step"])) if "train-step" in records else []
-    header = [line for line in output_lines(records["train-step"]) if line.startswith("# ")] if "train-step" in records else []
+    lines = output_lines(records["train-step"]) if "train-step" in records else []
+    table = last_table(lines) if lines else []
+    header = [line for line in lines if line.startswith("# ")]
     out += ["## The train-step table (`train_step.py --device cuda`, as it printed it)", ""]
     out += (["```"] + header + ["```", ""] if header else []) + (table or ["(no table: see the step's output)"]) + [""]
 

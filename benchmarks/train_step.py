@@ -381,7 +381,8 @@ def run_check(batch=CHECK["batch"], hidden=CHECK["hidden"], steps=CHECK["adam_st
             continue
         error = max_abs_difference(peer.parameters(), ref_params)
         print(
-            f"check: {name:8s} parameters after {steps} Adam steps: max abs diff {error:.2e} (<= {CHECK['param_atol']:g})"
+            f"check: {name:8s} parameters after {steps} Adam steps: "
+            f"max abs diff {error:.2e} (<= {CHECK['param_atol']:g})"
         )
         if not error <= CHECK["param_atol"]:
             failures.append(f"{name}'s parameters after {steps} Adam steps differ from {reference}'s by {error:.3g}")

@@ -85,7 +85,9 @@ A_DEVICE = """
     __version__ = "0.0-fake"
     class _Runtime:
         getDeviceCount = staticmethod(lambda: 1)
-        getDeviceProperties = staticmethod(lambda i: {"name": b"Fake GPU", "totalGlobalMem": 2**34, "major": 9, "minor": 0})
+        getDeviceProperties = staticmethod(
+            lambda i: {"name": b"Fake GPU", "totalGlobalMem": 2**34, "major": 9, "minor": 0}
+        )
         runtimeGetVersion = staticmethod(lambda: 12080)
         driverGetVersion = staticmethod(lambda: 13000)
     class cuda:

@@ -16,8 +16,8 @@ This file checks minflow's VJPs
 
 and checks the forward values against NumPy. Inputs are drawn on the host (NumPy); minflow gets
 device copies of them (the default backend: NumPy, or CuPy in the second CI pass) and its results
-come back to the host for every comparison, while autograd always computes on the host. Every op in ``minflow.autodiff.OPS`` needs an entry
-in ``SPECS`` (a test enforces it), so a new op cannot land untested.
+come back to the host for every comparison, while autograd always computes on the host. Every op
+in ``minflow.autodiff.OPS`` needs an entry in ``SPECS`` (a test enforces it), so a new op cannot land untested.
 
 How inputs are drawn. Hypothesis draws the *structure* of a call: shapes (mutually
 broadcastable ones for binary ops), axes, keepdims, indices, exponents, and a seed. The *values*
