@@ -413,7 +413,7 @@ assert abs(mass_without - np.trapezoid(normal_pdf(wide) * g_prime(wide), wide)) 
 # gradients flow to `log_a`. Hints: $\operatorname{asinh}(u) = \mathrm{sign}(u)\log(|u| + \sqrt{u^2+1})$
 # (this form avoids cancellation for $u \ll 0$); $\log\cosh v = |v| + \log(1 + e^{-2|v|}) - \log 2$.
 # Set `self.event_shape = (1,)` and call `self._check_input(x)` first, as minflow's flows
-# do (read `ElementwiseAffine` in `minflow/flows/elementwise.py`). Then
+# do (read `Elementwise` in `minflow/flows/elementwise.py`). Then
 # `minflow.testing.check_flow` verifies the round trips, the log-det against finite
 # differences, batch independence and the gradient.
 

@@ -236,7 +236,8 @@ print("check_flow passed for MaskedAutoregressive and InverseAutoregressive")
 # $h = (0.22, 0.41, 0.83, 0.53)$ that backward undoes forward.
 #
 # minflow has exactly these pieces: `PiecewiseLinearTransformer(bins=5)` is eq. 16.12 with the
-# softmax inside, and `MaskedAutoregressive` supplies the conditioner (one MADE instead of UDL's
+# softmax inside, and `MaskedAutoregressive` supplies the conditioner (minflow names the pair
+# `PiecewiseLinearAutoregressive`; one MADE instead of UDL's
 # three separate shallow networks; UDL's networks are random, so ours are too, with a fixed
 # seed, and with 10 hidden units like UDL's). We use tanh rather than UDL's ReLU: a ReLU unit that
 # is switched off at this particular $h$ cuts its paths, and a dependence we want to watch could

@@ -17,7 +17,11 @@ from .nn import Module
 
 class NormalizingFlow(Module):
     """``NormalizingFlow(flow, base=None)``; the base defaults to N(0, I) on the flow's event shape
-    (on its ``latent_shape`` for a flow whose z has another shape than x, such as ``Squeeze``)."""
+    (on its ``latent_shape`` for a flow whose z has another shape than x, such as ``Squeeze``).
+
+    A model, not a flow: it has ``log_prob`` (through ``flow.forward``, the normalizing direction),
+    ``nll`` and ``sample`` (through ``flow.inverse``), and no ``forward`` of its own, so that in
+    minflow ``forward`` always means the map data -> latent."""
 
     def __init__(self, flow, base=None):
         if not isinstance(flow, Flow):
@@ -38,9 +42,6 @@ class NormalizingFlow(Module):
         """log p(x) for a batch, shape (B,): base log-density at z = f(x) plus the log-det."""
         z, log_det = self.flow.forward(x)
         return self.base.log_prob(z) + log_det
-
-    def forward(self, x):
-        return self.log_prob(x)
 
     def nll(self, x):
         """The training loss: mean negative log-likelihood (in nats) of the batch."""
@@ -97,9 +98,6 @@ def spline_coupling_flow(dim, layers=4, bins=8, bound=4.0, hidden=64, depth=2, s
     return NormalizingFlow(Sequential(flows))
 
 
-spline_flow = spline_coupling_flow  # the name issue 3's builder went by
-
-
 def nice(dim, layers=4, hidden=64, depth=2, seed=None):
     """NICE (Dinh et al. 2014): additive couplings alternating halves, then one diagonal
     scaling layer - the only part that can change volume, since every coupling has log-det 0."""
@@ -152,15 +150,12 @@ def iaf(dim, layers=5, hidden=64, depth=2, seed=None):
 def spline_autoregressive_flow(dim, layers=3, bins=8, bound=4.0, hidden=64, depth=2, seed=None):
     """Autoregressive neural spline flow (Durkan et al. 2019): MAF layers whose transformer is
     a rational-quadratic spline, order reversed between them."""
-    from .flows.autoregressive import MaskedAutoregressive
-    from .flows.transformers import SplineTransformer
+    from .flows.autoregressive import SplineAutoregressive
 
     _check_builder(dim, layers)
     rng = backend.rng(seed)
     return _autoregressive_stack(
-        dim,
-        layers,
-        lambda: MaskedAutoregressive(dim, SplineTransformer(bins, bound), hidden=(hidden,) * depth, seed=rng),
+        dim, layers, lambda: SplineAutoregressive(dim, bins, bound, hidden=(hidden,) * depth, seed=rng)
     )
 
 

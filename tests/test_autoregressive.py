@@ -7,7 +7,7 @@ from helpers import assert_close, device, host
 from minflow import testing
 from minflow.flows import autoregressive
 from minflow.flows.base import Inverse
-from minflow.flows.transformers import SplineTransformer
+from minflow.flows.transformers import PiecewiseLinearTransformer, SplineTransformer
 
 
 def _random_made(dim, order, seed=0):
@@ -88,3 +88,30 @@ def test_bad_arguments_raise():
         autoregressive.MADE(3, 2, hidden=())
     with pytest.raises(ValueError, match="dim"):
         autoregressive.MaskedAutoregressive(0)
+
+
+@pytest.mark.parametrize(
+    "named, general",
+    [
+        (
+            lambda: autoregressive.SplineAutoregressive(3, bins=4, bound=3.0, hidden=(8,), seed=0),
+            lambda: autoregressive.MaskedAutoregressive(3, SplineTransformer(4, 3.0), hidden=(8,), seed=0),
+        ),
+        (
+            lambda: autoregressive.SplineInverseAutoregressive(3, bins=4, bound=3.0, hidden=(8,), seed=0),
+            lambda: autoregressive.InverseAutoregressive(3, SplineTransformer(4, 3.0), hidden=(8,), seed=0),
+        ),
+        (
+            lambda: autoregressive.PiecewiseLinearAutoregressive(3, bins=4, hidden=(8,), seed=0),
+            lambda: autoregressive.MaskedAutoregressive(3, PiecewiseLinearTransformer(4), hidden=(8,), seed=0),
+        ),
+    ],
+)
+def test_named_variants_are_the_general_flow_with_their_transformer(named, general):
+    a, b = named(), general()
+    for p, q in zip(a.parameters(), b.parameters()):
+        p.data = q.data = p.data + device(0.3 * np.random.default_rng(1).standard_normal(p.shape))
+    x = np.random.default_rng(2).uniform(0.05, 0.95, size=(4, 3))  # inside [0, 1] for the piecewise-linear one
+    (z1, log_det1), (z2, log_det2) = a.forward(device(x)), b.forward(device(x))
+    assert_close(z1, z2, rtol=0, atol=0)  # the same operations on the same numbers: equal bit for bit
+    assert_close(log_det1, log_det2, rtol=0, atol=0)

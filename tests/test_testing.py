@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from helpers import device, host
 
-from minflow import nn, testing
+from minflow import backend, nn, testing
 from minflow.autodiff import Tensor, ops
+from minflow.flows import transformers as T
 from minflow.flows.base import Flow
 
 
@@ -134,3 +135,137 @@ def test_example_flows_are_reproducible_and_validated():
 def test_forward_returns_tensors_of_the_right_shape():
     z, log_det = Scale(2).forward(device(np.zeros((5, 2))))
     assert isinstance(z, Tensor) and z.shape == (5, 2) and log_det.shape == (5,)
+
+
+# --- check_transformer: each property, shown failing on a transformer broken in that one place ---
+class _Affine(T.AffineTransformer):
+    """The correct affine transformer (theta = (shift, s)), which the broken ones change in one place."""
+
+
+TOLERANCE = testing._TOLERANCES["float64"][1]  # the finite-difference tolerance of float64
+
+
+class LogDerivativeOff(_Affine):
+    """log g' off by ``offset`` wherever theta != 0, both ways (so the inverse still matches minus
+    the forward one, and theta = 0 is still the identity): only the finite differences see it."""
+
+    offset = 2 * TOLERANCE
+
+    def _offset(self, theta):
+        data = as_array(theta)
+        return Tensor(backend.array_module(data).where(data[..., 0] != 0, self.offset, 0.0))
+
+    def forward(self, h, theta):
+        z, log_derivative = super().forward(h, theta)
+        return z, log_derivative + self._offset(theta)
+
+    def inverse(self, z, theta):
+        h, log_derivative = super().inverse(z, theta)
+        return h, log_derivative - self._offset(theta)
+
+
+class LogDerivativeOffWithinTolerance(LogDerivativeOff):
+    offset = 0.5 * TOLERANCE
+
+
+class Decreasing(_Affine):
+    """z = -(affine h): invertible, |g'| right, but decreasing."""
+
+    def forward(self, h, theta):
+        z, log_derivative = super().forward(h, theta)
+        return -z, log_derivative
+
+    def inverse(self, z, theta):
+        return super().inverse(-z, theta)
+
+
+class BrokenInverse(_Affine):
+    def inverse(self, z, theta):
+        h, log_derivative = super().inverse(z, theta)
+        return h + 1e-3, log_derivative
+
+
+class InverseLogDerivativeWrongSign(_Affine):
+    def inverse(self, z, theta):
+        h, log_derivative = super().inverse(z, theta)
+        return h, -log_derivative
+
+
+class ShiftedAtZero(_Affine):
+    """theta = 0 shifts by 0.5: a correct transformer in every way except the identity."""
+
+    def shift_and_log_scale(self, theta):
+        shift, log_scale = super().shift_and_log_scale(theta)
+        return shift + 0.5, log_scale
+
+
+class LogDerivativeOfTheInputShape(T.AdditiveTransformer):
+    """Zeros of h's shape, not of the broadcast shape of h and theta."""
+
+    def forward(self, h, theta):
+        z, _ = super().forward(h, theta)
+        return z, Tensor(0 * as_array(h))
+
+    def inverse(self, z, theta):
+        h, _ = super().inverse(z, theta)
+        return h, Tensor(0 * as_array(z))
+
+
+def as_array(x):
+    return x.data if isinstance(x, Tensor) else x
+
+
+class UncheckedTheta(_Affine):
+    """Reads theta[..., 0] and theta[..., 1] without checking that there are exactly two."""
+
+    def shift_and_log_scale(self, theta):
+        theta = Tensor(as_array(theta))
+        return theta[..., 0], ops.soft_clamp(theta[..., 1], self.scale_bound)
+
+
+class LeavesItsDomain(_Affine):
+    """Claims [0, 1] but shifts and scales out of it."""
+
+    domain = (0.0, 1.0)
+
+
+class ClampsInsteadOfRaising(T.PiecewiseLinearTransformer):
+    """Silently clamps input outside [0, 1] into it, instead of raising."""
+
+    def forward(self, h, theta):
+        return super().forward(ops.clip(h, 0.0, 1.0), theta)
+
+    def inverse(self, z, theta):
+        return super().inverse(ops.clip(z, 0.0, 1.0), theta)
+
+
+@pytest.mark.parametrize("name", testing.example_transformer_names())
+def test_check_transformer_passes_every_correct_transformer(name):
+    testing.check_transformer(testing.example_transformers()[name])
+
+
+def test_check_transformer_passes_a_log_derivative_off_by_less_than_the_tolerance():
+    testing.check_transformer(LogDerivativeOffWithinTolerance())
+
+
+@pytest.mark.parametrize(
+    "transformer, property_name",
+    [
+        (UncheckedTheta(), "shapes"),
+        (LogDerivativeOfTheInputShape(), "shapes"),
+        (BrokenInverse(), "round trip inverse(forward(h)) == h"),
+        (InverseLogDerivativeWrongSign(), "inverse log-derivative"),
+        (LogDerivativeOff(), "log-derivative == log|finite differences|"),
+        (Decreasing(), "strictly increasing"),
+        (ShiftedAtZero(), "theta = 0 is the identity"),
+        (LeavesItsDomain(), "domain"),
+        (ClampsInsteadOfRaising(), "did not raise ValueError"),
+    ],
+    ids=lambda value: type(value).__name__ if not isinstance(value, str) else "",
+)
+def test_check_transformer_rejects_a_broken_transformer(transformer, property_name):
+    with pytest.raises(AssertionError) as error:
+        testing.check_transformer(transformer)
+    message = str(error.value)
+    assert message.startswith(type(transformer).__name__ + ":"), f"the message must name the transformer: {message}"
+    assert property_name in message, f"expected the {property_name!r} check to fail, got: {message}"

@@ -25,9 +25,13 @@ from helpers import device, host
 from hypothesis import given
 from hypothesis import strategies as st
 
+from minflow import backend, testing
 from minflow.autodiff import Tensor, ops
+from minflow.flows import Coupling, MaskedAutoregressive, SinhArcsinh, SinhArcsinhTransformer
 from minflow.flows import transformers as T
+from minflow.flows.coupling import half_mask
 from minflow.flows.elementwise import (
+    Elementwise,
     ElementwiseAffine,
     LeakyReLU,
     Logit,
@@ -168,6 +172,69 @@ def test_inverse_log_derivative_is_minus_forward(name, seed):
     _, inverse_log_derivative = case.inverse(y, *params)
     assert inverse_log_derivative.shape == y.shape == forward_log_derivative.shape
     _close(inverse_log_derivative.data, -forward_log_derivative.data, ROUND_TRIP, f"{name} at x = {x}")
+
+
+# --- the Transformer contract, for every Transformer class -------------------------------------
+TRANSFORMERS = testing.example_transformer_names()
+
+
+@pytest.mark.parametrize("name", sorted(testing.transformer_classes()))
+def test_every_transformer_class_has_an_example(name):
+    assert name in testing.TRANSFORMER_EXAMPLES, (
+        f"transformer class {name} has no example: add an entry to TRANSFORMER_EXAMPLES in minflow/testing/examples.py"
+    )
+
+
+@given(testing.transformers(), seeds, st.sampled_from([1, 4]))
+def test_every_transformer_keeps_the_contract(name_and_transformer, seed, dim):
+    name, transformer = name_and_transformer
+    theta_scale = testing.TRANSFORMER_EXAMPLES[name].theta_scale
+    testing.check_transformer(transformer, n=8, dim=dim, seed=seed % 2**16, theta_scale=theta_scale)
+
+
+@pytest.mark.parametrize("name", TRANSFORMERS)
+def test_every_transformer_keeps_the_contract_in_float32(name):
+    transformer = testing.example_transformers()[name]
+    theta_scale = testing.TRANSFORMER_EXAMPLES[name].theta_scale
+    testing.check_transformer(transformer, seed=3, theta_scale=theta_scale, dtype="float32")
+
+
+@pytest.mark.parametrize("name", TRANSFORMERS)
+def test_one_transformer_gives_an_elementwise_a_coupling_and_an_autoregressive_flow(name):
+    transformer = testing.example_transformers()[name]
+    for flow in (
+        Elementwise(transformer, 3),
+        Coupling(half_mask(3), transformer, hidden=(8,), activation="tanh", seed=0),
+        MaskedAutoregressive(3, transformer, hidden=(8,), activation="tanh", seed=0),
+    ):
+        assert flow.input_domain == flow.output_domain == tuple(transformer.domain)
+        testing.check_flow(testing._perturb(flow, backend.rng(1), 0.3), n=4, seed=2)
+
+
+def test_flows_take_transformers_only():
+    for make in (
+        lambda: Elementwise(T.affine, 2),
+        lambda: Coupling([True, False], T.affine),
+        lambda: MaskedAutoregressive(2, "spline"),
+    ):
+        with pytest.raises(ValueError, match="transformer must be a Transformer"):
+            make()
+
+
+def test_sinh_arcsinh_matches_its_closed_form_and_is_the_identity_at_zero():
+    h = np.linspace(-5, 5, 11)
+    eps, s = 0.4, -0.3
+    theta = Tensor(device(np.array([eps, s])))
+    z, log_derivative = SinhArcsinhTransformer().forward(Tensor(device(h)), theta)
+    u = np.exp(s) * np.arcsinh(h) - eps
+    # the same formula through NumPy's own sinh/arcsinh/cosh: a few ulps apart
+    _close(z.data, np.sinh(u), 1e-13, "sinh(delta asinh(h) - eps)")
+    _close(log_derivative.data, np.log(np.cosh(u) * np.exp(s) / np.sqrt(1 + h * h)), 1e-13, "log g'")
+    flow = SinhArcsinh(2)
+    x = device(np.random.default_rng(0).normal(size=(4, 2)))
+    z, log_det = flow.forward(x)
+    _close(z.data, x, 1e-14, "identity at initialisation")
+    _close(log_det.data, np.zeros(4), 1e-14, "zero log-det at initialisation")
 
 
 # --- UDL's worked example (Prince 2023, eq. 16.12 and figure 16.5) -----------------------------
@@ -491,6 +558,12 @@ def test_invalid_transformer_parameters_raise_naming_the_argument(call, argument
         (lambda: RationalQuadraticSpline(2, bins=1), "bins"),
         (lambda: RationalQuadraticSpline(2, bound=0.0), "bound"),
         (lambda: RationalQuadraticSpline(2, bound=-3.0), "bound"),
+        (lambda: RationalQuadraticSpline(2, bins=2.0), "bins"),
+        (lambda: T.SplineTransformer(bins=True), "bins"),
+        (lambda: T.PiecewiseLinearTransformer(bins=0), "bins"),
+        (lambda: T.AffineTransformer(scale_bound=math.nan), "scale_bound"),
+        (lambda: Elementwise(T.AffineTransformer(), 0), "dim"),
+        (lambda: SinhArcsinh(-2), "dim"),
     ],
 )
 def test_invalid_constructor_arguments_raise_naming_the_argument(make, argument):
@@ -516,6 +589,7 @@ FLOWS = {
         lambda: RationalQuadraticSpline(DIM, bins=4),
         lambda rng: rng.uniform(-4, 4, size=SHAPE),
     ),
+    "SinhArcsinh": (lambda: SinhArcsinh(DIM), lambda rng: 2 * rng.normal(size=SHAPE)),
 }
 
 
@@ -541,7 +615,13 @@ def test_flow_log_det_matches_the_finite_difference_jacobian(name):
 
 
 @pytest.mark.parametrize(
-    "make", [lambda: ElementwiseAffine(DIM), lambda: PiecewiseLinear(DIM), lambda: RationalQuadraticSpline(DIM)]
+    "make",
+    [
+        lambda: ElementwiseAffine(DIM),
+        lambda: PiecewiseLinear(DIM),
+        lambda: RationalQuadraticSpline(DIM),
+        lambda: SinhArcsinh(DIM),
+    ],
 )
 def test_parametrized_flows_start_as_the_identity(make):
     x = np.random.default_rng(6).uniform(0, 1, size=SHAPE)

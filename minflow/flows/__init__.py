@@ -1,41 +1,67 @@
 """The flows: each file teaches one family (see its module docstring).
 
 base.py            the contract: Flow, Sequential, Inverse
-linear.py          Linear, LULinear, Permutation, Reverse, ActNorm
+linear.py          DenseLinear, LULinear, Permutation, Reverse, ActNorm
 transformers.py    elementwise maps as plain functions (affine, leaky ReLU, sigmoid/logit,
-                   piecewise-linear, rational-quadratic spline) and as objects for conditioners
-elementwise.py     those maps as flows with trainable parameters
-coupling.py        NICE, RealNVP, spline and piecewise-linear couplings
-autoregressive.py  MADE, MAF, IAF
+                   piecewise-linear, rational-quadratic spline) and the Transformer protocol
+elementwise.py     Elementwise(transformer, dim): a transformer with free parameters; fixed maps
+coupling.py        Coupling(mask, transformer): NICE, RealNVP, spline and piecewise-linear couplings
+autoregressive.py  MADE; MaskedAutoregressive(dim, transformer) (MAF, spline MAF), IAF
 residual.py        RevNet-style additive residual coupling, contractive i-ResNet block
+sinh_arcsinh.py    the sinh-arcsinh transformer (skew and tails) and its elementwise flow
 planar.py          planar and radial flows
 multiscale.py      squeeze, 1x1 convolutions, per-channel ActNorm, the multi-scale model
 """
 
-from .autoregressive import MADE, InverseAutoregressive, MaskedAutoregressive
+from .autoregressive import (
+    MADE,
+    InverseAutoregressive,
+    MaskedAutoregressive,
+    PiecewiseLinearAutoregressive,
+    SplineAutoregressive,
+    SplineInverseAutoregressive,
+)
 from .base import Flow, Inverse, Sequential
 from .coupling import AdditiveCoupling, AffineCoupling, Coupling, PiecewiseLinearCoupling, SplineCoupling
-from .elementwise import ElementwiseAffine, LeakyReLU, Logit, PiecewiseLinear, RationalQuadraticSpline, Sigmoid
-from .linear import ActNorm, Linear, LULinear, Permutation, Reverse
+from .elementwise import (
+    Elementwise,
+    ElementwiseAffine,
+    LeakyReLU,
+    Logit,
+    PiecewiseLinear,
+    RationalQuadraticSpline,
+    Sigmoid,
+)
+from .linear import ActNorm, DenseLinear, LULinear, Permutation, Reverse
 from .multiscale import ActNormImage, InvertibleConv1x1, MultiScale, Squeeze
 from .planar import Planar, Radial
 from .residual import AdditiveResidualCoupling, ContractiveResidual
+from .sinh_arcsinh import SinhArcsinh, SinhArcsinhTransformer
+from .transformers import (
+    AdditiveTransformer,
+    AffineTransformer,
+    PiecewiseLinearTransformer,
+    SplineTransformer,
+    Transformer,
+)
 
 __all__ = [
     "Flow",
     "Inverse",
     "Sequential",
     "ActNorm",
-    "Linear",
+    "DenseLinear",
     "LULinear",
     "Permutation",
     "Reverse",
+    "Elementwise",
     "ElementwiseAffine",
     "LeakyReLU",
     "Logit",
     "PiecewiseLinear",
     "RationalQuadraticSpline",
     "Sigmoid",
+    "SinhArcsinh",
     "AdditiveCoupling",
     "AffineCoupling",
     "Coupling",
@@ -44,6 +70,9 @@ __all__ = [
     "MADE",
     "InverseAutoregressive",
     "MaskedAutoregressive",
+    "PiecewiseLinearAutoregressive",
+    "SplineAutoregressive",
+    "SplineInverseAutoregressive",
     "AdditiveResidualCoupling",
     "ContractiveResidual",
     "Planar",
@@ -52,4 +81,10 @@ __all__ = [
     "InvertibleConv1x1",
     "MultiScale",
     "Squeeze",
+    "Transformer",
+    "AdditiveTransformer",
+    "AffineTransformer",
+    "PiecewiseLinearTransformer",
+    "SplineTransformer",
+    "SinhArcsinhTransformer",
 ]

@@ -39,7 +39,7 @@ from .. import backend
 from ..autodiff import ops
 from ..nn import ACTIVATIONS, Buffer, Linear, Module
 from .base import Flow, Inverse, check_dim
-from .transformers import AffineTransformer
+from .transformers import AffineTransformer, PiecewiseLinearTransformer, SplineTransformer, Transformer
 
 
 def made_degrees(dim, hidden, order=None):
@@ -123,15 +123,21 @@ class MaskedAutoregressive(Flow):
     coordinate is exact - not approximately, but to rounding - and the log-det of the last
     pass is the log-det at the matching point.
 
-    ``transformer``: ``AffineTransformer()`` (MAF, Papamakarios et al. 2017) by default,
-    or ``SplineTransformer(bins, bound)`` (the autoregressive neural spline flow of Durkan
-    et al. 2019). ``order``: the autoregressive order (a permutation of 0..D-1; default
-    0, 1, ..., D-1); stacks alternate it, or put a Permutation between layers.
+    ``transformer``: any :class:`~minflow.flows.transformers.Transformer`;
+    ``AffineTransformer()`` (MAF, Papamakarios et al. 2017) by default. Named variants:
+    ``SplineAutoregressive`` and ``PiecewiseLinearAutoregressive``. ``order``: the
+    autoregressive order (a permutation of 0..D-1; default 0, 1, ..., D-1); stacks
+    alternate it, or put a Permutation between layers.
     """
 
     def __init__(self, dim, transformer=None, hidden=(64, 64), order=None, activation="relu", seed=None):
         dim = check_dim(dim, type(self).__name__)
-        self.transformer = transformer or AffineTransformer()
+        transformer = AffineTransformer() if transformer is None else transformer
+        if not isinstance(transformer, Transformer):
+            raise ValueError(
+                f"{type(self).__name__}: transformer must be a Transformer, got {type(transformer).__name__}"
+            )
+        self.transformer = transformer
         self.made = MADE(dim, self.transformer.params_per_dim, hidden, order, activation, seed)
         self.event_shape = (dim,)
         self.input_domain = self.output_domain = tuple(self.transformer.domain)
@@ -162,3 +168,30 @@ class InverseAutoregressive(Inverse):
 
     def __init__(self, dim, transformer=None, hidden=(64, 64), order=None, activation="relu", seed=None):
         super().__init__(MaskedAutoregressive(dim, transformer, hidden, order, activation, seed))
+
+
+class SplineAutoregressive(MaskedAutoregressive):
+    """Autoregressive neural spline flow: z_i = RQ-spline(x_i; theta_i(x_{<i})), identity outside
+    [-bound, bound] (Durkan et al. 2019, section 3.2). ``MaskedAutoregressive`` with a
+    ``SplineTransformer(bins, bound)``: MADE predicts 3 bins - 1 parameters per coordinate.
+    log|det| = sum_i log g'(x_i); density O(D K) after one MADE pass, sampling D passes."""
+
+    def __init__(self, dim, bins=8, bound=4.0, hidden=(64, 64), order=None, activation="relu", seed=None):
+        super().__init__(dim, SplineTransformer(bins, bound), hidden, order, activation, seed)
+
+
+class PiecewiseLinearAutoregressive(MaskedAutoregressive):
+    """z_i = f(x_i; phi_i(x_{<i})) on [0, 1]^D with the piecewise-linear map of UDL eq. 16.12:
+    ``MaskedAutoregressive`` with a ``PiecewiseLinearTransformer(bins)``: the flow of UDL's
+    notebook 16.2 (Prince 2023) with one MADE as its conditioner. Inputs must lie in [0, 1]."""
+
+    def __init__(self, dim, bins=5, hidden=(64, 64), order=None, activation="relu", seed=None):
+        super().__init__(dim, PiecewiseLinearTransformer(bins), hidden, order, activation, seed)
+
+
+class SplineInverseAutoregressive(InverseAutoregressive):
+    """The inverse of ``SplineAutoregressive``: spline IAF, sampling in one pass, density in D
+    (Durkan et al. 2019 use it for variational inference)."""
+
+    def __init__(self, dim, bins=8, bound=4.0, hidden=(64, 64), order=None, activation="relu", seed=None):
+        super().__init__(dim, SplineTransformer(bins, bound), hidden, order, activation, seed)

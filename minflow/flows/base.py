@@ -82,14 +82,40 @@ def _flow_array_module(flow):
 
 def check_dim(dim, owner):
     """``dim`` as an int, after checking it is a positive integer; raises ValueError naming ``owner``."""
-    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
-        raise ValueError(f"{owner}: dim must be a positive integer, got {dim!r}")
-    return int(dim)
+    return check_int(dim, "dim", owner, minimum=1)
+
+
+def check_int(value, name, owner, minimum):
+    """``value`` as an int, after checking it is an integer >= ``minimum`` (a bool is not an integer here).
+
+    Raises ``ValueError`` naming ``owner``, ``name``, what was expected ("a positive integer" for
+    ``minimum`` 1, "an integer >= k" otherwise) and the value received.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{owner}: {name} must be {expected}, got {value!r}")
+    return int(value)
+
+
+def check_positive(value, name, owner):
+    """``value`` as a float, after checking it is a finite number > 0 (not a bool, not NaN, not inf).
+
+    Raises ``ValueError("{owner}: {name} must be a positive finite number, got {value!r}")``.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+        raise ValueError(f"{owner}: {name} must be a positive finite number, got {value!r}")
+    return float(value)
 
 
 def zero_log_det(x):
     """A (B,) tensor of zeros in x's dtype and namespace: the log-det of a volume-preserving map."""
     return Tensor(backend.array_module(x.data).zeros(x.shape[0], dtype=x.dtype))
+
+
+def per_sample_log_det(log_det, x):
+    """A log-det that is the same for every sample (a 0-d Tensor: a linear map's, say), as the
+    (B,) tensor a flow returns for the batch ``x`` (a broadcast: no copy, and its gradient sums)."""
+    return ops.broadcast_to(log_det, (x.shape[0],))
 
 
 def _add_all(log_dets):
@@ -125,13 +151,6 @@ class Sequential(Flow):
             z, log_det = flow.inverse(z)
             log_dets.append(log_det)
         return z, _add_all(log_dets)
-
-    def forward_steps(self, x):
-        """Every intermediate h_0 = x, h_1, ..., h_K = z (for figures of the layer-by-layer morph)."""
-        steps = [self._check_input(x)]
-        for flow in self.flows:
-            steps.append(flow.forward(steps[-1])[0])
-        return steps
 
     def inverse_steps(self, z):
         """Every intermediate from z = h_K back to x = h_0, in generative order (base -> data)."""

@@ -36,7 +36,13 @@ from .. import backend
 from ..autodiff import ops
 from ..nn import MLP, Buffer
 from .base import Flow, check_dim
-from .transformers import AdditiveTransformer, AffineTransformer, PiecewiseLinearTransformer, SplineTransformer
+from .transformers import (
+    AdditiveTransformer,
+    AffineTransformer,
+    PiecewiseLinearTransformer,
+    SplineTransformer,
+    Transformer,
+)
 
 
 # --- masks -----------------------------------------------------------------------------------
@@ -78,14 +84,18 @@ class Coupling(Flow):
     D for vectors (``half_mask``, ``alternating_mask``), nested (C, H, W) lists for images
     (``channel_mask``, ``checkerboard_mask``); at least one coordinate on each side. The
     event is flattened, so h1 and h2 are (B, D1) and (B, D2) whatever its shape.
-    ``transformer``: an object with ``params_per_dim``, ``domain`` and ``forward(h, theta)``
-    / ``inverse(z, theta)`` returning (values, log-derivatives), theta (B, D2,
-    params_per_dim); see the end of ``transformers.py``. ``conditioner``: a Module mapping
+    ``transformer``: a :class:`~minflow.flows.transformers.Transformer` (``params_per_dim``,
+    ``domain``, ``forward(h, theta)`` / ``inverse(z, theta)`` returning (values,
+    log-derivatives)), here with theta (B, D2, params_per_dim). ``conditioner``: a Module mapping
     (B, D1) to (B, D2 * params_per_dim); by default an MLP with ``hidden`` units per hidden
     layer whose last layer starts at zero, so the layer starts as the identity map.
     """
 
     def __init__(self, mask, transformer, conditioner=None, hidden=(64, 64), activation="relu", seed=None):
+        if not isinstance(transformer, Transformer):
+            raise ValueError(
+                f"{type(self).__name__}: transformer must be a Transformer, got {type(transformer).__name__}"
+            )
         mask = backend.to_numpy(mask).astype(bool)
         flat = mask.reshape(-1).tolist()
         check_dim(len(flat), type(self).__name__)

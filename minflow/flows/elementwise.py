@@ -1,9 +1,11 @@
 """Elementwise flows: one scalar map per coordinate, with free trainable parameters.
 
-Each class here is a thin wrapper over a transformer of ``transformers.py``: the
-parameters are plain trainable arrays, one set per dimension, shared by every sample of
-the batch. Because coordinate i of z depends on coordinate i of x only, the Jacobian of
-every flow in this file is diagonal::
+``Elementwise(transformer, dim)`` turns any transformer of ``transformers.py`` into a flow:
+the parameters theta (dim, params_per_dim) are plain trainable arrays, one set per
+dimension, shared by every sample of the batch, and start at 0, the identity.
+``ElementwiseAffine``, ``PiecewiseLinear``, ``RationalQuadraticSpline`` and ``SinhArcsinh``
+(its own file) are named instances. Because coordinate i of z depends on coordinate i of x
+only, the Jacobian of every flow in this file is diagonal::
 
             [ g_1'(x_1)     0      ...      0     ]
     dz/dx = [     0     g_2'(x_2)  ...      0     ]
@@ -19,14 +21,12 @@ each way. These flows cannot mix coordinates on their own (that is what linear, 
 and autoregressive layers are for), but they are the last ingredient of all of them.
 """
 
-import math
-import numbers
-
 from .. import backend
 from ..autodiff import ops
 from ..nn import Parameter
 from . import transformers
-from .base import Flow, check_dim
+from .base import Flow, check_dim, check_positive
+from .transformers import AffineTransformer, PiecewiseLinearTransformer, SplineTransformer, Transformer
 
 
 def _sum_over_event(log_derivative):
@@ -38,7 +38,50 @@ def _zeros(*shape):
     return backend.xp().zeros(shape, dtype=backend.get_default_dtype())
 
 
-class ElementwiseAffine(Flow):
+class Elementwise(Flow):
+    """z_i = g(x_i; theta_i): one transformer g applied to every coordinate, theta free.
+
+    Inverse: x_i = g^{-1}(z_i; theta_i).
+
+    Jacobian: diagonal, with entries g'(x_i; theta_i) > 0 (see the module docstring), so
+
+        log|det dz/dx| = sum_i log g'(x_i; theta_i).
+
+    ``transformer``: a :class:`~minflow.flows.transformers.Transformer`; ``dim``: D. The
+    parameter ``theta`` (D, params_per_dim) starts at 0, which every transformer maps to the
+    identity, and broadcasts against x (B, D): one set of parameters per dimension, shared by
+    the batch. The domains are the transformer's.
+    Cost: that of the transformer on B D numbers, each way; D params_per_dim parameters.
+    The same transformer with theta from a network gives ``Coupling(mask, transformer)`` and
+    ``MaskedAutoregressive(dim, transformer)``.
+    """
+
+    def __init__(self, transformer, dim):
+        if not isinstance(transformer, Transformer):
+            raise ValueError(
+                f"{type(self).__name__}: transformer must be a Transformer, got {type(transformer).__name__}"
+            )
+        self.dim = check_dim(dim, type(self).__name__)
+        self.transformer = transformer
+        self.event_shape = (self.dim,)
+        self.input_domain = self.output_domain = tuple(transformer.domain)
+        self.theta = Parameter(_zeros(self.dim, transformer.params_per_dim))
+
+    def forward(self, x):
+        x = self._check_input(x)
+        z, log_derivative = self.transformer.forward(x, self.theta)
+        return z, _sum_over_event(log_derivative)
+
+    def inverse(self, z):
+        z = self._check_input(z, "z")
+        x, log_derivative = self.transformer.inverse(z, self.theta)
+        return x, _sum_over_event(log_derivative)
+
+    def extra_repr(self):
+        return f"{self.transformer!r}, dim={self.dim}"
+
+
+class ElementwiseAffine(Elementwise):
     """z = x * exp(log_scale) + shift, one scale and shift per dimension.
 
     Inverse: x = (z - shift) * exp(-log_scale).
@@ -48,29 +91,20 @@ class ElementwiseAffine(Flow):
 
         log|det dz/dx| = sum_i log_scale_i      (independent of x).
 
-    Parameters ``shift`` and ``log_scale``, shape (dim,), start at zero: the identity.
-    Parameterising the scale by its log keeps it positive (the map invertible) with no
-    constraint on the optimizer.
+    ``Elementwise(AffineTransformer(scale_bound=None), dim)``: theta (dim, 2) holds
+    (shift, log_scale) per dimension and starts at zero, the identity. Parameterising the
+    scale by its log keeps it positive (the map invertible) with no constraint on the
+    optimizer; it is not bounded, so one layer can reach any data scale.
     Cost: O(D) per sample each way.
     Reference: the affine transformer of Dinh, Sohl-Dickstein, Bengio 2017 ("Real NVP")
     without its conditioner; Kingma, Dhariwal 2018 ("Glow") use it per channel as ActNorm.
     """
 
     def __init__(self, dim):
-        self.dim = check_dim(dim, "ElementwiseAffine")
-        self.event_shape = (self.dim,)
-        self.shift = Parameter(_zeros(self.dim))
-        self.log_scale = Parameter(_zeros(self.dim))
+        super().__init__(AffineTransformer(scale_bound=None), dim)
 
-    def forward(self, x):
-        x = self._check_input(x)
-        z, log_derivative = transformers.affine(x, self.shift, self.log_scale)
-        return z, _sum_over_event(log_derivative)
-
-    def inverse(self, z):
-        z = self._check_input(z, "z")
-        x, log_derivative = transformers.affine_inverse(z, self.shift, self.log_scale)
-        return x, _sum_over_event(log_derivative)
+    def extra_repr(self):
+        return f"dim={self.dim}"
 
 
 class LeakyReLU(Flow):
@@ -90,9 +124,7 @@ class LeakyReLU(Flow):
     """
 
     def __init__(self, slope=0.1):
-        if isinstance(slope, bool) or not isinstance(slope, numbers.Real) or not 0 < slope < math.inf:
-            raise ValueError(f"LeakyReLU: slope must be a positive finite number, got {slope!r}")
-        self.slope = float(slope)
+        self.slope = check_positive(slope, "slope", "LeakyReLU")
 
     def forward(self, x):
         x = self._check_input(x)
@@ -168,10 +200,10 @@ class Logit(Flow):
         return x, _sum_over_event(log_derivative)
 
 
-class PiecewiseLinear(Flow):
+class PiecewiseLinear(Elementwise):
     """z_i = f(x_i; phi_i): the monotonic piecewise-linear map of [0, 1], one per dimension.
 
-    With K equal-width bins and bin masses phi_i = softmax(logits_i) (positive, summing
+    With K equal-width bins and bin masses phi_i = softmax(theta_i) (positive, summing
     to 1), a point h in bin b = floor(hK) + 1 goes to
 
         f(h) = sum_{k<b} phi_k + (hK - b + 1) phi_b,
@@ -184,44 +216,27 @@ class PiecewiseLinear(Flow):
 
         log|det dz/dx| = sum_i [log K + log phi_{i, b(x_i)}].
 
-    Parameter ``logits``, shape (dim, bins), starts at zero: equal masses 1/K, the
-    identity. Both domains are [0, 1], checked (values outside raise ``ValueError``); put
-    a Sigmoid in front to use it on R.
+    ``Elementwise(PiecewiseLinearTransformer(bins), dim)``: theta (dim, bins), the masses'
+    logits, starts at zero: equal masses 1/K, the identity. Both domains are [0, 1],
+    checked (values outside raise ``ValueError``); put a Sigmoid in front to use it on R.
     Cost: O(D) per sample forward, O(D K) inverse (the bin search).
     Reference: Understanding Deep Learning (Prince 2023), section 16.3.2, eq. 16.12;
     Mueller et al. 2019, "Neural importance sampling" (piecewise-linear coupling).
     """
 
-    input_domain = (0.0, 1.0)
-    output_domain = (0.0, 1.0)
-
     def __init__(self, dim, bins=5):
-        self.dim = check_dim(dim, "PiecewiseLinear")
-        if isinstance(bins, bool) or not isinstance(bins, numbers.Integral) or bins < 1:
-            raise ValueError(f"PiecewiseLinear: bins must be a positive int, got {bins!r}")
-        self.bins = int(bins)
-        self.event_shape = (self.dim,)
-        self.logits = Parameter(_zeros(self.dim, self.bins))
+        super().__init__(PiecewiseLinearTransformer(bins), dim)
+        self.bins = self.transformer.bins
 
     def bin_masses(self):
-        """phi = softmax(logits) along the bins: (dim, bins), positive, rows summing to 1."""
-        return ops.softmax(self.logits, axis=-1)
-
-    def forward(self, x):
-        x = self._check_input(x)
-        z, log_derivative = transformers.piecewise_linear(x, self.bin_masses())
-        return z, _sum_over_event(log_derivative)
-
-    def inverse(self, z):
-        z = self._check_input(z, "z")
-        x, log_derivative = transformers.piecewise_linear_inverse(z, self.bin_masses())
-        return x, _sum_over_event(log_derivative)
+        """phi = softmax(theta) along the bins: (dim, bins), positive, rows summing to 1."""
+        return self.transformer.bin_masses(self.theta)
 
     def extra_repr(self):
         return f"dim={self.dim}, bins={self.bins}"
 
 
-class RationalQuadraticSpline(Flow):
+class RationalQuadraticSpline(Elementwise):
     """z_i = g(x_i; theta_i): a monotonic rational-quadratic spline per dimension, identity tails.
 
     Inside [-B, B], K bins with knots (x_k, y_k) and knot derivatives d_k; for x in bin k,
@@ -237,50 +252,22 @@ class RationalQuadraticSpline(Flow):
 
         log|det dz/dx| = sum_i log g'(x_i),   and the tail terms are exactly 0.
 
-    Parameters ``unnormalized_widths``, ``unnormalized_heights`` (dim, bins) and
-    ``unnormalized_derivatives`` (dim, bins - 1) are mapped to valid widths, heights and
-    derivatives by ``transformers.rational_quadratic_parameters`` (softmax with a minimum
-    bin size, softplus plus a minimum slope, boundary derivatives 1). They start as the
-    identity: equal bins and all derivatives 1.
+    ``Elementwise(SplineTransformer(bins, bound), dim)``: theta (dim, 3 bins - 1) holds the
+    free widths, heights and interior derivatives, mapped to valid ones by
+    ``SplineTransformer.spline_parameters`` (softmax with a minimum bin size, softplus plus a
+    minimum slope, boundary derivatives 1). theta = 0 is the identity: equal bins and all
+    derivatives 1.
     Cost: O(D K) per sample each way (the bin search); parameters O(D K).
     Reference: Durkan, Bekasov, Murray, Papamakarios 2019, "Neural Spline Flows".
     """
 
-    min_derivative = 1e-3  # smallest slope at a knot, so the map stays strictly increasing
-
     def __init__(self, dim, bins=8, bound=3.0):
-        self.dim = check_dim(dim, "RationalQuadraticSpline")
-        if isinstance(bins, bool) or not isinstance(bins, numbers.Integral) or bins < 2:
-            raise ValueError(f"RationalQuadraticSpline: bins must be an int >= 2, got {bins!r}")
-        if isinstance(bound, bool) or not isinstance(bound, numbers.Real) or not 0 < bound < math.inf:
-            raise ValueError(f"RationalQuadraticSpline: bound must be a positive finite number, got {bound!r}")
-        self.bins, self.bound = int(bins), float(bound)
-        self.event_shape = (self.dim,)
-        self.unnormalized_widths = Parameter(_zeros(self.dim, self.bins))
-        self.unnormalized_heights = Parameter(_zeros(self.dim, self.bins))
-        # softplus(u) + min_derivative = 1  <=>  u = log(e^{1 - min_derivative} - 1)
-        identity_derivative = math.log(math.expm1(1.0 - self.min_derivative))
-        self.unnormalized_derivatives = Parameter(_zeros(self.dim, self.bins - 1) + identity_derivative)
+        super().__init__(SplineTransformer(bins, bound), dim)
+        self.bins, self.bound = self.transformer.bins, self.transformer.bound
 
     def spline_parameters(self):
         """(widths, heights, derivatives): (dim, bins), (dim, bins), (dim, bins + 1)."""
-        return transformers.rational_quadratic_parameters(
-            self.unnormalized_widths,
-            self.unnormalized_heights,
-            self.unnormalized_derivatives,
-            self.bound,
-            min_derivative=self.min_derivative,
-        )
-
-    def forward(self, x):
-        x = self._check_input(x)
-        z, log_derivative = transformers.rational_quadratic_spline(x, *self.spline_parameters(), self.bound)
-        return z, _sum_over_event(log_derivative)
-
-    def inverse(self, z):
-        z = self._check_input(z, "z")
-        x, log_derivative = transformers.rational_quadratic_spline_inverse(z, *self.spline_parameters(), self.bound)
-        return x, _sum_over_event(log_derivative)
+        return self.transformer.spline_parameters(self.theta)
 
     def extra_repr(self):
         return f"dim={self.dim}, bins={self.bins}, bound={self.bound}"

@@ -20,16 +20,23 @@ parameters freely; coupling and autoregressive flows compute them with a network
     piecewise_linear / piecewise_linear_inverse     [0, 1] -> [0, 1], K linear pieces
     rational_quadratic_spline / ..._inverse         [-B, B] -> [-B, B], identity outside
 
+The end of the file names the protocol that flows use: a ``Transformer`` reads all the
+parameters of one coordinate from the last axis of one tensor theta (..., params_per_dim),
+and theta = 0 is the identity. ``AffineTransformer``, ``AdditiveTransformer``,
+``SplineTransformer`` and ``PiecewiseLinearTransformer`` are the functions above in that
+form; one transformer gives an elementwise flow (``Elementwise``), a coupling (``Coupling``)
+and an autoregressive flow (``MaskedAutoregressive``).
+
 Everything runs in the namespace of the data (NumPy or CuPy). Integer work that needs no
 gradient (which bin a point falls in) is done on the raw arrays; every value that depends
 on a parameter goes through ``ops``, so gradients reach the parameters.
 """
 
 import math
-import numbers
 
 from .. import backend
 from ..autodiff import Tensor, as_tensor, ops
+from .base import REAL_LINE, check_int, check_positive
 
 
 # --- affine ------------------------------------------------------------------------------
@@ -42,7 +49,7 @@ def affine(x, shift, log_scale):
     Reference: Dinh, Sohl-Dickstein, Bengio 2017, "Density estimation using Real NVP".
     """
     x, shift, log_scale = as_tensor(x), as_tensor(shift), as_tensor(log_scale)
-    y = ops.affine(x, log_scale, shift)  # one fused op; see ops.affine for its VJP
+    y = ops.affine(x, shift, log_scale)  # one fused op; see ops.affine for its VJP
     return y, log_scale if log_scale.shape == y.shape else ops.broadcast_to(log_scale, y.shape)
 
 
@@ -65,7 +72,7 @@ def leaky_relu(x, slope):
     Reference: Maas, Hannun, Ng 2013 (the activation); as a flow, e.g. Oliva et al. 2018
     "Transformation autoregressive networks".
     """
-    _check_slope(slope)
+    check_positive(slope, "slope", "leaky_relu")
     x = as_tensor(x)
     y = ops.leaky_relu(x, slope)
     return y, _log_slope_where_nonpositive(x, slope)
@@ -73,15 +80,10 @@ def leaky_relu(x, slope):
 
 def leaky_relu_inverse(y, slope):
     """x = leaky_relu(y, 1 / slope); log|dx/dy| = 0 for y > 0, -log(slope) otherwise."""
-    _check_slope(slope)
+    check_positive(slope, "slope", "leaky_relu_inverse")
     y = as_tensor(y)
     x = ops.leaky_relu(y, 1.0 / slope)
     return x, _log_slope_where_nonpositive(y, 1.0 / slope)
-
-
-def _check_slope(slope):
-    if isinstance(slope, bool) or not isinstance(slope, numbers.Real) or not 0 < slope < math.inf:
-        raise ValueError(f"slope must be a positive finite number, got {slope!r}")
 
 
 def _log_slope_where_nonpositive(x, slope):
@@ -315,7 +317,7 @@ def rational_quadratic_parameters(
     widths, heights, derivatives = (
         as_tensor(t) for t in (unnormalized_widths, unnormalized_heights, unnormalized_derivatives)
     )
-    _check_bound(bound, "rational_quadratic_parameters")
+    check_positive(bound, "bound", "rational_quadratic_parameters")
     bins = widths.shape[-1] if widths.ndim else 0
     if widths.ndim == 0 or heights.ndim == 0 or tuple(heights.shape[-1:]) != (bins,):
         raise ValueError(
@@ -350,7 +352,7 @@ class _Spline:
     """The knots of one rational-quadratic spline, aligned for gathering (internal)."""
 
     def __init__(self, x, widths, heights, derivatives, bound, function):
-        _check_bound(bound, function)
+        check_positive(bound, "bound", function)
         bins = widths.shape[-1] if widths.ndim else 0
         if bins < 1 or tuple(heights.shape[-1:]) != (bins,) or tuple(derivatives.shape[-1:]) != (bins + 1,):
             raise ValueError(
@@ -483,84 +485,138 @@ def _check_sizes(tensor, total, function, name):
         )
 
 
-def _check_bound(bound, function):
-    if isinstance(bound, bool) or not isinstance(bound, numbers.Real) or not 0 < bound < math.inf:
-        raise ValueError(f"{function}: bound must be a positive finite number, got {bound!r}")
+# --- the Transformer protocol: a map and the parameters it reads -------------------------------
+class Transformer:
+    """z = g(h; theta), elementwise and strictly increasing, with its log-derivative: the protocol.
+
+    An elementwise flow, a coupling layer and an autoregressive layer differ only in where the
+    parameters theta come from (free parameters, a network of the kept half, a masked network
+    of the preceding coordinates); the map they apply is a Transformer::
+
+        forward(h, theta) -> (z, log g'(h; theta))                z = g(h; theta)
+        inverse(z, theta) -> (h, log (g^{-1})'(z; theta))         h = g^{-1}(z; theta)
+
+    ``h`` has any shape (...) and ``theta`` (..., P), P = ``params_per_dim``: the last axis
+    holds the P parameters of one coordinate, the other axes broadcast against h the NumPy way
+    (shared (D, P) for an elementwise flow, per sample (B, D, P) for a conditioner). Both
+    results have the broadcast shape. The contract, which ``minflow.testing.check_transformer``
+    checks for every transformer:
+
+    1. for every theta in R^P, g(.; theta) is a strictly increasing bijection of ``domain``
+       = (a, b) onto itself, so g' > 0 and log g' is defined; a finite edge stays put,
+       g(a) = a and g(b) = b, and input outside a bounded domain raises ``ValueError``;
+    2. ``inverse`` undoes ``forward``, and its log-derivative is minus forward's at the
+       matching point: (g^{-1})'(z) = 1 / g'(h) for z = g(h) (inverse function theorem);
+    3. theta = 0 is the identity: g(h; 0) = h and log g'(h; 0) = 0. A conditioner whose last
+       layer starts at zero then makes a new layer the identity, and ``Elementwise`` starts
+       its free theta at 0;
+    4. every real theta is valid: positivity and sums are built in (exp, softmax, softplus),
+       so an optimizer can move theta freely.
+
+    Subclasses set ``params_per_dim`` (and ``domain`` if it is not the real line) and write
+    ``forward`` and ``inverse``, reading theta through :meth:`check_theta`.
+    """
+
+    params_per_dim = None
+    domain = REAL_LINE
+
+    def forward(self, h, theta):
+        raise NotImplementedError
+
+    def inverse(self, z, theta):
+        raise NotImplementedError
+
+    def check_theta(self, theta):
+        """``theta`` as a Tensor, after checking its last axis holds ``params_per_dim`` values."""
+        theta = as_tensor(theta)
+        if theta.ndim == 0 or theta.shape[-1] != self.params_per_dim:
+            raise ValueError(
+                f"{type(self).__name__}: theta must have shape (..., {self.params_per_dim}) "
+                f"(params_per_dim on the last axis), got {tuple(theta.shape)}"
+            )
+        return theta
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.extra_repr()})"
 
 
-# --- transformers as objects: what a conditioner must predict ---------------------------------
-# A coupling or autoregressive layer computes the transformer's parameters with a network
-# and needs to know how many to predict per coordinate. These small classes pair that count
-# (``params_per_dim``) with the functions above, reading the parameters theta from the last
-# axis of a (..., params_per_dim) tensor.
-class AffineTransformer:
-    """g(h; shift, s) = h * exp(log_scale) + shift, log_scale = scale_bound * tanh(s / scale_bound).
+class AffineTransformer(Transformer):
+    """g(h; shift, s) = h * exp(log_scale) + shift, theta = (shift, s); log g' = log_scale.
 
-    Bounding the log-scale with a tanh (RealNVP does the same) keeps one unlucky step of
-    training from producing exp(50): the scale stays within exp(+-scale_bound). Near 0 the
-    tanh is the identity, so a zero-initialised conditioner still starts at the identity.
+    With ``scale_bound`` B (RealNVP's choice, the default B = 2), log_scale = B tanh(s / B):
+    one unlucky step of training cannot produce exp(50), the scale stays within exp(+-B),
+    and near 0 the tanh is the identity, so theta = 0 is still the identity map. With
+    ``scale_bound=None``, log_scale = s, unbounded (``ElementwiseAffine``, whose one scale
+    per dimension must reach any data scale).
     """
 
     params_per_dim = 2
-    domain = (-math.inf, math.inf)
 
     def __init__(self, scale_bound=2.0):
-        if not scale_bound > 0:
-            raise ValueError(f"scale_bound must be positive, got {scale_bound!r}")
-        self.scale_bound = float(scale_bound)
+        self.scale_bound = (
+            None if scale_bound is None else check_positive(scale_bound, "scale_bound", "AffineTransformer")
+        )
 
-    def _shift_and_log_scale(self, theta):
-        bound = self.scale_bound
-        return theta[..., 0], ops.soft_clamp(theta[..., 1], bound)  # bound * tanh(s / bound)
+    def shift_and_log_scale(self, theta):
+        theta = self.check_theta(theta)
+        s = theta[..., 1]
+        return theta[..., 0], s if self.scale_bound is None else ops.soft_clamp(s, self.scale_bound)
 
     def forward(self, h, theta):
-        return affine(h, *self._shift_and_log_scale(theta))
+        shift, log_scale = self.shift_and_log_scale(theta)
+        return affine(h, shift=shift, log_scale=log_scale)
 
     def inverse(self, z, theta):
-        return affine_inverse(z, *self._shift_and_log_scale(theta))
+        shift, log_scale = self.shift_and_log_scale(theta)
+        return affine_inverse(z, shift=shift, log_scale=log_scale)
+
+    def extra_repr(self):
+        return f"scale_bound={self.scale_bound}"
 
 
-class AdditiveTransformer:
-    """g(h; shift) = h + shift: volume preserving, log|g'| = 0 (NICE)."""
+class AdditiveTransformer(Transformer):
+    """g(h; shift) = h + shift: volume preserving, log g' = 0 exactly (NICE, Dinh et al. 2014)."""
 
     params_per_dim = 1
-    domain = (-math.inf, math.inf)
 
     def forward(self, h, theta):
-        return h + theta[..., 0], _zeros_like(h)
+        z = as_tensor(h) + self.check_theta(theta)[..., 0]
+        return z, _zeros_like(z)
 
     def inverse(self, z, theta):
-        return z - theta[..., 0], _zeros_like(z)
+        h = as_tensor(z) - self.check_theta(theta)[..., 0]
+        return h, _zeros_like(h)
 
 
 def _zeros_like(h):
     return Tensor(backend.array_module(h.data).zeros(h.shape, dtype=h.dtype))
 
 
-class SplineTransformer:
+class SplineTransformer(Transformer):
     """The rational-quadratic spline on [-bound, bound] with ``bins`` bins, identity tails.
 
-    3K - 1 parameters per coordinate: K widths, K heights, K - 1 interior derivatives
-    (mapped to valid ones by ``rational_quadratic_parameters``). All zeros
-    would give equal bins with derivative ~0.69; the identity offset below makes a
-    zero-initialised conditioner start at the identity map.
+    3K - 1 parameters per coordinate: K widths, K heights, K - 1 interior derivatives, mapped
+    to valid ones by ``rational_quadratic_parameters`` (softmax with a minimum bin size,
+    softplus plus ``min_derivative``). The derivatives' parameters are offset by
+    u_0 = log(e^{1 - min_derivative} - 1), the value where softplus(u_0) + min_derivative = 1,
+    so theta = 0 gives equal bins and unit derivatives: the identity map.
     """
 
-    min_derivative = 1e-3
-    domain = (-math.inf, math.inf)
+    min_derivative = 1e-3  # smallest slope at a knot, so the map stays strictly increasing
 
     def __init__(self, bins=8, bound=4.0):
-        if not isinstance(bins, int) or bins < 2:
-            raise ValueError(f"bins must be an int >= 2, got {bins!r}")
-        if not bound > 0:
-            raise ValueError(f"bound must be positive, got {bound!r}")
-        self.bins, self.bound = bins, float(bound)
-        self.params_per_dim = 3 * bins - 1
+        self.bins = check_int(bins, "bins", "SplineTransformer", minimum=2)
+        self.bound = check_positive(bound, "bound", "SplineTransformer")
+        self.params_per_dim = 3 * self.bins - 1
         # softplus(u) + min_derivative = 1  <=>  u = log(e^{1 - min_derivative} - 1)
         self.identity_derivative = math.log(math.expm1(1.0 - self.min_derivative))
 
-    def _spline(self, theta):
-        k = self.bins
+    def spline_parameters(self, theta):
+        """(widths, heights, derivatives), (..., K), (..., K) and (..., K + 1), from theta (..., 3K - 1)."""
+        theta, k = self.check_theta(theta), self.bins
         return rational_quadratic_parameters(
             theta[..., :k],
             theta[..., k : 2 * k],
@@ -570,29 +626,37 @@ class SplineTransformer:
         )
 
     def forward(self, h, theta):
-        return rational_quadratic_spline(h, *self._spline(theta), self.bound)
+        return rational_quadratic_spline(h, *self.spline_parameters(theta), self.bound)
 
     def inverse(self, z, theta):
-        return rational_quadratic_spline_inverse(z, *self._spline(theta), self.bound)
+        return rational_quadratic_spline_inverse(z, *self.spline_parameters(theta), self.bound)
+
+    def extra_repr(self):
+        return f"bins={self.bins}, bound={self.bound}"
 
 
-class PiecewiseLinearTransformer:
+class PiecewiseLinearTransformer(Transformer):
     """The piecewise-linear map of [0, 1] (UDL eq. 16.12) with ``bins`` bins.
 
-    K parameters per coordinate, the bin masses' logits: phi = softmax(theta). All zeros
-    give equal masses, the identity, so a zero-initialised conditioner starts there.
-    Domain and range [0, 1]: put a Sigmoid in front of it to use it on real data.
+    K parameters per coordinate, the bin masses' logits: phi = softmax(theta). theta = 0
+    gives equal masses, the identity. Domain [0, 1], mapped onto itself (f(0) = 0 and
+    f(1) = 1 exactly); put a Sigmoid in front of it to use it on real data.
     """
 
     domain = (0.0, 1.0)
 
     def __init__(self, bins=5):
-        if not isinstance(bins, int) or bins < 1:
-            raise ValueError(f"bins must be a positive int, got {bins!r}")
-        self.bins = self.params_per_dim = bins
+        self.bins = self.params_per_dim = check_int(bins, "bins", "PiecewiseLinearTransformer", minimum=1)
+
+    def bin_masses(self, theta):
+        """phi = softmax(theta) along the last axis: positive, summing to 1."""
+        return ops.softmax(self.check_theta(theta), axis=-1)
 
     def forward(self, h, theta):
-        return piecewise_linear(h, ops.softmax(theta, axis=-1))
+        return piecewise_linear(h, self.bin_masses(theta))
 
     def inverse(self, z, theta):
-        return piecewise_linear_inverse(z, ops.softmax(theta, axis=-1))
+        return piecewise_linear_inverse(z, self.bin_masses(theta))
+
+    def extra_repr(self):
+        return f"bins={self.bins}"

@@ -1,4 +1,4 @@
-"""The verification toolkit: the checks minflow's own tests run, for your flows too.
+"""check_flow: the properties every flow must have, checked numerically.
 
 A student who writes a new flow verifies it with one call::
 
@@ -27,8 +27,8 @@ would make a step of 2e-6 straddle a corner.
 
 import math
 
-from . import backend
-from .autodiff import Tensor, no_grad, ops
+from .. import backend
+from ..autodiff import Tensor, no_grad, ops, reverse_topological_order
 
 # (finite-difference step, tolerance for the log-det and gradient checks, round-trip tolerance)
 _TOLERANCES = {"float64": (2e-6, 1e-6, 1e-8), "float32": (3e-3, 2e-2, 1e-3)}
@@ -201,10 +201,8 @@ def graph_nbytes(tensor):
 
     A yardstick for memory: a train step's peak should be of this order, whatever the step.
     """
-    from .autodiff.tensor import _reverse_topological_order
-
     total = 0
-    for t in _reverse_topological_order(tensor):
+    for t in reverse_topological_order(tensor):
         total += t.data.nbytes
         if t.node is not None:
             total += sum(a.nbytes for a in t.node.saved if hasattr(a, "nbytes"))
@@ -218,192 +216,3 @@ def _unravel(k, shape):
         k, r = divmod(k, n)
         where.append(r)
     return tuple(reversed(where))
-
-
-# --- example flows ----------------------------------------------------------------------------
-def _perturb(flow, rng, scale):
-    """Add N(0, scale^2) to every floating parameter, so no example is the identity."""
-    for p in flow.parameters():
-        p.data = p.data + scale * rng.standard_normal(p.shape).astype(p.dtype)
-    return flow
-
-
-def _builders():
-    # Imported here, not at the top, so that minflow.testing imports before every flow exists.
-    from .flows import autoregressive, coupling, elementwise, linear, multiscale, planar, residual
-    from .flows.base import Inverse, Sequential
-    from .flows.transformers import SplineTransformer
-
-    def activated(actnorm):
-        actnorm.initialized.data[...] = True  # random parameters, no data-dependent init
-        return actnorm
-
-    def activated_all(flow):
-        for module in flow.modules():
-            if isinstance(module, multiscale.ActNormImage):
-                activated(module)
-        return flow
-
-    return {
-        # name: (build(dim, rng), perturbation scale[, smallest dim it can be built for])
-        "Linear": (lambda d, rng: linear.Linear(d, seed=rng), 0.3),
-        "LULinear": (lambda d, rng: linear.LULinear(d, seed=rng), 0.5),
-        "Permutation": (lambda d, rng: _moving_permutation(linear, d, rng), 0.0),
-        "Reverse": (lambda d, rng: linear.Reverse(d), 0.0),
-        "ActNorm": (lambda d, rng: activated(linear.ActNorm(d)), 0.5),
-        "ElementwiseAffine": (lambda d, rng: elementwise.ElementwiseAffine(d), 0.5),
-        "LeakyReLU": (lambda d, rng: _with_shape(elementwise.LeakyReLU(slope=0.3), d), 0.0),
-        "Sigmoid": (lambda d, rng: _with_shape(elementwise.Sigmoid(), d), 0.0),
-        "Logit": (lambda d, rng: _with_shape(elementwise.Logit(), d), 0.0),
-        "PiecewiseLinear": (lambda d, rng: elementwise.PiecewiseLinear(d, bins=5), 1.0),
-        "RationalQuadraticSpline": (lambda d, rng: elementwise.RationalQuadraticSpline(d, bins=6, bound=3.0), 1.0),
-        "Sequential": (
-            lambda d, rng: Sequential(
-                [linear.LULinear(d, seed=rng), elementwise.RationalQuadraticSpline(d, bins=4), linear.Reverse(d)]
-            ),
-            0.5,
-        ),
-        "Inverse": (lambda d, rng: Inverse(elementwise.RationalQuadraticSpline(d, bins=4)), 1.0),
-        # coupling layers need a coordinate on each side of the mask: dim >= 2
-        "Coupling": (
-            lambda d, rng: coupling.Coupling(
-                coupling.half_mask(d), coupling.AffineTransformer(), hidden=(8,), activation="tanh", seed=rng
-            ),
-            0.5,
-            2,
-        ),
-        "AdditiveCoupling": (
-            lambda d, rng: coupling.AdditiveCoupling(
-                coupling.alternating_mask(d), hidden=(8, 8), activation="tanh", seed=rng
-            ),
-            0.5,
-            2,
-        ),
-        "AffineCoupling": (
-            lambda d, rng: coupling.AffineCoupling(
-                coupling.alternating_mask(d, even=False), hidden=(8, 8), activation="tanh", seed=rng
-            ),
-            0.5,
-            2,
-        ),
-        "SplineCoupling": (
-            lambda d, rng: coupling.SplineCoupling(
-                coupling.half_mask(d, first=False), bins=4, bound=3.0, hidden=(8,), activation="tanh", seed=rng
-            ),
-            0.25,
-            2,
-        ),
-        "MaskedAutoregressive": (
-            lambda d, rng: autoregressive.MaskedAutoregressive(
-                d, hidden=(8, 8), order=_order(d, rng), activation="tanh", seed=rng
-            ),
-            0.5,
-        ),
-        "InverseAutoregressive": (
-            lambda d, rng: autoregressive.InverseAutoregressive(
-                d, SplineTransformer(bins=4, bound=3.0), hidden=(8,), activation="tanh", seed=rng
-            ),
-            0.25,
-        ),
-        "AdditiveResidualCoupling": (
-            lambda d, rng: residual.AdditiveResidualCoupling(d, hidden=(8,), activation="tanh", seed=rng),
-            0.5,
-            2,
-        ),
-        "ContractiveResidual": (
-            lambda d, rng: residual.ContractiveResidual(d, hidden=(8,), activation="tanh", seed=rng),
-            0.5,
-        ),
-        "Planar": (lambda d, rng: planar.Planar(d, seed=rng), 0.5),
-        "Radial": (lambda d, rng: planar.Radial(d, seed=rng), 0.5),
-        # image flows: d channels of a small image (the finite-difference Jacobian stays small)
-        "Squeeze": (lambda d, rng: multiscale.Squeeze((d, 4, 2)), 0.0),
-        "ActNormImage": (lambda d, rng: activated(multiscale.ActNormImage(d, 2, 3)), 0.5),
-        "InvertibleConv1x1": (lambda d, rng: multiscale.InvertibleConv1x1(d, 2, 2, seed=rng), 0.5),
-        "MultiScale": (
-            lambda d, rng: activated_all(
-                multiscale.MultiScale((1, 4, 4), scales=2, steps_per_scale=1, hidden=(8,), activation="tanh", seed=rng)
-            ),
-            0.3,
-        ),
-        "PiecewiseLinearCoupling": (
-            lambda d, rng: coupling.PiecewiseLinearCoupling(
-                coupling.alternating_mask(d), bins=4, hidden=(8,), activation="tanh", seed=rng
-            ),
-            1.0,
-            2,
-        ),
-    }
-
-
-def _order(dim, rng):
-    """A random autoregressive order (argsort of uniforms is a uniform permutation)."""
-    return backend.to_numpy(backend.xp().argsort(rng.random(dim))).tolist()
-
-
-def _moving_permutation(linear, dim, rng):
-    """A random permutation that is not the identity (when dim > 1), so the example moves."""
-    flow = linear.Permutation.random(dim, seed=rng)
-    order = backend.to_numpy(flow.permutation.data).tolist()
-    if dim > 1 and order == sorted(order):
-        flow = linear.Permutation(order[1:] + order[:1])
-    return flow
-
-
-def _with_shape(flow, dim):
-    """Parameter-free elementwise flows accept any shape; examples fix (dim,) for sampling inputs."""
-    flow.event_shape = (dim,)
-    return flow
-
-
-def example_flows(dim, seed=0, dtype=None):
-    """{class name: a small random instance} for every flow class in minflow.
-
-    Every entry is built with random, non-identity parameters (perturbed from the class's
-    own initialisation), so a test on it proves something. ``dtype`` casts the result.
-    Classes that need more dimensions than ``dim`` (a coupling needs 2) are left out.
-    """
-    if not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"dim must be a positive int, got {dim!r}")
-    flows = {}
-    for offset, (name, (build, scale, *min_dim)) in enumerate(sorted(_builders().items())):
-        if dim < (min_dim[0] if min_dim else 1):
-            continue
-        rng = backend.rng(seed * 1000 + offset)
-        flows[name] = _perturb(build(dim, rng), rng, scale)
-        if dtype is not None:
-            flows[name].astype(dtype)
-    return flows
-
-
-def example_flow_names():
-    return sorted(_builders())
-
-
-# --- hypothesis strategies --------------------------------------------------------------------
-def flows(names=None, dims=(1, 2, 3, 5)):
-    """A hypothesis strategy of (name, flow) pairs drawn from :func:`example_flows`."""
-    from hypothesis import strategies as st
-
-    names = list(names or example_flow_names())
-    min_dims = {name: (entry[2] if len(entry) > 2 else 1) for name, entry in _builders().items()}
-
-    @st.composite
-    def draw(draw_):
-        name = draw_(st.sampled_from(names))
-        dim = draw_(st.sampled_from([d for d in dims if d >= min_dims[name]]))
-        seed = draw_(st.integers(0, 2**16))
-        return name, example_flows(dim, seed)[name]
-
-    return draw()
-
-
-def inputs(flow, batch_sizes=(1, 2, 7)):
-    """A hypothesis strategy of input batches inside ``flow``'s domain (via :func:`sample_inputs`)."""
-    from hypothesis import strategies as st
-
-    return st.builds(
-        lambda n, seed: sample_inputs(flow, n, seed),
-        st.sampled_from(list(batch_sizes)),
-        st.integers(0, 2**16),
-    )
