@@ -49,6 +49,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--batch", type=int, default=1024)
     args = parser.parse_args()
+    backend.keep_freed_memory()  # as training does: glibc keeps freed memory (MINFLOW_KEEP_FREED_MEMORY=0 opts out)
     print(
         f"# {platform.processor() or platform.machine()}, numpy {np.__version__}, backend {backend.backend_name()}, "
         f"batch {args.batch}, median of {args.repeats} (ms)"

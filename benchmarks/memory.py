@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import numpy as np  # noqa: E402
 
-from minflow import backend, models, optim, testing  # noqa: E402
+from minflow import backend, models, optim, testing, train  # noqa: E402
 
 KIB = 1024
 
@@ -37,15 +37,12 @@ KIB = 1024
 def make_training(batch, hidden, dtype):
     backend.set_default_dtype(dtype)
     model = models.realnvp(2, layers=8, hidden=hidden, seed=0)
-    optimizer = optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = optim.FlatAdam(model.parameters(), lr=1e-3)  # the Adam that fit uses
     data = backend.to_device(np.random.default_rng(0).normal(size=(32 * batch, 2)), dtype=dtype)
 
     def step(i):
         start = (i * batch) % (len(data) - batch)
-        optimizer.zero_grad()
-        loss = model.nll(data[start : start + batch])
-        loss.backward()
-        optimizer.step()
+        train.step(model, optimizer, data[start : start + batch])
 
     def one_graph():
         return testing.graph_nbytes(model.nll(data[:batch]))
@@ -90,6 +87,7 @@ def main():
     if args.steps < 200:
         parser.error("--steps must be at least 200 (the first and the last 100 steps are compared)")
     backend.set_backend(args.backend)
+    backend.keep_freed_memory()  # as fit does: glibc keeps freed memory (MINFLOW_KEEP_FREED_MEMORY=0 opts out)
     step, one_graph = make_training(args.batch, args.hidden, args.dtype)
     graph = one_graph()
     print(f"RealNVP, 8 couplings, B={args.batch}, H={args.hidden}, {args.dtype}, {args.backend}, {args.steps} steps")

@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402  (benchmarks are host-side scripts)
 
 import minflow  # noqa: E402
-from minflow import backend, data, models, no_grad, optim  # noqa: E402
+from minflow import backend, data, models, no_grad, optim, train  # noqa: E402
 
 
 def timed_ms(call, budget, min_calls=10, max_calls=200, warmup=3):
@@ -94,7 +94,7 @@ def digits_rows(batch, budget):
         backend.to_device(splits.train[i : i + batch], dtype=dtype)
         for i in range(0, len(splits.train) - batch + 1, batch)
     ]
-    optimizer = optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = optim.FlatAdam(model.parameters(), lr=1e-3)  # the Adam that fit uses
     position = [0]
 
     def next_batch():
@@ -102,10 +102,7 @@ def digits_rows(batch, budget):
         return images[position[0] % len(images)]
 
     def train_step():
-        optimizer.zero_grad()
-        loss = model.nll(next_batch())
-        loss.backward()
-        optimizer.step()
+        train.step(model, optimizer, next_batch())
 
     def density():
         with no_grad():
@@ -140,6 +137,7 @@ def main():
     args = parser.parse_args()
     budget = 0.2 if args.quick else args.budget
     backend.set_default_dtype(args.dtype)
+    backend.keep_freed_memory()  # as fit does: glibc keeps freed memory (MINFLOW_KEEP_FREED_MEMORY=0 opts out)
     print(
         f"# minflow {minflow.__version__} models; {cpu_model()}, numpy {np.__version__}, "
         f"backend {backend.backend_name()}, {args.dtype}; median over calls after 3 warm-up calls"

@@ -24,6 +24,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 from realnvp_peers import minflow_peer, numpy_floor, shared  # noqa: E402
 
+from minflow import backend  # noqa: E402
+
 WARMUP = 50
 
 
@@ -55,6 +57,7 @@ def main():
     parser.add_argument("--dtype", nargs="+", default=["float32", "float64"], choices=("float32", "float64"))
     parser.add_argument("--steps", type=int, default=600)
     args = parser.parse_args()
+    backend.keep_freed_memory()  # one process, so the floor shares it (MINFLOW_KEEP_FREED_MEMORY=0 opts out)
     print("| dtype | B | H | floor ms | minflow ms | minflow / floor (median of per-pair ratios) |")
     print("|---|---|---|---|---|---|")
     for dtype in args.dtype:

@@ -51,6 +51,7 @@ def main():
     parser.add_argument("--out", default="/tmp/energies")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
+    backend.keep_freed_memory()  # fit_to_density asks for it too; MINFLOW_KEEP_FREED_MEMORY=0 opts out
     os.makedirs(args.out, exist_ok=True)
     print(f"steps {args.steps}, batch {args.batch}, lr {args.lr}, backend {backend.backend_name()}")
     print(f"{'energy':8s}{'model':10s}{'final loss':>12s}{'wall (s)':>10s}")

@@ -6,7 +6,7 @@ couplings on 2-D data, each conditioner an MLP 1 -> H -> H -> 2 with ReLUs, log-
 and one Adam update (lr 1e-3), on the next B rows of a fixed two-moons array. All four
 peers start from the same non-trivial parameters and see the same batches:
 
-    minflow    models.realnvp + optim.Adam, through minflow's public API only
+    minflow    models.realnvp + optim.FlatAdam (the Adam fit uses), through minflow's public API only
     torch      the same model in plain PyTorch (nn.Linear, torch.optim.Adam), CPU
     autograd   the loss as a NumPy function, differentiated by HIPS autograd, NumPy Adam
     floor      the forward *and backward* pass written by hand in NumPy, NumPy Adam
@@ -36,12 +36,13 @@ therefore trains on to step ``--late-steps`` (1000) and times ``--late-window`` 
 steps: the "late" columns, each with its ratio to the same peer's early median. (float64's
 smallest normal is 2.2e-308, which m reaches only after ~6,700 steps: not measured.)
 
-Same process conditions for all. Every worker imports minflow before it builds its peer,
-so whatever minflow sets process-wide at import holds for every peer alike. Today that is
-glibc's malloc keeping freed memory for reuse (``minflow.backend.keep_freed_memory``):
-without it, each (B, H) temporary of a step is a fresh mmap whose pages fault on first
-touch, which slows any NumPy step, the floor's included, by up to a third at B*H >= 512*64.
-``--default-malloc`` runs every worker with MINFLOW_KEEP_FREED_MEMORY=0 (glibc's defaults).
+Same process conditions for all. Every worker, whatever its peer, calls
+``minflow.backend.keep_freed_memory()`` before it builds the peer, as ``fit`` does before
+training: glibc's malloc then keeps freed memory for reuse. Without it, each (B, H)
+temporary of a step is a fresh mmap whose pages fault on first touch, which slows any
+NumPy step, the floor's included, by up to a third at B*H >= 512*64. (Importing minflow
+sets nothing process-wide: the call is explicit.) ``--default-malloc`` runs every worker
+with MINFLOW_KEEP_FREED_MEMORY=0, which makes that call do nothing (glibc's defaults).
 
 Environment. OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE force an older, slower OpenBLAS
 kernel; if either is set, the workers run without both (and the header says so). The
@@ -113,8 +114,9 @@ def run_worker(impl, batch, hidden, dtype, device, timing):
     peer_device = "cpu" if impl == "floor" else device
     os.environ["MINFLOW_BACKEND"] = "cupy" if peer_device == "cuda" else "numpy"  # read at minflow's import
     try:
-        import minflow  # noqa: F401  in every worker, so that its process-wide settings hold for all peers
+        from minflow import backend
 
+        backend.keep_freed_memory()  # in every worker, as fit does, so that it holds for all peers alike
         peer = realnvp_peers.load(impl)(shared.initial_parameters(hidden), dtype, peer_device)
     except (ImportError, ValueError) as error:
         return {**result, "skipped": f"{impl}: {error}"}
@@ -263,7 +265,7 @@ def header(info, device, removed, default_malloc):
     lines.append(
         "# malloc: glibc defaults in every worker (--default-malloc: MINFLOW_KEEP_FREED_MEMORY=0)"
         if default_malloc
-        else "# malloc: every worker imports minflow first, so its process-wide malloc settings hold for all peers"
+        else "# malloc: every worker calls minflow.backend.keep_freed_memory() first, so it holds for all peers"
     )
     if removed:
         lines.append(

@@ -403,7 +403,7 @@ SPECS = {
     "linear_relu": Spec(
         ops.linear_relu, lambda x, w, b: anp.maximum(anp.dot(x, w) + b, 0.0), linear_case(away_from_kink=True)
     ),
-    "affine": Spec(ops.affine, lambda x, s, t: x * anp.exp(s) + t, broadcasting("real", "real", "real")),
+    "affine": Spec(ops.affine, lambda x, t, s: x * anp.exp(s) + t, broadcasting("real", "real", "real")),
     "soft_clamp": Spec(
         ops.soft_clamp, lambda x, bound: bound * anp.tanh(x / bound), elementwise(bound=st.sampled_from([0.5, 2.0]))
     ),

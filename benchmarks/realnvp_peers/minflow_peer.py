@@ -1,10 +1,11 @@
-"""minflow: ``models.realnvp(2, layers=8, hidden=H, depth=2)`` and ``optim.Adam``, public API only.
+"""minflow: ``models.realnvp(2, layers=8, hidden=H, depth=2)`` and ``optim.FlatAdam`` (the Adam
+that ``fit`` uses), public API only.
 
 On a GPU the worker sets ``MINFLOW_BACKEND=cupy`` before this module imports minflow, so
 parameters and batches live on the device (``backend.to_device``).
 """
 
-from minflow import backend, models, optim
+from minflow import backend, models, optim, train
 
 from .shared import BETAS, EPS, LAYERS, LR, SCALE_BOUND, parameter_layout
 
@@ -32,17 +33,13 @@ class Peer:
         state = self.model.state_dict()
         state.update({name: value.astype(dtype) for name, value in zip(self.names, params)})
         self.model.load_state_dict(state)
-        self.optimizer = optim.Adam(self.model.parameters(), lr=LR, betas=BETAS, eps=EPS)
+        self.optimizer = optim.FlatAdam(self.model.parameters(), lr=LR, betas=BETAS, eps=EPS)
 
     def prepare(self, batch):
         return backend.to_device(batch, dtype=self.dtype)
 
     def step(self, x):
-        self.optimizer.zero_grad()
-        loss = self.model.nll(x)
-        loss.backward()
-        self.optimizer.step()
-        return loss
+        return train.step(self.model, self.optimizer, x)  # zero_grad, nll, backward, Adam
 
     def loss_and_grads(self, x):
         self.model.zero_grad()

@@ -130,14 +130,15 @@ def linear_relu(x, w, b):
 
 
 def _affine_vjp(g, x, scale):
-    # y = x e^s + t:  dy/dx = e^s,  dy/ds = x e^s,  dy/dt = 1.
-    return g * scale, g * x * scale, g
+    # y = x e^s + t:  dy/dx = e^s,  dy/dt = 1,  dy/ds = x e^s  (in the order of the inputs x, t, s).
+    return g * scale, g, g * x * scale
 
 
 @primitive("affine", _affine_vjp)
-def affine(x, log_scale, shift):
-    """x * exp(log_scale) + shift, elementwise (broadcasting): the affine coupling's map as one op.
+def affine(x, shift, log_scale):
+    """y = x * exp(log_scale) + shift, elementwise (broadcasting): the affine coupling's map as one op.
 
+    The arguments come in the order of ``flows.transformers.affine(x, shift, log_scale)``.
     Composed of mul, exp and add it would record three nodes; fused, it records one, and its
     VJP (above) reuses exp(log_scale) from the forward pass.
     """
@@ -554,11 +555,6 @@ def logsumexp(x, axis=None, keepdims=False):
 
 def softmax(x, axis=-1):
     return _softmax(x, axis=axis)
-
-
-def log_softmax(x, axis=-1):
-    """log softmax(x) = x - logsumexp(x): composed, so it needs no VJP of its own."""
-    return x - logsumexp(x, axis=axis, keepdims=True)
 
 
 def cumsum(x, axis=-1):
