@@ -37,8 +37,7 @@ import numpy as np
 from _common import QUICK, budget, check, show
 
 import minflow.testing
-from minflow.autodiff import OPS, Tensor, ops, unbroadcast
-from minflow.autodiff.tensor import _reverse_topological_order
+from minflow.autodiff import OPS, Tensor, ops, reverse_topological_order, unbroadcast
 
 print("quick mode" if QUICK else "full mode")
 
@@ -265,7 +264,7 @@ assert recursion_failed
 
 # %% [markdown]
 # Python stops a recursion around 1,000 frames deep. minflow's
-# `_reverse_topological_order` (read it in `tensor.py`) runs the same depth-first search
+# `reverse_topological_order` (exported by `minflow.autodiff`; read it in `tensor.py`) runs the same depth-first search
 # with an **explicit stack** of `(tensor, inputs_done)` pairs: a tensor is pushed once to
 # expand it (push its inputs) and once more, marked done, to emit it after its inputs.
 # Then the list is reversed. The 10,000-deep chain is no problem:
@@ -279,7 +278,7 @@ assert abs(start.grad.item() - expected) < 1e-10 * expected
 a = Tensor(0.3, requires_grad=True)
 s = ops.sigmoid(a)
 out = s * (1 - s)  # s is used twice
-order = _reverse_topological_order(out)
+order = reverse_topological_order(out)
 print("order (consumers first):", [t.node.primitive.name if t.node else "leaf" for t in order])
 assert order[0] is out and order[-1] is a and sum(t is s for t in order) == 1
 
@@ -582,7 +581,7 @@ def is_reverse_topological(order, root):
     if order is None or order[0] is not root:
         return False
     position = {id(t): i for i, t in enumerate(order)}
-    if len(position) != len(order) or len(order) != len(_reverse_topological_order(root)):
+    if len(position) != len(order) or len(order) != len(reverse_topological_order(root)):
         return False
     return all(
         position[id(parent)] > position[id(t)]

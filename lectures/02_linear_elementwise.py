@@ -47,7 +47,15 @@ from _common import QUICK, budget, check, passes_check_flow, show
 from minflow import NormalizingFlow, Sequential
 from minflow.autodiff import Tensor, no_grad, ops
 from minflow.backend import to_device, to_numpy
-from minflow.flows import ElementwiseAffine, Flow, Linear, LULinear, PiecewiseLinear, RationalQuadraticSpline, Reverse
+from minflow.flows import (
+    DenseLinear,
+    ElementwiseAffine,
+    Flow,
+    LULinear,
+    PiecewiseLinear,
+    RationalQuadraticSpline,
+    Reverse,
+)
 from minflow.flows.transformers import (
     piecewise_linear,
     piecewise_linear_inverse,
@@ -63,7 +71,7 @@ print("quick mode: small samples and sizes" if QUICK else "full mode")
 # %% [markdown]
 # ## 1. Linear flows: a Gaussian stays Gaussian
 #
-# Open `minflow/flows/linear.py` and read `Linear.forward`: per sample,
+# Open `minflow/flows/linear.py` and read `DenseLinear.forward`: per sample,
 #
 # $$z = W x + b, \qquad J_f(x) = W \text{ at every } x, \qquad
 #   \log\lvert\det J_f\rvert = \log\lvert\det W\rvert .$$
@@ -82,7 +90,8 @@ print("quick mode: small samples and sizes" if QUICK else "full mode")
 # $\lvert\det W\rvert\sqrt{\det S} = \sqrt{\det(W S W^\top)}$: this is exactly the density of
 # $\mathcal{N}(\mu, WSW^\top)$.
 #
-# Let us check it with minflow's own `Linear` layer: sample $x$, push it through
+# Let us check it with minflow's own `DenseLinear` flow (the dense linear flow; `minflow.nn.Linear`
+# is the network layer, which has no inverse): sample $x$, push it through
 # `forward`, and compare the sample covariance of $z$ with $WSW^\top$. The samples are a
 # NumPy array; `to_device` copies one to wherever minflow computes (NumPy by default, a GPU
 # under `MINFLOW_BACKEND=cupy`: lecture 9) and `to_numpy` brings results back.
@@ -93,7 +102,7 @@ m = np.array([1.0, -0.5])
 S = np.array([[1.0, 0.6], [0.6, 0.5]])
 x = rng.multivariate_normal(m, S, size=n_samples)
 
-layer = Linear(2, seed=0)
+layer = DenseLinear(2, seed=0)
 W = np.array([[1.5, -0.8], [0.4, 0.9]])  # any invertible W
 b = np.array([0.5, 1.0])
 layer.weight.data, layer.bias.data = to_device(W), to_device(b)
@@ -145,7 +154,7 @@ show(fig, "02_linear_gaussian.png")
 # **What a linear flow can model.** Put the base $\mathcal{N}(0, I)$ at the latent end. By
 # the claim with $x \leftrightarrow z$ swapped, $x = W^{-1}(z - b)$ is Gaussian with mean
 # $-W^{-1}b$ and covariance $W^{-1}W^{-\top} = (W^\top W)^{-1}$. So the model density
-# `NormalizingFlow(Linear).log_prob` must equal that Gaussian's log-density everywhere:
+# `NormalizingFlow(DenseLinear).log_prob` must equal that Gaussian's log-density everywhere:
 
 # %%
 model = NormalizingFlow(layer)
@@ -169,10 +178,10 @@ assert np.allclose(by_model, by_hand, atol=1e-12)
 # (section 3, and the coupling layers of lecture 3).
 
 # %%
-first, second = Linear(3, seed=1), Linear(3, seed=2)
+first, second = DenseLinear(3, seed=1), DenseLinear(3, seed=2)
 for lin in (first, second):
     lin.bias.data = to_device(rng.normal(size=3))
-merged = Linear(3, seed=3)
+merged = DenseLinear(3, seed=3)
 merged.weight.data = second.weight.data @ first.weight.data
 merged.bias.data = second.weight.data @ first.bias.data + second.bias.data
 probe = to_device(rng.normal(size=(4, 3)))
@@ -186,7 +195,7 @@ print("two linear layers == one linear layer with W = W2 W1: True")
 # %% [markdown]
 # ## 2. The price of a determinant: dense $O(D^3)$ versus LU $O(D)$
 #
-# `Linear.forward` computes $\log\lvert\det W\rvert$ with `ops.slogdet`, which factorises
+# `DenseLinear.forward` computes $\log\lvert\det W\rvert$ with `ops.slogdet`, which factorises
 # $W = PLU$ (Gaussian elimination) and sums $\log\lvert U_{ii}\rvert$: $O(D^3)$ work, and
 # the gradient $\partial \log\lvert\det W\rvert / \partial W = W^{-\top}$ costs $O(D^3)$ too.
 #
@@ -250,7 +259,7 @@ dims = budget([16, 32, 64, 128, 256, 512], [16, 32, 64, 128, 256])
 dense_times, lu_times = [], []
 with no_grad():
     for dim in dims:
-        weight = Tensor(to_numpy(Linear(dim, seed=0).weight))  # host copies of the layers' parameters
+        weight = Tensor(to_numpy(DenseLinear(dim, seed=0).weight))  # host copies of the layers' parameters
         log_diag = Tensor(to_numpy(LULinear(dim).log_diag))
         dense_times.append(best_time(lambda weight=weight: ops.slogdet(weight)))
         lu_times.append(best_time(lambda log_diag=log_diag: ops.sum(log_diag)))
@@ -261,7 +270,7 @@ for dim, t_dense, t_lu in zip(dims, dense_times, lu_times):
 
 # %%
 fig, ax = plt.subplots(figsize=(5.5, 4))
-ax.loglog(dims, np.array(dense_times) * 1e6, "o-", label=r"Linear: slogdet(W), $O(D^3)$")
+ax.loglog(dims, np.array(dense_times) * 1e6, "o-", label=r"DenseLinear: slogdet(W), $O(D^3)$")
 ax.loglog(dims, np.array(lu_times) * 1e6, "s-", label=r"LULinear: $\sum_i s_i$, $O(D)$")
 reference = np.array(dims, dtype=float)
 ax.loglog(
@@ -480,8 +489,9 @@ show(fig, "02_rq_spline.png")
 # ## 5. Elementwise flows as layers
 #
 # `minflow/flows/elementwise.py` wraps each transformer into a flow with trainable
-# parameters (one set per dimension): `ElementwiseAffine`, `PiecewiseLinear`,
-# `RationalQuadraticSpline`, .... Their parameters are *unconstrained* arrays mapped to
+# parameters (one set per dimension): `Elementwise(transformer, dim)`, with the named
+# instances `ElementwiseAffine`, `PiecewiseLinear`, `RationalQuadraticSpline`, .... Their
+# parameters (one array `theta` of shape `(dim, params_per_dim)`) are *unconstrained*, mapped to
 # valid ones (softmax for masses and bin sizes, softplus for derivatives), so an optimizer
 # can move them freely. Each starts as the identity map; we perturb them and let
 # `minflow.testing.check_flow` verify every property: round trips, the log-determinant
@@ -587,7 +597,7 @@ check(
 # from `ops.exp`; and $\operatorname{asinh}(u) = \log(u + \sqrt{u^2 + 1})$), set
 # `self.event_shape = (dim,)`, and return an instance with non-zero $a$ from `make_flow`.
 # `check_flow` will then test it like any flow in minflow. Hints: copy the shape of
-# `ElementwiseAffine` in `minflow/flows/elementwise.py`; $\log\cosh x$ is
+# `Elementwise` in `minflow/flows/elementwise.py`; $\log\cosh x$ is
 # $\log\frac{e^x + e^{-x}}{2}$.
 
 

@@ -367,7 +367,7 @@ plt.close(fig)
 # ## 5. The log-determinant: exact, power series, Hutchinson
 #
 # $\log|\det J_f(x)| = \log\det(I + J_g(x))$ with a dense $D \times D$ matrix $J_g$. Three ways
-# (`ContractiveResidual._log_det`):
+# (`ContractiveResidual(..., log_det_method="exact" | "series" | "hutchinson")`; the code is `_log_det`):
 #
 # * **exact**: form $J_g$ and take `slogdet`, $O(D^3)$ per sample;
 # * **power series**: $\log\det(I + J) = \mathrm{tr}\log(I + J) = \sum_{k \geq 1} (-1)^{k+1}\mathrm{tr}(J^k)/k$,

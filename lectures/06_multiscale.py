@@ -44,7 +44,7 @@ import math
 import numpy
 from _common import QUICK, budget, check, show
 
-from minflow import backend, cli, data, models, plot, testing, train
+from minflow import backend, data, models, plot, testing, train
 from minflow.autodiff import no_grad
 from minflow.flows.multiscale import ActNormImage, InvertibleConv1x1, MultiScale, Squeeze
 
@@ -305,19 +305,19 @@ assert abs(uniform_bpd - 4.09) < 0.005 and abs(gaussian_bpd - 2.90) < 0.01
 #
 # We train the Glow-style model of §3 (2 scales, 8 steps per scale, MLP conditioners of 64 units;
 # `models.glow`) by maximum likelihood in model space with `train.fit`, exactly as the command
-# line does (read `minflow/cli.py`: `run_image_training` prepares the data, `_fit` trains):
+# line does (read `run_image_training` in `minflow/cli.py`; the data come from `minflow/data.py`):
 # batch 64, Adam with learning rate $10^{-3}$ and a cosine schedule, validation on the validation digits.
 #
 # One detail matters. With a single dequantization of the training set, the flow soon models
 # *that noise draw* rather than the digits and its validation NLL climbs. So we train on **fresh
-# noise**: `cli.fresh_dequantizations` stacks several independently dequantized copies of the
+# noise**: `data.fresh_dequantizations` stacks several independently dequantized copies of the
 # training digits, and `fit` walks through them in shuffled epochs.
 
 # %%
 steps = budget(1000, 50)
 batch_size = 64
 copies = min(64, -(-steps * batch_size // len(splits.train)))  # enough that nearly every batch has new noise
-train_images = cli.fresh_dequantizations(0, splits.alpha, copies)
+train_images = data.fresh_dequantizations(copies, seed=0, alpha=splits.alpha)
 print(f"{steps} steps on {copies} dequantized copies of the training digits: {train_images.shape}")
 history = train.fit(
     model,
@@ -333,13 +333,7 @@ history = train.fit(
 )
 
 
-def bits_per_dim(model, images, log_det):
-    with no_grad():
-        log_prob = model.log_prob(backend.to_device(images)).data
-    return data.bits_per_dim(log_prob, log_det)
-
-
-test_bpd = bits_per_dim(model, splits.test, splits.test_log_det)
+test_bpd = train.evaluate_bits_per_dim(model, splits.test, splits.test_log_det)
 print(
     f"trained in {history['wall_time']:.1f} s: test {test_bpd:.3f} bits/dim "
     f"(uniform {uniform_bpd:.2f}, per-pixel Gaussian {gaussian_bpd:.2f})"

@@ -53,7 +53,8 @@ from _common import QUICK, budget, check, show
 
 import minflow
 from minflow import backend, data, models, train
-from minflow.optim import Adam
+from minflow.autodiff import reverse_topological_order
+from minflow.optim import FlatAdam
 
 
 def gpu_available():
@@ -163,11 +164,16 @@ else:
 # %% [markdown]
 # ## 3. One training step, timed
 #
-# A step is: forward through the flow, NLL, backward through the graph, Adam update. We time
+# A step is: forward through the flow, NLL, backward through the graph, Adam update: the four
+# lines of `train.step(model, optimizer, batch)`, which `train.fit` runs in its loop. We time
 # it for RealNVP (8 couplings, conditioners with two hidden layers of 64 units) at batch sizes
-# from tiny to large. Two details matter for honest timings:
+# from tiny to large. Three details matter for honest timings:
 #
 # - **Warm up** first: the first call allocates memory (and on a GPU compiles kernels).
+# - **Keep freed memory**, as `train.fit` does: `backend.keep_freed_memory()` asks the C
+#   allocator to reuse a step's freed arrays instead of handing them back to the OS, which
+#   would make the next step page-fault them in again (a third of a large CPU step). It is a
+#   process-wide setting, so minflow makes it only when asked, never at import.
 # - **Synchronise** before stopping the clock. A GPU runs *asynchronously*: Python queues
 #   kernels and moves on, so a loop can "finish" long before the GPU does. `float(x)`,
 #   `x.item()` and `to_numpy(x)` wait for the device (they need the value), so we end every
@@ -177,19 +183,16 @@ else:
 LAYERS, HIDDEN = 8, 64
 BATCHES = budget([16, 64, 256, 1024, 4096, 16384, 65536], [16, 128, 1024])
 MIN_TIME = budget(0.5, 0.1)  # seconds of timed steps per batch size
+backend.keep_freed_memory()  # we step by hand here, so we ask for what fit would
 
 
 def make_step(seed=0):
     """A fresh RealNVP on the default backend and a function doing one Adam step on a batch."""
     model = models.realnvp(2, layers=LAYERS, hidden=HIDDEN, seed=seed)
-    optimizer = Adam(model.parameters(), lr=1e-3)
+    optimizer = FlatAdam(model.parameters(), lr=1e-3)  # the Adam that train.fit uses
 
     def step(batch):
-        optimizer.zero_grad()
-        loss = model.nll(batch)
-        loss.backward()
-        optimizer.step()
-        return loss
+        return train.step(model, optimizer, batch)  # zero_grad, NLL, backward, Adam update
 
     return model, step
 
@@ -227,29 +230,22 @@ for name in ["numpy"] + (["cupy"] if HAS_GPU else []):  # CuPy is timed only on 
 #
 # Count the primitive ops in one step's graph: each is one NumPy call on the CPU, and one
 # (or a few) **kernel launches** on a GPU. We walk the graph from the loss through each
-# node's inputs (the same walk as `_reverse_topological_order` in
-# `minflow/autodiff/tensor.py`).
+# node's inputs with `minflow.autodiff.reverse_topological_order`, the walk that
+# `backward` itself makes (read it in `minflow/autodiff/tensor.py`).
 
 
 # %%
 def count_ops(loss):
-    """Number of distinct op nodes in the graph that produced ``loss``."""
-    seen, stack = set(), [loss]
-    while stack:
-        tensor = stack.pop()
-        if tensor.node is None or id(tensor) in seen:
-            continue
-        seen.add(id(tensor))
-        stack.extend(parent for parent in tensor.node.inputs if parent is not None)
-    return len(seen)
+    """Number of distinct op nodes in the graph that produced ``loss`` (the leaves have none)."""
+    return sum(tensor.node is not None for tensor in reverse_topological_order(loss))
 
 
 model, _ = make_step()  # on the default backend
 ops_per_forward = count_ops(model.nll(backend.to_device(host_points[:16])))
 print(
     f"one forward + NLL builds {ops_per_forward} op nodes; backward runs about as many VJPs, "
-    f"and Adam updates all {len(model.parameters())} parameters at once, as one flat array "
-    "(read `Adam` in minflow/optim.py)"
+    f"and FlatAdam updates all {len(model.parameters())} parameters at once, as one flat array "
+    "(read `FlatAdam` in minflow/optim.py: a dozen array operations per step instead of a dozen per parameter)"
 )
 assert ops_per_forward > 100
 
@@ -392,8 +388,8 @@ check(
 # 7      history.append(float(loss.data))
 # ```
 #
-# Then: minflow's own `train.fit` — open `minflow/train.py` and read `_train_loop` and
-# `_read_step` — synchronises once per step too, but only once: the loss, a finiteness check
+# Then: minflow's own `train.fit` — open `minflow/train.py` and read `step` (its `check`),
+# `_train_loop` and `_read_step` — synchronises once per step too, but only once: the loss, a finiteness check
 # of every gradient and the layers' value checks (a spline's input inside its interval, say),
 # which wait in `backend.deferred_checks()`, travel to the host in one small array
 # (`backend.read_scalars`). Why is one synchronisation worth it there? (Not checked; the

@@ -40,14 +40,13 @@ import os
 import re
 import signal
 import sys
-import tempfile
 import threading
 import traceback
 
 import numpy
 
 from . import backend, data, models, train
-from .autodiff import no_grad
+from .checkpoint import written_whole
 from .runs import (
     IMAGE_DATASETS,
     RunFailed,
@@ -64,7 +63,6 @@ from .runs import (
     signals_blocked,
     toy_splits,
     use_run_settings,
-    usual_permissions,
     write_json,
 )
 
@@ -80,9 +78,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-TrainingFailed = RunFailed  # the older name
 
 
 class Terminated(BaseException):
@@ -503,20 +498,10 @@ def _toy_task(config):
     """Data, metrics, figures and summary of a 2-D toy run (completing ``config`` with the standardizer)."""
     splits = toy_splits(config)
     config["standardizer"] = {k: v.tolist() for k, v in splits.standardizer.state_dict().items()}
-
-    def metrics(model):
-        test_nll = train.evaluate_nll(model, splits.test)
-        return {
-            "train_nll": train.evaluate_nll(model, splits.train),
-            "val_nll": train.evaluate_nll(model, splits.val),
-            "test_nll": test_nll,
-            "test_nll_original_units": test_nll - splits.standardizer.log_det,
-        }
-
     return {
         "train": splits.train,
         "val": splits.val,
-        "metrics": metrics,
+        "metrics": lambda model: train.evaluate_splits(model, splits),
         "figures": lambda model, history, folder: write_figures(model, splits, history, folder, config["seed"]),
         "summary": lambda m: f"test NLL {m['test_nll']:.4f} nats (standardised data)",
     }
@@ -534,49 +519,20 @@ def write_figures(model, splits, history, folder, seed=0):
     plot.samples(model, shown, seed=seed, path=paths["samples"])
     plot.warped_grid(model, path=paths["warped_grid"])
     plot.morph(model, seed=seed, path=paths["morph"])
-    plot.training_curves(
-        {
-            "step": history["step"],
-            "train_nll": history["loss"],
-            "val_step": history["val_step"],
-            "val_nll": history["val_nll"],
-        },
-        path=paths["training"],
-    )
+    _training_curve(history, paths["training"])
     return list(paths.values())
 
 
+def _training_curve(history, path):
+    """training.png: the loss of every step and the validation NLLs of ``fit``'s history."""
+    from . import plot
+
+    curves = {"step": history["step"], "train_nll": history["loss"]}
+    curves.update(val_step=history["val_step"], val_nll=history["val_nll"])
+    plot.training_curves(curves, path=path)
+
+
 # --- digits ------------------------------------------------------------------------------------
-def _log_probs(model, images, batch_size=1024):
-    """log p(h) of every image, (N,), in chunks and without a graph."""
-    dtype = model.float_dtype()
-    with no_grad():
-        chunks = [
-            model.log_prob(backend.to_device(images[start : start + batch_size], dtype, model.array_module())).data
-            for start in range(0, len(images), batch_size)
-        ]
-    return backend.array_module(chunks[0]).concatenate(chunks)
-
-
-def _bits_per_dim(model, images, log_det):
-    """Bits per dimension of dequantized pixels (data.bits_per_dim with the split's log-det)."""
-    return data.bits_per_dim(_log_probs(model, images), log_det, dim=math.prod(images.shape[1:]))
-
-
-def fresh_dequantizations(seed, alpha, copies):
-    """The training digits of ``data.digits(seed)``, dequantized ``copies`` times with independent
-    noise, in model space, stacked: (copies * N, 1, 8, 8).
-
-    Why: with one fixed noise draw (``splits.train``), a flow soon models that draw rather than
-    the digits, and its validation NLL climbs after a few hundred steps. Training on fresh
-    noise (the advice in ``data.digits``) removes that: ``fit`` walks through this array in
-    shuffled epochs, so each digit comes back with new noise up to ``copies`` times.
-    """
-    rng = numpy.random.default_rng([seed, 1])  # a stream apart from the one digits(seed) uses
-    pixels = data.split(data.digit_pixels(), seed=seed)[0]  # the same images as data.digits(seed).train
-    return numpy.concatenate([data.to_model_space(data.dequantize(pixels, seed=rng), alpha)[0] for _ in range(copies)])
-
-
 def run_image_training(config):
     """``train --data digits --model glow``: fit in model space, report bits/dim, draw digits.
 
@@ -589,20 +545,12 @@ def run_image_training(config):
     config.setdefault("shape", list(splits.train.shape[1:]))
     # enough copies that (nearly) every training example drawn has noise of its own, at most 64
     config.setdefault("train_copies", min(64, -(-config["steps"] * config["batch_size"] // len(splits.train))))
-    train_images = fresh_dequantizations(config["seed"], splits.alpha, config["train_copies"])
-
-    def metrics(model):  # train_bpd: on splits.train, the training digits with data.digits' own noise
-        return {
-            "train_bpd": _bits_per_dim(model, splits.train, splits.train_log_det),
-            "val_bpd": _bits_per_dim(model, splits.val, splits.val_log_det),
-            "test_bpd": _bits_per_dim(model, splits.test, splits.test_log_det),
-            "test_nll": train.evaluate_nll(model, splits.test),
-        }
-
+    train_images = data.fresh_dequantizations(config["train_copies"], seed=config["seed"], alpha=splits.alpha)
     return {
         "train": train_images,
         "val": splits.val,
-        "metrics": metrics,
+        # train_bpd: on splits.train, the training digits with data.digits' own noise
+        "metrics": lambda model: train.evaluate_splits(model, splits),
         "figures": lambda model, history, folder: write_image_figures(model, splits, history, folder, config["seed"]),
         "summary": lambda m: f"test {m['test_bpd']:.3f} bits/dim",
     }
@@ -624,24 +572,16 @@ def write_image_figures(model, splits, history, folder, seed=0, pairs=4, steps=8
     plot.interpolations(
         model, x_pairs, steps=steps, path=paths["interpolations"], to_image=to_image, value_range=grey_levels
     )
-    plot.training_curves(
-        {
-            "step": history["step"],
-            "train_nll": history["loss"],
-            "val_step": history["val_step"],
-            "val_nll": history["val_nll"],
-        },
-        path=paths["training"],
-    )
+    _training_curve(history, paths["training"])
     return list(paths.values())
 
 
 # --- evaluate and sample -----------------------------------------------------------------------
 def _non_finite_cause(model, folder):
     """Why a model gives NaN: its parameters, if any is not finite, else its outputs."""
-    for name, param in model.named_parameters():
-        if not numpy.isfinite(backend.to_numpy(param.data)).all():
-            return f"{os.path.join(folder, 'model.npz')} holds non-finite parameters ({name!r}); train the run again"
+    bad = train.non_finite_parameters(model)
+    if bad:
+        return f"{os.path.join(folder, 'model.npz')} holds non-finite parameters ({bad[0]!r}); train the run again"
     return "the model gives a non-finite log-density on this data"
 
 
@@ -650,14 +590,10 @@ def run_evaluate(args):
     config, model, _ = load_run(args.run)
     if config["data"] in IMAGE_DATASETS:
         splits = data.digits(seed=config["seed"], alpha=config["alpha"])
-        result = {
-            "test_bpd": _bits_per_dim(model, splits.test, splits.test_log_det),
-            "val_bpd": _bits_per_dim(model, splits.val, splits.val_log_det),
-            "test_nll": train.evaluate_nll(model, splits.test),
-        }
     else:
         splits = toy_splits(config)
-        result = {"test_nll": train.evaluate_nll(model, splits.test), "val_nll": train.evaluate_nll(model, splits.val)}
+    result = train.evaluate_splits(model, splits, names=("test", "val"))
+    result.pop("test_nll_original_units", None)  # evaluate prints the NLLs of the space the model sees
     bad = [key for key, value in result.items() if not math.isfinite(value)]
     if bad:
         raise RunFailed(
@@ -691,23 +627,18 @@ def _csv_rows(values):
 
 def run_sample(args):
     """Write ``--n`` samples as CSV, drawn and written ``SAMPLE_CHUNK`` at a time, into a temporary
-    file renamed into place at the end: an interrupted or failed command leaves no file."""
+    file renamed into place at the end (``checkpoint.written_whole``): an interrupted or failed
+    command leaves no file."""
     config, model, standardizer = load_run(args.run)
     out = _sample_out(args)
     images = standardizer is None
     width = math.prod(config["shape"]) if images else 2
     header = ",".join(f"p{i}" for i in range(width)) if images else "x1,x2"
     rng = backend.rng(args.seed, model.array_module())  # one stream through all chunks
+    opened, unblock = False, None
     try:
-        handle, tmp = tempfile.mkstemp(
-            dir=os.path.dirname(os.path.abspath(out)), prefix=f".{os.path.basename(out)}.tmp-"
-        )
-    except OSError as error:
-        raise UsageError(
-            f"cannot write --out {out!r}: {error.strerror or error}; choose a folder you can write to"
-        ) from None
-    try:
-        with os.fdopen(handle, "w") as file:
+        with written_whole(out, "w") as file:
+            opened = True
             file.write(header + "\n")
             for start in range(0, args.n, SAMPLE_CHUNK):
                 count = min(SAMPLE_CHUNK, args.n - start)
@@ -723,16 +654,17 @@ def run_sample(args):
                         f"{_non_finite_cause(model, args.run)}; nothing was written"
                     )
                 file.write(_csv_rows(values))
-        usual_permissions(tmp, 0o666)
-        unblock = signals_blocked()
-        try:
-            os.replace(tmp, out)
-            committed.append(out)
-        finally:
-            unblock()
+            unblock = signals_blocked()  # a signal now waits until the file is in place and recorded
+        committed.append(out)
+    except OSError as error:
+        if opened:
+            raise
+        raise UsageError(
+            f"cannot write --out {out!r}: {error.strerror or error}; choose a folder you can write to"
+        ) from None
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        if unblock is not None:
+            unblock()
     print(f"wrote {args.n} samples to {out}")
     return 0
 
@@ -769,6 +701,9 @@ def main(argv=None):
     debug = args.debug or os.environ.get("MINFLOW_DEBUG", "").strip() not in ("", "0")
     command = {"demo": run_training, "train": run_training, "evaluate": run_evaluate, "sample": run_sample}
     defaults = (backend.backend_name(), backend.get_default_dtype())
+    # A command is a whole process of train steps or of large batches: glibc's malloc keeps
+    # freed memory for reuse (backend.keep_freed_memory; MINFLOW_KEEP_FREED_MEMORY=0 opts out).
+    backend.keep_freed_memory()
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     del committed[:]

@@ -38,7 +38,6 @@ Importing minflow does not import this module, nor matplotlib: ask for it with
 """
 
 import os
-import secrets
 import warnings
 
 import numpy
@@ -49,8 +48,9 @@ try:
 except ImportError as error:  # the core of minflow needs NumPy only
     raise ImportError("minflow.plot needs matplotlib: pip install 'minflow[plot]'") from error
 
-from . import backend
+from . import backend, train
 from .autodiff import Tensor, no_grad
+from .checkpoint import written_whole
 from .flows.base import Sequential
 
 CHUNK = 10_000  # points per evaluation on the device: bounds memory for any grid resolution
@@ -83,7 +83,7 @@ def density(model, data=None, bounds=None, resolution=200, title=None, path=None
     bounds = _check_bounds(bounds, where) if bounds is not None else _bounds_around(data, DEFAULT_BOUNDS)
     resolution = _check_count(resolution, "resolution", where, minimum=2)
     grid, _ = _grid(bounds, resolution)
-    log_p = _evaluate(model.log_prob, grid, model.float_dtype(), model.array_module()).reshape(resolution, resolution)
+    log_p = backend.to_numpy(train.log_probs(model, grid, batch_size=CHUNK)).reshape(resolution, resolution)
     _warn_not_finite(log_p, where, "log_prob")
     p = numpy.exp(log_p)
 
@@ -477,23 +477,13 @@ def interpolations(model, x_pairs, steps=8, path=None, to_image=None, value_rang
 def save(figure, path, dpi=DPI):
     """Write ``figure`` to ``path`` as a PNG and return ``path``; parent folders are created.
 
-    The PNG is written to a temporary file in the same folder and renamed into place, so
-    anyone reading ``path`` sees the old file or the new one, never half of one.
+    The PNG is written whole or not at all (``checkpoint.written_whole``): anyone reading
+    ``path`` sees the old file or the new one, never half of one.
     """
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    # A fresh name beside the target ("x": never an existing file); open() honours the umask, so the
-    # PNG gets the permissions of any other file the user writes (mkstemp would make it private).
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(tmp, "xb") as file:
-            figure.savefig(file, format="png", dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with written_whole(path) as file:
+        figure.savefig(file, format="png", dpi=dpi)
     return path
 
 

@@ -22,6 +22,7 @@ import signal
 import tempfile
 
 from . import backend, data, models
+from .checkpoint import load_arrays
 
 IMAGE_DATASETS = ("digits",)
 
@@ -268,7 +269,7 @@ def load_checkpoint(model, folder):
     except Exception as error:  # diagnose below, never by unpickling
         problem = error
     try:
-        arrays = backend.load_arrays(path)
+        arrays = load_arrays(path)
     except Exception:
         raise UsageError(
             f"{path} is not a readable checkpoint (damaged, truncated or not written by minflow); train the run again"

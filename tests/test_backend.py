@@ -2,7 +2,6 @@
 
 import contextlib
 import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -233,39 +232,6 @@ def test_a_model_lives_where_its_parameters_live():
         assert isinstance(testing.sample_inputs(model.flow, 4), cupy.ndarray)
 
 
-# --- the C allocator ---------------------------------------------------------------------
-_RECORD_MALLOPT = """
-import ctypes, json
-calls = []
-real_cdll = ctypes.CDLL
-class Recorder:
-    def __init__(self, name):
-        self.real = real_cdll(name)
-    def mallopt(self, option, value):
-        calls.append([option, value])
-        return self.real.mallopt(option, value)
-ctypes.CDLL = Recorder
-import minflow
-print(json.dumps(calls))
-"""
-
-
-@pytest.mark.parametrize("opt_out", [False, True])
-def test_import_asks_malloc_to_keep_freed_memory_unless_told_not_to(opt_out):
-    # Without this, every large temporary of a train step is mapped afresh from the OS and
-    # page-faulted in (benchmarks/RESULTS.md, section 4a); M_MMAP_THRESHOLD is -3 and
-    # M_TRIM_THRESHOLD -1 in glibc's malloc.h.
-    if not _is_glibc():
-        pytest.skip("mallopt is glibc's")
-    env = dict(os.environ, MINFLOW_KEEP_FREED_MEMORY="0" if opt_out else "1")
-    out = subprocess.run([sys.executable, "-c", _RECORD_MALLOPT], env=env, capture_output=True, text=True, check=True)
-    calls = [tuple(call) for call in json.loads(out.stdout.strip().splitlines()[-1])]
-    if opt_out:
-        assert calls == []
-    else:
-        assert calls == [(-3, 32 << 20), (-1, 256 << 20)]
-
-
 def _is_glibc():
     try:
         return os.confstr("CS_GNU_LIBC_VERSION") is not None
@@ -273,6 +239,63 @@ def _is_glibc():
         return False
 
 
+# --- the C allocator ---------------------------------------------------------------------
+# Importing minflow does not touch the allocator (tests/test_import.py checks that, and
+# everything else a module could change at import). keep_freed_memory is an explicit call:
+# these tests check what it does and who makes it.
+@pytest.fixture
+def recorded_mallopt(monkeypatch):
+    """The list of mallopt calls made from here on (each still reaches the real one)."""
+    import ctypes
+
+    calls, real_cdll = [], ctypes.CDLL
+
+    class Recorder:  # stands in for ctypes.CDLL, which keep_freed_memory looks up at each call
+        def __init__(self, name):
+            self.real = real_cdll(name)
+
+        def mallopt(self, option, value):
+            calls.append((option, value))
+            return self.real.mallopt(option, value)
+
+    monkeypatch.setattr(ctypes, "CDLL", Recorder)
+    return calls
+
+
 @pytest.mark.skipif(not _is_glibc(), reason="mallopt is glibc's")
-def test_keep_freed_memory_succeeds_on_glibc():
-    assert backend.keep_freed_memory() is True
+@pytest.mark.parametrize("opt_out", [None, "1", "0", " 0 "])
+def test_keep_freed_memory_asks_malloc_unless_opted_out(monkeypatch, recorded_mallopt, opt_out):
+    # Without it, every large temporary of a train step is mapped afresh from the OS and
+    # page-faulted in (benchmarks/RESULTS.md, section 4a); M_MMAP_THRESHOLD is -3 and
+    # M_TRIM_THRESHOLD -1 in glibc's malloc.h.
+    if opt_out is None:
+        monkeypatch.delenv("MINFLOW_KEEP_FREED_MEMORY", raising=False)
+    else:
+        monkeypatch.setenv("MINFLOW_KEEP_FREED_MEMORY", opt_out)
+    opted_out = opt_out is not None and opt_out.strip() == "0"
+    assert backend.keep_freed_memory() is (not opted_out)
+    assert recorded_mallopt == ([] if opted_out else [(-3, 32 << 20), (-1, 256 << 20)])
+
+
+@pytest.fixture
+def counted_keep_freed_memory(monkeypatch):
+    calls = []
+    monkeypatch.setattr(backend, "keep_freed_memory", lambda: calls.append(1) or True)
+    return calls
+
+
+def test_fit_and_fit_to_density_ask_to_keep_freed_memory(counted_keep_freed_memory):
+    model = models.realnvp(2, layers=2, hidden=8, seed=0)
+    train.fit(model, np.random.default_rng(0).normal(size=(32, 2)), steps=1, batch_size=16, progress=False)
+    assert len(counted_keep_freed_memory) == 1
+    train.fit_to_density(model, data.log_density("u1"), steps=1, batch_size=16, progress=False)
+    assert len(counted_keep_freed_memory) == 2
+
+
+def test_the_command_line_asks_to_keep_freed_memory(counted_keep_freed_memory, tmp_path, capsys):
+    from minflow import cli
+
+    with pytest.raises(SystemExit):  # a run folder that does not exist: one line, exit code 2
+        cli.main(["evaluate", str(tmp_path / "no_run")])
+    assert len(counted_keep_freed_memory) == 1
+    assert "no_run" in capsys.readouterr().err

@@ -23,9 +23,9 @@ from minflow import backend
 from minflow.autodiff import Tensor, ops
 from minflow.flows import linear
 
-NAMES = ["Linear", "LULinear", "Permutation", "Reverse", "ActNorm"]
+NAMES = ["DenseLinear", "LULinear", "Permutation", "Reverse", "ActNorm"]
 BUILD = {
-    "Linear": lambda dim, seed: linear.Linear(dim, seed=seed),
+    "DenseLinear": lambda dim, seed: linear.DenseLinear(dim, seed=seed),
     "LULinear": lambda dim, seed: linear.LULinear(dim, seed=seed),
     "Permutation": lambda dim, seed: linear.Permutation.random(dim, seed=seed),
     "Reverse": lambda dim, seed: linear.Reverse(dim),
@@ -192,7 +192,7 @@ def test_wrong_input_shape_raises_naming_both_shapes(name, direction):
 
 
 @pytest.mark.parametrize(
-    "build", [linear.Linear, linear.LULinear, linear.Reverse, linear.ActNorm, linear.Permutation.random]
+    "build", [linear.DenseLinear, linear.LULinear, linear.Reverse, linear.ActNorm, linear.Permutation.random]
 )
 @pytest.mark.parametrize("dim", [0, -2, 2.5, True, "3", None])
 def test_constructors_reject_a_dim_that_is_not_a_positive_integer(build, dim):
@@ -200,14 +200,14 @@ def test_constructors_reject_a_dim_that_is_not_a_positive_integer(build, dim):
         build(dim)
 
 
-# --- Linear ------------------------------------------------------------------------------------
-def test_linear_starts_orthogonal_with_zero_log_det_and_is_seeded():
-    flow = linear.Linear(5, seed=3)
+# --- DenseLinear -------------------------------------------------------------------------------
+def test_dense_linear_starts_orthogonal_with_zero_log_det_and_is_seeded():
+    flow = linear.DenseLinear(5, seed=3)
     weight = host(flow.weight)
     assert np.allclose(weight @ weight.T, np.eye(5), atol=1e-12), "W W^T = I"
     assert np.allclose(host(flow.forward(make_inputs(4, 5, 0))[1]), 0.0, atol=1e-12), "log|det W| = 0"
-    assert np.array_equal(host(linear.Linear(5, seed=3).weight), weight), "same seed, same W"
-    assert not np.allclose(host(linear.Linear(5, seed=4).weight), weight), "another seed, another W"
+    assert np.array_equal(host(linear.DenseLinear(5, seed=3).weight), weight), "same seed, same W"
+    assert not np.allclose(host(linear.DenseLinear(5, seed=4).weight), weight), "another seed, another W"
     assert np.array_equal(host(flow.bias), np.zeros(5))
 
 
@@ -250,7 +250,7 @@ def test_linear_and_lu_linear_agree_when_given_the_same_matrix(dim, seed):
     matrix += np.diag(np.abs(matrix).sum(axis=1) + 0.5)
     bias = rng.standard_normal(dim)
     lower, upper = doolittle(matrix)
-    dense, lu = linear.Linear(dim), linear.LULinear(dim)
+    dense, lu = linear.DenseLinear(dim), linear.LULinear(dim)
     dense.weight.data, dense.bias.data = backend.to_device(matrix), backend.to_device(bias)
     lu.lower.data, lu.upper.data = backend.to_device(lower), backend.to_device(upper)
     lu.log_diag.data, lu.bias.data = backend.to_device(np.log(np.diag(upper))), backend.to_device(bias)

@@ -305,7 +305,7 @@ def test_digits_needs_an_image_model(tmp_path):
 def test_fresh_dequantizations_are_the_training_digits_with_new_noise():
     pytest.importorskip("sklearn")
     splits = data.digits(seed=3)
-    copies = cli.fresh_dequantizations(3, splits.alpha, 2)
+    copies = data.fresh_dequantizations(2, seed=3, alpha=splits.alpha)
     n = len(splits.train)
     assert copies.shape == (2 * n, 1, 8, 8)
     pixels = np.floor(data.from_model_space(splits.train, splits.alpha))  # y = pixel + u, u in [0, 1)

@@ -9,7 +9,7 @@ from helpers import assert_close, device, device_ints, host
 
 import minflow
 from minflow import backend, nn, optim
-from minflow.autodiff import Tensor, ops
+from minflow.autodiff import Tensor, ops, reverse_topological_order
 
 
 def _mlp(seed=0):
@@ -32,6 +32,28 @@ def test_zero_last_layer_outputs_zero():
     out = mlp(Tensor(device(np.random.default_rng(0).standard_normal((6, 3)))))
     assert out.shape == (6, 4) and np.all(host(out) == 0)
     assert np.any(host(mlp.layers[0].weight) != 0), "only the last layer starts at zero"
+
+
+@pytest.mark.parametrize("activation", sorted(nn.ACTIVATIONS))
+def test_mlp_is_its_layers_and_activation_composed(activation):
+    # MLP.forward = hidden layers activation(layer(x)), then the output layer; where FUSED has
+    # the activation's fused op (relu), that op computes x W + b and the clip in the same
+    # order as linear then relu, so the numbers are the same bits (rtol 0).
+    mlp = nn.MLP([3, 8, 8, 2], activation=activation, seed=0)
+    for p in mlp.parameters():  # random biases too: a fused op that dropped one would show
+        p.data = p.data + device(np.random.default_rng(1).normal(0, 0.5, p.shape))
+    x = Tensor(device(np.random.default_rng(0).standard_normal((6, 3))), requires_grad=True)
+    expected = x
+    for layer in mlp.layers[:-1]:
+        expected = nn.ACTIVATIONS[activation](layer(expected))
+    expected = mlp.layers[-1](expected)
+    out = mlp(x)
+    assert_close(out, host(expected), rtol=0, atol=0)
+    # The graph: one node per hidden layer where the op is fused, two where it is not.
+    names = [t.node.primitive.name for t in reversed(reverse_topological_order(out)) if t.node is not None]
+    fused = activation in nn.FUSED
+    assert names.count("linear_relu") == (2 if fused else 0)
+    assert len(names) == (3 if fused else 5)
 
 
 def test_mlp_rejects_bad_arguments():
@@ -117,7 +139,15 @@ def _quadratic_problem():
     return w, target, lambda: 0.5 * ops.sum((w - target_on_device) ** 2)
 
 
-@pytest.mark.parametrize("make", [lambda p: optim.SGD(p, lr=0.1, momentum=0.9), lambda p: optim.Adam(p, lr=0.05)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: optim.SGD(p, lr=0.1, momentum=0.9),
+        lambda p: optim.Adam(p, lr=0.05),
+        lambda p: optim.FlatAdam(p, lr=0.05),
+    ],
+    ids=["sgd", "adam", "flat-adam"],
+)
 def test_optimizers_minimise_a_quadratic(make):
     w, target, loss = _quadratic_problem()
     opt = make([w])
@@ -278,7 +308,7 @@ def test_sigterm_during_a_save_leaves_no_temporary_file(tmp_path):
     path.write_bytes(b"the previous checkpoint")
     script = (
         "import os, signal, sys, numpy as np\n"
-        "from minflow import backend\n"
+        "from minflow import checkpoint\n"
         "signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))\n"
         "real = np.savez\n"
         "def slow(file, **arrays):\n"
@@ -286,7 +316,7 @@ def test_sigterm_during_a_save_leaves_no_temporary_file(tmp_path):
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
         "    real(file, **arrays)\n"
         "np.savez = slow\n"
-        "backend.save_arrays(sys.argv[1], {'a': np.ones(1000)})\n"
+        "checkpoint.save_arrays(sys.argv[1], {'a': np.ones(1000)})\n"
     )
     done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, timeout=60)
     assert done.returncode == 143, done.stderr.decode()

@@ -223,7 +223,7 @@ def test_initialisation_is_seeded_random_and_not_the_identity(name):
     "make_flow, message",
     [
         (lambda: Planar(0), "dim must be a positive integer"),
-        (lambda: Planar(2, tolerance=0), "tolerance must be a positive number"),
+        (lambda: Planar(2, tolerance=0), "tolerance must be a positive finite number"),
         (lambda: Planar(2, max_iterations=0), "max_iterations must be a positive integer"),
         (lambda: Radial(2.5), "dim must be a positive integer"),
     ],

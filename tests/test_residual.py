@@ -79,7 +79,7 @@ def test_contractive_float32_stays_close_to_float64():
 @pytest.mark.parametrize(
     "options",
     [
-        {"log_det": "series", "coefficient": 0.5, "series_terms": 40},  # cut-off bias <= D 0.25^41 / 41: nothing
+        {"log_det_method": "series", "coefficient": 0.5, "series_terms": 40},  # cut-off bias <= D 0.25^41 / 41: nothing
         {"activation": "softplus", "hidden": (8, 8)},
         {"hidden": ()},  # g(x) = x W_hat + b: a linear contraction
     ],
@@ -158,8 +158,8 @@ def test_spectral_normalisation_makes_g_a_contraction(hidden, coefficient):
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="coefficient"):
         ContractiveResidual(2, coefficient=1.0)
-    with pytest.raises(ValueError, match="log_det"):
-        ContractiveResidual(2, log_det="brute")
+    with pytest.raises(ValueError, match="log_det_method"):
+        ContractiveResidual(2, log_det_method="brute")
     with pytest.raises(ValueError, match="activation"):
         ContractiveResidual(2, activation="relu")  # kinks: phi' jumps, the log-det is not smooth
     with pytest.raises(ValueError, match="max_iterations"):
@@ -216,7 +216,7 @@ def test_hand_derived_jacobian_matches_finite_differences(dim, hidden, activatio
 @pytest.mark.parametrize("method", ["exact", "series"])
 def test_log_det_is_differentiable_in_x(method):
     # a stacked flow back-propagates through this layer's log-det into x: phi'' must be right
-    flow = build("ContractiveResidual", 3, seed=1, log_det=method, series_terms=30)
+    flow = build("ContractiveResidual", 3, seed=1, log_det_method=method, series_terms=30)
     x = Tensor(device(standard_normal((4, 3), 0)), requires_grad=True)
     testing.check_gradients(lambda: flow.forward(x)[1].sum(), x, n_coords=6)
 
@@ -242,7 +242,7 @@ def test_hutchinson_estimate_is_unbiased():
     # E[v^T J^k v] = tr(J^k) for Rademacher v, so the estimator's mean is the *cut* series
     # (same number of terms). 4000 one-probe estimates: the mean is within 4 standard errors
     # (a false alarm once in ~16,000 runs per sample; the seed makes it deterministic anyway).
-    flow = build("ContractiveResidual", 3, seed=2, log_det="hutchinson", series_terms=6, hutchinson_samples=4000)
+    flow = build("ContractiveResidual", 3, seed=2, log_det_method="hutchinson", series_terms=6, hutchinson_samples=4000)
     x = device(standard_normal((3, 3), 0))
     exact = host(flow.log_det_at(x, "series"))
     batch, samples = 3, flow.hutchinson_samples
@@ -286,8 +286,8 @@ def test_hutchinson_averaged_over_every_sign_pattern_is_the_series_exactly():
 
 
 def test_hutchinson_is_reproducible_from_the_seed():
-    a = build("ContractiveResidual", 3, seed=9, log_det="hutchinson")
-    b = build("ContractiveResidual", 3, seed=9, log_det="hutchinson")
+    a = build("ContractiveResidual", 3, seed=9, log_det_method="hutchinson")
+    b = build("ContractiveResidual", 3, seed=9, log_det_method="hutchinson")
     x = device(standard_normal((4, 3), 0))
     assert_equal(a.forward(x)[1], b.forward(x)[1])
 

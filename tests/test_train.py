@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from helpers import assert_close, device, host
 
-from minflow import backend, data, models, train
+from minflow import backend, data, models, optim, train
 from minflow.autodiff import ops
 
 
@@ -152,7 +152,7 @@ def test_evaluate_nll_names_non_finite_data(moons):
     bad = moons.test.copy()
     bad[5, 1] = -np.inf
     with pytest.raises(ValueError, match=f"data has 1 of {len(bad)} rows with NaN or infinite values"):
-        train.evaluate_nll(models.spline_flow(2, layers=1, hidden=8, seed=0), bad)
+        train.evaluate_nll(models.spline_coupling_flow(2, layers=1, hidden=8, seed=0), bad)
 
 
 def test_a_model_without_parameters_cannot_be_fit_but_can_be_evaluated(moons):
@@ -244,7 +244,7 @@ def test_models_start_as_the_base_and_builders_validate():
 
 
 def test_evaluate_nll_matches_the_mean_log_prob(moons):
-    model = models.spline_flow(2, layers=1, hidden=8, seed=0)
+    model = models.spline_coupling_flow(2, layers=1, hidden=8, seed=0)
     for p in model.parameters():
         p.data = p.data + 0.1
     expected = -float(host(ops.mean(model.log_prob(device(moons.test)))))
@@ -260,3 +260,71 @@ def test_every_builder_makes_a_valid_flow(name):
     from minflow import testing
 
     testing.check_flow(model.flow, n=5, seed=2)
+
+
+# --- train.step and the evaluation helpers ---------------------------------------------------------------
+def test_step_is_the_four_lines_of_a_training_loop(moons):
+    by_step, by_hand = (models.realnvp(2, layers=2, hidden=8, seed=0) for _ in range(2))
+    opt_step, opt_hand = optim.Adam(by_step.parameters(), lr=1e-2), optim.Adam(by_hand.parameters(), lr=1e-2)
+    for start in range(0, 300, 100):  # several steps: a missing zero_grad would accumulate gradients
+        batch = device(moons.train[start : start + 100])
+        before = host(by_step.nll(batch))
+        loss = train.step(by_step, opt_step, batch)
+        opt_hand.zero_grad()
+        hand_loss = by_hand.nll(batch)
+        hand_loss.backward()
+        opt_hand.step()
+        assert_close(loss, before, rtol=1e-12)  # the loss of the parameters before the update
+        assert_close(loss, hand_loss, rtol=1e-12)
+    for a, b in zip(_parameters(by_step), _parameters(by_hand)):
+        assert_close(a, b, rtol=1e-12)  # the same arithmetic: equal to rounding
+
+
+def test_step_clips_and_checks_before_the_update(moons):
+    model = models.realnvp(2, layers=2, hidden=8, seed=0)
+    optimizer = optim.SGD(model.parameters(), lr=1.0)
+    before = [a.copy() for a in _parameters(model)]  # copies: SGD updates the arrays in place
+    seen = []
+
+    def refuse(loss, checks):
+        seen.append((host(loss), isinstance(checks, list)))
+        raise RuntimeError("refused")
+
+    with pytest.raises(RuntimeError, match="refused"):
+        train.step(model, optimizer, device(moons.train[:64]), check=refuse)
+    assert seen and seen[0][1], "check gets the loss and the list of deferred checks"
+    for a, b in zip(_parameters(model), before):
+        np.testing.assert_array_equal(a, b)  # a refused step changes nothing
+    # With clip, SGD (lr 1) moves the parameters by exactly the clipped gradient: norm <= clip.
+    train.step(model, optimizer, device(moons.train[:64]), clip=0.01)
+    moved = math.sqrt(sum(float(np.sum((a - b) ** 2)) for a, b in zip(_parameters(model), before)))
+    assert moved == pytest.approx(0.01, rel=1e-9)  # the raw gradient is far larger than 0.01 at this start
+
+
+def test_log_probs_is_log_prob_in_chunks_and_evaluate_nll_its_mean(moons):
+    model = models.spline_coupling_flow(2, layers=1, hidden=8, seed=0)
+    for p in model.parameters():
+        p.data = p.data + 0.1
+    points = moons.test[:700]
+    values = train.log_probs(model, points, batch_size=300)  # chunks of 300, 300, 100
+    assert_close(values, model.log_prob(device(points)), rtol=1e-12)
+    assert train.evaluate_nll(model, points, batch_size=300) == pytest.approx(-float(np.mean(host(values))), rel=1e-12)
+
+
+def test_evaluate_splits_reports_every_part_and_the_original_units(moons):
+    model = models.realnvp(2, layers=1, hidden=8, seed=0)
+    metrics = train.evaluate_splits(model, moons)
+    assert set(metrics) == {"train_nll", "val_nll", "test_nll", "test_nll_original_units"}
+    assert metrics["val_nll"] == pytest.approx(train.evaluate_nll(model, moons.val), rel=1e-12)
+    assert metrics["test_nll_original_units"] == pytest.approx(
+        metrics["test_nll"] - moons.standardizer.log_det, rel=1e-12
+    )
+    assert set(train.evaluate_splits(model, moons, names=("test",))) == {"test_nll", "test_nll_original_units"}
+
+
+def test_non_finite_parameters_names_them():
+    model = models.realnvp(2, layers=2, hidden=8, seed=0)
+    assert train.non_finite_parameters(model) == []
+    name, param = model.named_parameters()[3]
+    param.data = param.data * float("nan")
+    assert train.non_finite_parameters(model) == [name]

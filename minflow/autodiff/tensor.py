@@ -108,7 +108,7 @@ class Tensor:
 
         cotangents = {id(self): grad}  # id(tensor) -> the sum of its consumers' cotangents so far
         handed_out = {id(grad)}  # arrays stored as some leaf's .grad (the caller's own grad included)
-        for tensor in _reverse_topological_order(self):
+        for tensor in reverse_topological_order(self):
             g = cotangents.pop(id(tensor), None)
             if g is None:
                 continue
@@ -167,8 +167,12 @@ class Node:
         self.saved = saved
 
 
-def _reverse_topological_order(root):
+def reverse_topological_order(root):
     """Tensors that require grad, from ``root`` back to the leaves, each before everything it consumes.
+
+    This is the order in which :meth:`Tensor.backward` visits the graph (a node's cotangent
+    is complete once every consumer has handed it its share), and a tool to walk a graph
+    yourself: ``for t in reverse_topological_order(loss): ...`` sees every recorded tensor once.
 
     Iterative depth-first search. A tensor is *expanded* (its inputs pushed) the first time
     it is popped, and *emitted* when it is popped again after all of its inputs, so the

@@ -9,7 +9,7 @@ whose Jacobian dz/dx = W is the same at every point. The whole lesson of this fi
 what that determinant costs, and how structure makes it cheap:
 
     class         Jacobian                log-det           forward / sample   inverse / sample
-    Linear        dense W                 O(D^3) (LU)       O(D^2)             O(D^3) once + O(D^2)
+    DenseLinear   dense W                 O(D^3) (LU)       O(D^2)             O(D^3) once + O(D^2)
     LULinear      W = L U (triangular)    O(D)              O(D^2)             O(D^2) (two solves)
     Permutation   permutation matrix      0                 O(D)               O(D)
     ActNorm       diagonal                O(D)              O(D)               O(D)
@@ -20,11 +20,12 @@ Convolutions" (ActNorm, the LU parametrisation); Papamakarios et al. (2021),
 """
 
 import collections
+import math
 
 from .. import backend
 from ..autodiff import no_grad, ops
 from ..nn import Buffer, Parameter
-from .base import Flow, check_dim, zero_log_det
+from .base import Flow, check_dim, per_sample_log_det, zero_log_det
 
 
 def unit_lower(lower, lower_mask):
@@ -39,12 +40,7 @@ def upper_with_diagonal(upper, upper_mask, diagonal):
     return ops.where(upper_mask, upper, 0) + diagonal * identity
 
 
-def _per_sample(log_det, x):
-    """A log-det that is the same for every sample, copied to shape (B,)."""
-    return ops.broadcast_to(log_det, (x.shape[0],))
-
-
-class Linear(Flow):
+class DenseLinear(Flow):
     """The dense linear flow: z = x W^T + b, any invertible W.
 
     Map and inverse (per sample, column vectors)::
@@ -81,12 +77,15 @@ class Linear(Flow):
     Cost: forward O(D^2) per sample plus O(D^3) per call for the log-det; inverse
     O(D^3) per call plus O(D^2) per sample.
 
+    Named DenseLinear, not Linear, so that ``minflow.nn.Linear`` (y = x W + b, a network
+    layer with no inverse and no log-det) is the only ``Linear`` in minflow.
+
     Reference: Kingma & Dhariwal (2018), Glow (the invertible 1x1 convolution is this map
     applied to the channels of every pixel).
     """
 
     def __init__(self, dim, seed=None):
-        dim = check_dim(dim, "Linear")
+        dim = check_dim(dim, "DenseLinear")
         xp = backend.xp()
         gaussian = backend.rng(seed).standard_normal((dim, dim), dtype=backend.get_default_dtype())
         q, r = xp.linalg.qr(gaussian)
@@ -99,14 +98,14 @@ class Linear(Flow):
         x = self._check_input(x)
         z = ops.matmul(x, ops.transpose(self.weight)) + self.bias
         log_det = ops.slogdet(self.weight)  # O(D^3): the price of a dense matrix
-        return z, _per_sample(log_det, x)
+        return z, per_sample_log_det(log_det, x)
 
     def inverse(self, z):
         z = self._check_input(z, "z")
         # Column-vector form W x^T = (z - b)^T: one solve with B right-hand sides.
         x = ops.transpose(ops.solve(self.weight, ops.transpose(z - self.bias)))
         log_det = -ops.slogdet(self.weight)
-        return x, _per_sample(log_det, z)
+        return x, per_sample_log_det(log_det, z)
 
 
 class LULinear(Flow):
@@ -133,7 +132,7 @@ class LULinear(Flow):
 
         det W = det L * det U = 1 * prod_i e^{s_i}      =>      log|det W| = sum_i s_i
 
-    which is O(D) instead of the O(D^3) of a dense :class:`Linear`.
+    which is O(D) instead of the O(D^3) of a :class:`DenseLinear`.
 
     Cost: forward applies U, then L: two triangular matrix products, O(D^2) per sample
     (W is never formed). Inverse undoes them in the reverse order with two triangular
@@ -189,14 +188,14 @@ class LULinear(Flow):
         # Row vectors: (W x^T)^T = x U^T L^T.
         z = ops.matmul(ops.matmul(x, ops.transpose(self.U)), ops.transpose(self.L)) + self.bias
         log_det = ops.sum(self.log_diag)
-        return z, _per_sample(log_det, x)
+        return z, per_sample_log_det(log_det, x)
 
     def inverse(self, z):
         z = self._check_input(z, "z")
         y = ops.solve_triangular(self.L, ops.transpose(z - self.bias), lower=True)  # L y = z - b
         x = ops.transpose(ops.solve_triangular(self.U, y, lower=False))  # U x = y
         log_det = -ops.sum(self.log_diag)
-        return x, _per_sample(log_det, z)
+        return x, per_sample_log_det(log_det, z)
 
 
 class Permutation(Flow):
@@ -295,6 +294,33 @@ class Reverse(Permutation):
         return f"dim={self.event_shape[0]}"
 
 
+def initialize_from_batch(actnorm, x, axes, unit):
+    """The data-dependent initialisation of :class:`ActNorm` and of ``multiscale.ActNormImage``.
+
+    Sets ``actnorm.loc`` to the mean of the batch ``x`` over ``axes`` and ``actnorm.log_scale``
+    to -log(std + eps) over the same axes, so that this batch comes out of the layer with zero
+    mean and unit variance (per dimension for vectors: axes (0,); per channel for images:
+    axes (0, 2, 3), the batch and the pixels), then sets the ``initialized`` flag. ``unit``
+    names what is counted over ``axes`` in the error for too few of them.
+    """
+    name = type(actnorm).__name__
+    count = math.prod(x.shape[axis] for axis in axes)
+    if count < 2:
+        raise ValueError(
+            f"{name} initialises from the mean and std of its first batch, which needs at least "
+            f"2 {unit}; got x of shape {tuple(x.shape)}"
+        )
+    if x.dtype != actnorm.loc.dtype:
+        raise TypeError(f"{name}: x is {x.dtype} but the parameters are {actnorm.loc.dtype}; cast one explicitly")
+    with no_grad():
+        mean = ops.mean(x, axis=axes, keepdims=True)
+        std = ops.sqrt(ops.mean(ops.square(x - mean), axis=axes))
+        log_scale = -ops.log(std + actnorm.eps)
+    actnorm.loc.data = mean.data.reshape(actnorm.loc.shape)
+    actnorm.log_scale.data = log_scale.data
+    actnorm.initialized.set_flag(True)
+
+
 class ActNorm(Flow):
     """Activation normalisation: a per-dimension affine map, initialised from the data.
 
@@ -339,31 +365,14 @@ class ActNorm(Flow):
         self.initialized = Buffer(xp.asarray(False))
         self.event_shape = (dim,)
 
-    def _initialize(self, x):
-        """Set loc and log_scale from the batch x so that it comes out standardised."""
-        if x.shape[0] < 2:
-            raise ValueError(
-                f"ActNorm initialises from the mean and std of its first batch, which needs at least "
-                f"2 samples; got x of shape {tuple(x.shape)}"
-            )
-        if x.dtype != self.loc.dtype:
-            raise TypeError(f"ActNorm: x is {x.dtype} but the parameters are {self.loc.dtype}; cast one explicitly")
-        with no_grad():
-            mean = ops.mean(x, axis=0)
-            std = ops.sqrt(ops.mean(ops.square(x - mean), axis=0))
-            log_scale = -ops.log(std + self.eps)
-        self.loc.data = mean.data
-        self.log_scale.data = log_scale.data
-        self.initialized.set_flag(True)
-
     def forward(self, x):
         x = self._check_input(x)
         if not self.initialized.flag():
-            self._initialize(x)
+            initialize_from_batch(self, x, axes=(0,), unit="samples")
         z = (x - self.loc) * ops.exp(self.log_scale)
-        return z, _per_sample(ops.sum(self.log_scale), x)
+        return z, per_sample_log_det(ops.sum(self.log_scale), x)
 
     def inverse(self, z):
         z = self._check_input(z, "z")
         x = z * ops.exp(-self.log_scale) + self.loc
-        return x, _per_sample(-ops.sum(self.log_scale), z)
+        return x, per_sample_log_det(-ops.sum(self.log_scale), z)

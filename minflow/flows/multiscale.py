@@ -37,11 +37,11 @@ Inference", section 3.1 (multi-scale architectures) and 3.2 (1x1 convolutions).
 """
 
 from .. import backend
-from ..autodiff import Tensor, no_grad, ops
+from ..autodiff import Tensor, ops
 from ..nn import Buffer, Parameter
-from .base import Flow, Sequential, check_dim, zero_log_det
+from .base import Flow, Sequential, check_dim, per_sample_log_det, zero_log_det
 from .coupling import AffineCoupling, channel_mask
-from .linear import unit_lower, upper_with_diagonal
+from .linear import initialize_from_batch, unit_lower, upper_with_diagonal
 
 
 def _check_image_shape(shape, owner):
@@ -53,11 +53,6 @@ def _check_image_shape(shape, owner):
     if shape is None or len(shape) != 3:
         raise ValueError(f"{owner}: an image event shape is (C, H, W), got {shape!r}")
     return tuple(check_dim(n, owner) for n in shape)
-
-
-def _per_sample(log_det, x):
-    """A log-det that is the same for every sample, copied to shape (B,)."""
-    return ops.broadcast_to(log_det, (x.shape[0],))
 
 
 # --- squeeze ------------------------------------------------------------------------------------
@@ -153,38 +148,19 @@ class ActNormImage(Flow):
         """(C,) -> (C, 1, 1), which broadcasts over the pixels of a (B, C, H, W) batch."""
         return ops.reshape(parameter, (self.event_shape[0], 1, 1))
 
-    def _initialize(self, x):
-        """Set loc and log_scale from the batch x so that each of its channels comes out standardised."""
-        if x.shape[0] * x.shape[2] * x.shape[3] < 2:
-            raise ValueError(
-                f"ActNormImage initialises from per-channel statistics of its first batch, which "
-                f"need at least 2 values per channel; got x of shape {tuple(x.shape)}"
-            )
-        if x.dtype != self.loc.dtype:
-            raise TypeError(
-                f"ActNormImage: x is {x.dtype} but the parameters are {self.loc.dtype}; cast one explicitly"
-            )
-        with no_grad():
-            mean = ops.mean(x, axis=(0, 2, 3))
-            std = ops.sqrt(ops.mean(ops.square(x - self._per_channel(mean)), axis=(0, 2, 3)))
-            log_scale = -ops.log(std + self.eps)
-        self.loc.data = mean.data
-        self.log_scale.data = log_scale.data
-        self.initialized.set_flag(True)
-
     def forward(self, x):
         x = self._check_input(x)
         if not self.initialized.flag():
-            self._initialize(x)
+            initialize_from_batch(self, x, axes=(0, 2, 3), unit="values per channel (samples times pixels)")
         z = (x - self._per_channel(self.loc)) * ops.exp(self._per_channel(self.log_scale))
         pixels = self.event_shape[1] * self.event_shape[2]
-        return z, _per_sample(pixels * ops.sum(self.log_scale), x)
+        return z, per_sample_log_det(pixels * ops.sum(self.log_scale), x)
 
     def inverse(self, z):
         z = self._check_input(z, "z")
         x = z * ops.exp(-self._per_channel(self.log_scale)) + self._per_channel(self.loc)
         pixels = self.event_shape[1] * self.event_shape[2]
-        return x, _per_sample(-pixels * ops.sum(self.log_scale), z)
+        return x, per_sample_log_det(-pixels * ops.sum(self.log_scale), z)
 
 
 # --- invertible 1x1 convolution ---------------------------------------------------------------
@@ -259,7 +235,7 @@ class InvertibleConv1x1(Flow):
 
         log|det dz/dx| = H W sum_i s_i             O(C)
 
-    Initialisation: a random rotation (QR of a Gaussian matrix, as in ``linear.Linear``),
+    Initialisation: a random rotation (QR of a Gaussian matrix, as in ``linear.DenseLinear``),
     factorised once as P L U with partial pivoting; P and the signs of U's diagonal are
     kept, L, U off the diagonal and s = log|U_ii| become the parameters. The layer starts
     as an orthogonal map (log-det 0) that already mixes the channels.
@@ -315,14 +291,14 @@ class InvertibleConv1x1(Flow):
             ops.matmul(ops.matmul(pixels, ops.transpose(self.U)), ops.transpose(self.L)),
             ops.transpose(self.permutation),
         )
-        return _channels_first(rows, x.shape), _per_sample(self._log_det(), x)
+        return _channels_first(rows, x.shape), per_sample_log_det(self._log_det(), x)
 
     def inverse(self, z):
         z = self._check_input(z, "z")
         unpermuted = ops.matmul(_channels_last(z), self.permutation)  # rows of P^T z (P^{-1} = P^T)
         y = ops.solve_triangular(self.L, ops.transpose(unpermuted), lower=True)  # L y = P^T z
         columns = ops.solve_triangular(self.U, y, lower=False)  # U x = y
-        return _channels_first(ops.transpose(columns), z.shape), _per_sample(-self._log_det(), z)
+        return _channels_first(ops.transpose(columns), z.shape), per_sample_log_det(-self._log_det(), z)
 
 
 # --- the multi-scale architecture -----------------------------------------------------------------

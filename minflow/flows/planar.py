@@ -28,12 +28,10 @@ section 4.1 and appendix A (invertibility); Papamakarios et al. (2021), "Normali
 Flows for Probabilistic Modeling and Inference", section 3.3 (residual flows).
 """
 
-import numbers
-
 from .. import backend
 from ..autodiff import no_grad, ops
 from ..nn import Parameter
-from .base import Flow, check_dim
+from .base import Flow, check_dim, check_int, check_positive
 
 
 def _normal(rng, shape, scale):
@@ -139,10 +137,8 @@ class Planar(Flow):
 
     def __init__(self, dim, seed=None, tolerance=1e-12, max_iterations=100):
         dim = check_dim(dim, "Planar")
-        if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or not tolerance > 0:
-            raise ValueError(f"Planar: tolerance must be a positive number, got {tolerance!r}")
-        if isinstance(max_iterations, bool) or not isinstance(max_iterations, numbers.Integral) or max_iterations < 1:
-            raise ValueError(f"Planar: max_iterations must be a positive integer, got {max_iterations!r}")
+        tolerance = check_positive(tolerance, "tolerance", "Planar")
+        max_iterations = check_int(max_iterations, "max_iterations", "Planar", minimum=1)
         rng = backend.rng(seed)
         self.w = Parameter(_normal(rng, (dim,), dim**-0.5))
         self.u = Parameter(_normal(rng, (dim,), 0.1))

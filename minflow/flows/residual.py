@@ -27,7 +27,7 @@ import math
 from .. import backend
 from ..autodiff import Tensor, no_grad, ops
 from ..nn import MLP, Buffer, Linear
-from .base import Flow, check_dim, zero_log_det
+from .base import Flow, check_dim, check_int, check_positive, zero_log_det
 
 
 class AdditiveResidualCoupling(Flow):
@@ -170,7 +170,7 @@ class ContractiveResidual(Flow):
         log|det dz/dx| = log det(I + J_g(x))
 
     (det(I + J_g) > 0: every eigenvalue lam of J_g has |lam| <= ||J_g|| < 1.) Three ways
-    to compute it, ``log_det=``:
+    to compute it, ``log_det_method=``:
 
     - ``"exact"`` (default): form J_g (B, D, D) and take ``slogdet``: O(B D^3).
     - ``"series"``: log det(I + J) = tr log(I + J) = sum_k (-1)^(k+1) tr(J^k) / k, cut
@@ -213,7 +213,7 @@ class ContractiveResidual(Flow):
         hidden=(32,),
         activation="tanh",
         coefficient=0.9,
-        log_det="exact",
+        log_det_method="exact",
         series_terms=10,
         hutchinson_samples=1,
         spectral_norm="exact",
@@ -232,8 +232,10 @@ class ContractiveResidual(Flow):
             raise ValueError(
                 f"ContractiveResidual: coefficient must lie in (0, 1) for a contraction, got {coefficient!r}"
             )
-        if log_det not in LOG_DET_METHODS:
-            raise ValueError(f"ContractiveResidual: log_det must be one of {LOG_DET_METHODS}, got {log_det!r}")
+        if log_det_method not in LOG_DET_METHODS:
+            raise ValueError(
+                f"ContractiveResidual: log_det_method must be one of {LOG_DET_METHODS}, got {log_det_method!r}"
+            )
         if spectral_norm not in ("exact", "power"):
             raise ValueError(f"ContractiveResidual: spectral_norm must be 'exact' or 'power', got {spectral_norm!r}")
         for name, value, low in [
@@ -242,17 +244,15 @@ class ContractiveResidual(Flow):
             ("power_iterations", power_iterations, 0),
             ("max_iterations", max_iterations, 1),
         ]:
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"ContractiveResidual: {name} must be an integer >= {low}, got {value!r}")
-        if not inverse_tolerance > 0:
-            raise ValueError(f"ContractiveResidual: inverse_tolerance must be positive, got {inverse_tolerance!r}")
+            check_int(value, name, "ContractiveResidual", minimum=low)
+        check_positive(inverse_tolerance, "inverse_tolerance", "ContractiveResidual")
         rng = backend.rng(seed)
         sizes = [dim, *hidden, dim]
         self.layers = [
             SpectralNormLinear(n_in, n_out, coefficient, spectral_norm, seed=rng)
             for n_in, n_out in itertools.pairwise(sizes)
         ]
-        self.activation, self.coefficient, self.log_det = activation, coefficient, log_det
+        self.activation, self.coefficient, self.log_det_method = activation, coefficient, log_det_method
         self.series_terms, self.hutchinson_samples = series_terms, hutchinson_samples
         self.power_iterations, self.update_spectral_norm = power_iterations, True
         self.inverse_tolerance, self.max_iterations = inverse_tolerance, max_iterations
@@ -330,17 +330,17 @@ class ContractiveResidual(Flow):
         return log_det
 
     def log_det_at(self, x, method=None):
-        """log det(I + J_g(x)) by ``method`` (default: the flow's ``log_det``), (B,)."""
+        """log det(I + J_g(x)) by ``method`` (default: the flow's ``log_det_method``), (B,)."""
         x = self._check_input(x)
         weights = self.normalized_weights()
-        return self._log_det(x, self._network(x, weights)[1], weights, method or self.log_det)
+        return self._log_det(x, self._network(x, weights)[1], weights, method or self.log_det_method)
 
     # --- the flow ---------------------------------------------------------------------------
     def forward(self, x):
         x = self._check_input(x)
         weights = self.normalized_weights(update=True)
         g, pre = self._network(x, weights)
-        return x + g, self._log_det(x, pre, weights, self.log_det)
+        return x + g, self._log_det(x, pre, weights, self.log_det_method)
 
     def _fixed_point(self, z, weights):
         """Yield (x_{k+1}, residual_k) of x_{k+1} = z - g(x_k), x_0 = z, without a graph."""
@@ -389,7 +389,7 @@ class ContractiveResidual(Flow):
             )
         x_star = Tensor(x_star.data)  # the fixed point, as a constant
         g, pre = self._network(x_star, weights)
-        return z - g, -self._log_det(x_star, pre, weights, self.log_det)
+        return z - g, -self._log_det(x_star, pre, weights, self.log_det_method)
 
     # --- diagnostics ------------------------------------------------------------------------
     def lipschitz_bound(self):
@@ -415,4 +415,4 @@ class ContractiveResidual(Flow):
         return bias
 
     def extra_repr(self):
-        return f"event_shape={self.event_shape}, coefficient={self.coefficient}, log_det={self.log_det!r}"
+        return f"event_shape={self.event_shape}, coefficient={self.coefficient}, log_det_method={self.log_det_method!r}"
