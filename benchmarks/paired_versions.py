@@ -79,6 +79,18 @@ def keep_freed_memory(package):
     submodule(package, "backend").keep_freed_memory()
 
 
+def train_step(package, model, optimizer, x):
+    """One step as ``fit`` takes it: ``train.step`` where it exists, else its four lines."""
+    train = submodule(package, "train")
+    if hasattr(train, "step"):
+        return train.step(model, optimizer, x)
+    optimizer.zero_grad()
+    loss = model.nll(x)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 def same_parameters(model, reference):
     """Copy ``reference``'s parameters into ``model`` in order (names may differ between versions)."""
     mine, theirs = model.parameters(), reference.parameters()
@@ -95,19 +107,12 @@ def step_pair(package, batch, hidden, dtype):
     model = models.realnvp(2, layers=shared.LAYERS, hidden=hidden, depth=2, scale_bound=shared.SCALE_BOUND, seed=0)
     optimizer = fit_optimizer(package, model.parameters())
     batches = [backend.to_device(x, dtype=dtype) for x in shared.batches(batch)]
-    train = submodule(package, "train")
     count = [0]
 
     def one_step():
         x = batches[count[0] % len(batches)]
         count[0] += 1
-        if hasattr(train, "step"):
-            return train.step(model, optimizer, x)
-        optimizer.zero_grad()
-        loss = model.nll(x)
-        loss.backward()
-        optimizer.step()
-        return loss
+        return train_step(package, model, optimizer, x)
 
     return one_step, model
 
@@ -136,18 +141,7 @@ def digits_pair(package, dtype):
     optimizer = fit_optimizer(package, model.parameters())
     splits = data.digits(seed=0)
     x = backend.to_device(np.asarray(backend.to_numpy(splits.train))[:64], dtype=dtype)
-    train = submodule(package, "train")
-
-    def one_step():
-        if hasattr(train, "step"):
-            return train.step(model, optimizer, x)
-        optimizer.zero_grad()
-        loss = model.nll(x)
-        loss.backward()
-        optimizer.step()
-        return loss
-
-    return one_step, model
+    return lambda: train_step(package, model, optimizer, x), model
 
 
 def paired(new_call, old_call, pairs):
