@@ -38,6 +38,12 @@ class NormalizingFlow(Module):
             base = StandardNormal(getattr(flow, "latent_shape", flow.event_shape))
         self.flow, self.base = flow, base
 
+    def __call__(self, *args, **kwargs):
+        raise TypeError(
+            "a NormalizingFlow is not called like a layer: use model.log_prob(x) for log p(x), "
+            "model.nll(x) for the training loss, model.sample(n) for samples, model.flow(x) for (z, log_det)"
+        )
+
     def log_prob(self, x):
         """log p(x) for a batch, shape (B,): base log-density at z = f(x) plus the log-det."""
         z, log_det = self.flow.forward(x)

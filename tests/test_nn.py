@@ -200,6 +200,16 @@ def test_normalizing_flow_rejects_non_flows():
         minflow.NormalizingFlow(_mlp())
 
 
+def test_a_model_is_not_called_like_a_layer_and_says_what_to_call():
+    # forward means the map data -> latent (a flow's); a model has log_prob, nll and sample instead.
+    model = minflow.models.realnvp(2, layers=2, hidden=8, seed=0)
+    x = device(np.zeros((3, 2)))
+    with pytest.raises(TypeError, match=r"model\.log_prob\(x\).*model\.flow\(x\)"):
+        model(x)
+    z, log_det = model.flow(x)  # what a call would have meant, one attribute away
+    assert z.shape == (3, 2) and log_det.shape == (3,)
+
+
 def test_default_dtype_controls_new_parameters():
     backend.set_default_dtype("float32")
     try:
