@@ -253,7 +253,7 @@ assert abs(entropy_z - 1.4189) < 1e-4
 # - `ElementwiseAffine(1)`: $h = e^{s} x + t$, with $\log|f'| = s$;
 # - `RationalQuadraticSpline(1, bins=8, bound=3)`: a monotone spline on $[-3, 3]$
 #   (identity outside), with $\log|f'|$ from the spline's derivative formula
-#   (`minflow/flows/transformers.py`).
+#   (`minflow/flows/splines.py`).
 #
 # `minflow.Sequential` chains them and **adds** their log-derivatives (the chain rule:
 # $(f_2 \circ f_1)' = f_2'(f_1(x))\, f_1'(x)$). `NormalizingFlow` adds the base density,

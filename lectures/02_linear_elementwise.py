@@ -33,8 +33,8 @@
 # * **elementwise flows** $z_i = g(x_i)$ *bend* each coordinate on its own; their Jacobian
 #   is diagonal, so the log-determinant is a sum of scalar log-derivatives.
 #
-# Keep `minflow/flows/linear.py`, `minflow/flows/transformers.py` and
-# `minflow/flows/elementwise.py` open beside this notebook: their docstrings are the
+# Keep `minflow/flows/linear.py`, `minflow/flows/transformers.py`, `minflow/flows/splines.py`
+# and `minflow/flows/elementwise.py` open beside this notebook: their docstrings are the
 # written half of this lecture.
 
 # %%
@@ -56,7 +56,7 @@ from minflow.flows import (
     RationalQuadraticSpline,
     Reverse,
 )
-from minflow.flows.transformers import (
+from minflow.flows.splines import (
     piecewise_linear,
     piecewise_linear_inverse,
     rational_quadratic_spline,
@@ -317,8 +317,8 @@ assert ratio_at_largest > 10 and dense_growth > 30 and lu_growth < 4
 # $$J_f = \operatorname{diag}\big(g'(x_1), \dots, g'(x_D)\big), \qquad
 #   \log\lvert\det J_f\rvert = \sum_i \log\lvert g'(x_i)\rvert \quad\text{— } O(D).$$
 #
-# Every transformer in `minflow/flows/transformers.py` returns the pair
-# `(g(x), log|g'(x)|)`, so the log-determinant is one `sum` away.
+# Every transformer in `minflow/flows/transformers.py` and `minflow/flows/splines.py` returns
+# the pair `(g(x), log|g'(x)|)`, so the log-determinant is one `sum` away.
 #
 # UDL (section 16.3.2) builds one from $K$ bins of equal width $1/K$ on $[0, 1]$ and
 # positive masses $\phi_1, \dots, \phi_K$ summing to 1. UDL applies it as a layer of its
@@ -333,7 +333,7 @@ assert ratio_at_largest > 10 and dense_growth > 30 and lu_growth < 4
 # $f'(h) = K\phi_b > 0$, hence increasing and invertible. The inverse is analytic: find the
 # bin $b$ whose cumulative masses bracket $y$, then solve the line for $h$.
 #
-# Read `piecewise_linear` and `piecewise_linear_inverse` in `minflow/flows/transformers.py`,
+# Read `piecewise_linear` and `piecewise_linear_inverse` in `minflow/flows/splines.py`,
 # then evaluate them with the masses $\phi = (0.2, 0.1, 0.4, 0.05, 0.25)$:
 
 # %%
@@ -422,7 +422,7 @@ show(fig, "02_piecewise_linear.png")
 # Outside $[-B, B]$ it is the identity ("linear tails"), and with $d_0 = d_K = 1$ the
 # slope is continuous at $\pm B$ as well. Its inverse solves a quadratic in $\xi$
 # analytically. The derivation (and the numerically stable root) is in the docstring of
-# `rational_quadratic_spline` in `minflow/flows/transformers.py`; read it now.
+# `rational_quadratic_spline` in `minflow/flows/splines.py`; read it now.
 #
 # We set the parameters by hand ($B = 3$, $K = 4$):
 

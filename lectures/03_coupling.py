@@ -257,7 +257,7 @@ show(fig, "03_masks.png")
 #
 # An affine transformer can only shift and scale $h_2$ given the key; the density of
 # $z_2 \mid h_1$ keeps its shape. A spline transformer can bend it. `SplineCoupling` is
-# `Coupling` with a `SplineTransformer` (end of `minflow/flows/transformers.py`): the
+# `Coupling` with a `SplineTransformer` (end of `minflow/flows/splines.py`): the
 # conditioner outputs $3K - 1$ numbers per changed coordinate — $K$ widths, $K$ heights and
 # the $K - 1$ interior knot derivatives (the outer two are fixed at 1 to meet the identity
 # tails outside $[-B, B]$).

@@ -60,7 +60,7 @@ from minflow.flows import (
 )
 from minflow.flows.autoregressive import made_degrees
 from minflow.flows.coupling import half_mask
-from minflow.flows.transformers import PiecewiseLinearTransformer
+from minflow.flows.splines import PiecewiseLinearTransformer
 from minflow.testing import check_flow, numerical_jacobian
 
 print("quick mode" if QUICK else "full mode", "| backend:", backend.backend_name())

@@ -7,7 +7,7 @@ from helpers import assert_close, device, host
 from minflow import testing
 from minflow.flows import autoregressive
 from minflow.flows.base import Inverse
-from minflow.flows.transformers import PiecewiseLinearTransformer, SplineTransformer
+from minflow.flows.splines import PiecewiseLinearTransformer, SplineTransformer
 
 
 def _random_made(dim, order, seed=0):

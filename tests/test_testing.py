@@ -12,6 +12,7 @@ from helpers import device, host
 
 from minflow import backend, nn, testing
 from minflow.autodiff import Tensor, ops
+from minflow.flows import splines as S
 from minflow.flows import transformers as T
 from minflow.flows.base import Flow
 
@@ -229,7 +230,7 @@ class LeavesItsDomain(_Affine):
     domain = (0.0, 1.0)
 
 
-class ClampsInsteadOfRaising(T.PiecewiseLinearTransformer):
+class ClampsInsteadOfRaising(S.PiecewiseLinearTransformer):
     """Silently clamps input outside [0, 1] into it, instead of raising."""
 
     def forward(self, h, theta):

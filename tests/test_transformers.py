@@ -1,4 +1,4 @@
-"""Transformers (minflow/flows/transformers.py) and the elementwise flows built on them.
+"""Transformers (minflow/flows/transformers.py, splines.py) and the elementwise flows built on them.
 
 Every transformer is checked the same three ways, with random non-identity parameters:
 its inverse undoes it (both ways), its log-derivative is the log of a finite-difference
@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from minflow import backend, testing
 from minflow.autodiff import Tensor, ops
 from minflow.flows import Coupling, MaskedAutoregressive, SinhArcsinh, SinhArcsinhTransformer
+from minflow.flows import splines as S
 from minflow.flows import transformers as T
 from minflow.flows.coupling import half_mask
 from minflow.flows.elementwise import (
@@ -56,7 +57,7 @@ def _softmax(a):
 def _spline_parameters(rng, shape=(DIM,), bins=BINS, requires_grad=False):
     """Unnormalized N(0, 1) parameters and the (widths, heights, derivatives) they give."""
     free = [Tensor(device(rng.normal(size=shape + (n,))), requires_grad=requires_grad) for n in (bins, bins, bins - 1)]
-    return free, T.rational_quadratic_parameters(*free, BOUND)
+    return free, S.rational_quadratic_parameters(*free, BOUND)
 
 
 def _away_from_knots(rng, size, bins):
@@ -107,15 +108,15 @@ CASES = {
         lambda rng: 3 * rng.normal(size=SHAPE),
     ),
     "piecewise_linear": Case(
-        T.piecewise_linear,
-        T.piecewise_linear_inverse,
+        S.piecewise_linear,
+        S.piecewise_linear_inverse,
         lambda rng: (Tensor(device(_softmax(rng.normal(size=(DIM, BINS))))),),
         lambda rng: _away_from_knots(rng, SHAPE, BINS),
         lambda rng: rng.uniform(0.0, 1.0, size=SHAPE),
     ),
     "rational_quadratic_spline": Case(
-        lambda x, *p: T.rational_quadratic_spline(x, *p, BOUND),
-        lambda y, *p: T.rational_quadratic_spline_inverse(y, *p, BOUND),
+        lambda x, *p: S.rational_quadratic_spline(x, *p, BOUND),
+        lambda y, *p: S.rational_quadratic_spline_inverse(y, *p, BOUND),
         lambda rng: _spline_parameters(rng)[1],
         lambda rng: rng.uniform(-1.3 * BOUND, 1.3 * BOUND, size=SHAPE),  # tails included
         lambda rng: rng.uniform(-1.3 * BOUND, 1.3 * BOUND, size=SHAPE),
@@ -243,7 +244,7 @@ UDL_KNOTS = np.array([0.0, 0.2, 0.3, 0.7, 0.75, 1.0])  # cumulative masses, writ
 
 
 def _udl(h):
-    return T.piecewise_linear(Tensor(device(np.asarray(h, dtype=float))), Tensor(device(UDL_MASSES)))
+    return S.piecewise_linear(Tensor(device(np.asarray(h, dtype=float))), Tensor(device(UDL_MASSES)))
 
 
 def test_udl_example_values_at_ends_middle_and_knots():
@@ -268,7 +269,7 @@ def test_udl_example_analytic_inverse_is_exact_at_and_between_knots():
     between = (UDL_KNOTS[:-1] + UDL_KNOTS[1:]) / 2  # mid-heights: h = (b - 1/2) / 5
     y = np.concatenate([UDL_KNOTS, between])
     expected = np.concatenate([np.arange(6) / 5, (np.arange(5) + 0.5) / 5])
-    h, log_derivative = T.piecewise_linear_inverse(Tensor(device(y)), Tensor(device(UDL_MASSES)))
+    h, log_derivative = S.piecewise_linear_inverse(Tensor(device(y)), Tensor(device(UDL_MASSES)))
     _close(h.data, expected, 1e-12, "f^-1 at the knots and half-way between them")
     _close(np.exp(-host(log_derivative)[6:]), 5 * UDL_MASSES, 1e-12, "1 / (f^-1)' = K phi_b")
 
@@ -281,7 +282,7 @@ def _assert_gradients_finite(loss, tensors, what):
 
 
 def _numpy_knots(sizes, low=-BOUND, high=BOUND):
-    """The knots exactly as transformers.py computes them (normalized cumsum); shape (K + 1, DIM)."""
+    """The knots exactly as splines.py computes them (normalized cumsum); shape (K + 1, DIM)."""
     cumulative = np.cumsum(sizes, axis=-1)
     fractions = np.concatenate([np.zeros(sizes.shape[:-1] + (1,)), cumulative / cumulative[..., -1:]], axis=-1)
     return (low + (high - low) * fractions).T
@@ -293,8 +294,8 @@ def test_piecewise_linear_is_exact_and_finite_at_every_knot_and_edge():
     knots_x = np.repeat((np.arange(BINS + 1) / BINS)[:, None], DIM, axis=1)  # 0, 1/K, ..., 1 per dim
     x = Tensor(device(knots_x), requires_grad=True)
     masses = ops.softmax(logits, axis=-1)
-    y, log_derivative = T.piecewise_linear(x, masses)
-    x_again, inverse_log_derivative = T.piecewise_linear_inverse(y, masses)
+    y, log_derivative = S.piecewise_linear(x, masses)
+    x_again, inverse_log_derivative = S.piecewise_linear_inverse(y, masses)
 
     knots_y = _numpy_knots(host(masses), 0.0, 1.0)
     # a knot goes to the cumulative mass; 1e-15 is a few ulps of numbers <= 1
@@ -318,7 +319,7 @@ def test_spline_is_exact_and_finite_at_knots_edges_and_tails(direction):
     free, (widths, heights, derivatives) = _spline_parameters(rng, requires_grad=True)
     knots_in = _numpy_knots(host(widths if direction == "forward" else heights))
     knots_out = _numpy_knots(host(heights if direction == "forward" else widths))
-    there, back = T.rational_quadratic_spline, T.rational_quadratic_spline_inverse
+    there, back = S.rational_quadratic_spline, S.rational_quadratic_spline_inverse
     if direction == "inverse":
         there, back = back, there
 
@@ -343,7 +344,7 @@ def test_spline_is_exact_and_finite_at_knots_edges_and_tails(direction):
 def test_spline_on_an_all_tail_batch_is_the_identity_with_clean_gradients(direction):
     rng = np.random.default_rng(2)
     free, parameters = _spline_parameters(rng, requires_grad=True)
-    transform = T.rational_quadratic_spline if direction == "forward" else T.rational_quadratic_spline_inverse
+    transform = S.rational_quadratic_spline if direction == "forward" else S.rational_quadratic_spline_inverse
     points = np.array([[-1e3, BOUND + 1e-12, 50.0], [1e3, -BOUND - 1e-12, -7.0]])
     x = Tensor(device(points), requires_grad=True)
     y, log_derivative = transform(x, *parameters, BOUND)
@@ -407,10 +408,10 @@ def test_spline_parameter_gradients_match_finite_differences(direction, seed):
     knots = _numpy_knots(host(widths if direction == "forward" else heights))[1:-1].T  # interior, (DIM, K - 1)
     points = Tensor(device(_away_from_knots_of(rng.uniform(-1.2 * BOUND, 1.2 * BOUND, size=SHAPE), knots)))
     weights = Tensor(device(rng.normal(size=SHAPE)))
-    transform = T.rational_quadratic_spline if direction == "forward" else T.rational_quadratic_spline_inverse
+    transform = S.rational_quadratic_spline if direction == "forward" else S.rational_quadratic_spline_inverse
 
     def loss():
-        out, log_derivative = transform(points, *T.rational_quadratic_parameters(*free, BOUND), BOUND)
+        out, log_derivative = transform(points, *S.rational_quadratic_parameters(*free, BOUND), BOUND)
         return ops.sum(weights * out) + ops.sum(log_derivative)
 
     _check_parameter_gradients(loss, free, rng, f"spline {direction}")
@@ -423,10 +424,10 @@ def test_piecewise_linear_parameter_gradients_match_finite_differences(direction
     logits = Tensor(device(rng.normal(size=(DIM, BINS))), requires_grad=True)
     weights = Tensor(device(rng.normal(size=SHAPE)))
     if direction == "forward":
-        transform, points = T.piecewise_linear, Tensor(device(_away_from_knots(rng, SHAPE, BINS)))
+        transform, points = S.piecewise_linear, Tensor(device(_away_from_knots(rng, SHAPE, BINS)))
     else:  # keep y away from the knots, which move with the logits: use the images of such points
-        transform = T.piecewise_linear_inverse
-        points = T.piecewise_linear(
+        transform = S.piecewise_linear_inverse
+        points = S.piecewise_linear(
             Tensor(device(_away_from_knots(rng, SHAPE, BINS))), ops.softmax(logits.detach(), -1)
         )[0]
 
@@ -445,12 +446,12 @@ def test_per_sample_parameters_broadcast_like_a_loop_over_samples():
     masses = Tensor(device(_softmax(rng.normal(size=SHAPE + (BINS,)))))
     x = rng.uniform(-BOUND, BOUND, size=SHAPE)
     h = rng.uniform(0, 1, size=SHAPE)
-    y, log_derivative = T.rational_quadratic_spline(Tensor(device(x)), widths, heights, derivatives, BOUND)
-    g, log_g = T.piecewise_linear(Tensor(device(h)), masses)
+    y, log_derivative = S.rational_quadratic_spline(Tensor(device(x)), widths, heights, derivatives, BOUND)
+    g, log_g = S.piecewise_linear(Tensor(device(h)), masses)
     for i in range(BATCH):
-        row = T.rational_quadratic_spline(Tensor(device(x[i])), widths[i], heights[i], derivatives[i], BOUND)
+        row = S.rational_quadratic_spline(Tensor(device(x[i])), widths[i], heights[i], derivatives[i], BOUND)
         assert np.array_equal(host(row[0]), host(y)[i]) and np.array_equal(host(row[1]), host(log_derivative)[i])
-        row = T.piecewise_linear(Tensor(device(h[i])), masses[i])
+        row = S.piecewise_linear(Tensor(device(h[i])), masses[i])
         assert np.array_equal(host(row[0]), host(g)[i]) and np.array_equal(host(row[1]), host(log_g)[i])
 
 
@@ -462,12 +463,12 @@ def test_float32_stays_float32_and_close_to_float64():
     as32 = lambda a: Tensor(device(host(a), np.float32))
     for (y32, ld32), (y64, ld64) in [
         (
-            T.rational_quadratic_spline(as32(x64), *map(as32, spline64), BOUND),
-            T.rational_quadratic_spline(Tensor(device(x64)), *spline64, BOUND),
+            S.rational_quadratic_spline(as32(x64), *map(as32, spline64), BOUND),
+            S.rational_quadratic_spline(Tensor(device(x64)), *spline64, BOUND),
         ),
         (
-            T.piecewise_linear(as32(h64), as32(masses64)),
-            T.piecewise_linear(Tensor(device(h64)), Tensor(device(masses64))),
+            S.piecewise_linear(as32(h64), as32(masses64)),
+            S.piecewise_linear(Tensor(device(h64)), Tensor(device(masses64))),
         ),
         (T.logit(as32(h64 * 0.9 + 0.05)), T.logit(Tensor(device(h64 * 0.9 + 0.05)))),
     ]:
@@ -497,8 +498,8 @@ def test_piecewise_linear_outside_the_unit_interval_raises_with_the_range(values
     calls = (
         lambda: flow.forward([values]),
         lambda: flow.inverse([values]),
-        lambda: T.piecewise_linear(Tensor(values), masses),
-        lambda: T.piecewise_linear_inverse(Tensor(values), masses),
+        lambda: S.piecewise_linear(Tensor(values), masses),
+        lambda: S.piecewise_linear_inverse(Tensor(values), masses),
     )
     for call in calls:
         with pytest.raises(ValueError, match=r"\[0\.0, 1\.0\]") as error:
@@ -509,30 +510,30 @@ def test_piecewise_linear_outside_the_unit_interval_raises_with_the_range(values
 @pytest.mark.parametrize(
     "call, argument",
     [
-        (lambda: T.piecewise_linear(Tensor([0.5]), Tensor([0.5, 0.6])), "bin_masses"),  # sums to 1.1
-        (lambda: T.piecewise_linear(Tensor([0.5]), Tensor([1.5, -0.5])), "bin_masses"),  # not positive
+        (lambda: S.piecewise_linear(Tensor([0.5]), Tensor([0.5, 0.6])), "bin_masses"),  # sums to 1.1
+        (lambda: S.piecewise_linear(Tensor([0.5]), Tensor([1.5, -0.5])), "bin_masses"),  # not positive
         (lambda: T.leaky_relu(Tensor([1.0]), 0.0), "slope"),
         (lambda: T.leaky_relu_inverse(Tensor([1.0]), -2.0), "slope"),
         (
-            lambda: T.rational_quadratic_spline(
+            lambda: S.rational_quadratic_spline(
                 Tensor([0.0]), Tensor([1.0, 1.0]), Tensor([3.0, 3.0]), Tensor([1.0, 1.0, 1.0]), BOUND
             ),
             "widths",
         ),  # sums to 2, not 2B
         (
-            lambda: T.rational_quadratic_spline(
+            lambda: S.rational_quadratic_spline(
                 Tensor([0.0]), Tensor([3.0, 3.0]), Tensor([3.0, 3.0]), Tensor([1.0, 1.0]), BOUND
             ),
             "derivatives",
         ),  # K, not K + 1
         (
-            lambda: T.rational_quadratic_spline(
+            lambda: S.rational_quadratic_spline(
                 Tensor([0.0]), Tensor([3.0, 3.0]), Tensor([3.0, 3.0]), Tensor([1.0, 0.0, 1.0]), BOUND
             ),
             "derivatives",
         ),  # a zero slope
         (
-            lambda: T.rational_quadratic_parameters(
+            lambda: S.rational_quadratic_parameters(
                 Tensor([0.0] * 4), Tensor([0.0] * 4), Tensor([0.0] * 3), 1.0, min_bin_width=0.3
             ),
             "min_bin_width",
@@ -559,8 +560,8 @@ def test_invalid_transformer_parameters_raise_naming_the_argument(call, argument
         (lambda: RationalQuadraticSpline(2, bound=0.0), "bound"),
         (lambda: RationalQuadraticSpline(2, bound=-3.0), "bound"),
         (lambda: RationalQuadraticSpline(2, bins=2.0), "bins"),
-        (lambda: T.SplineTransformer(bins=True), "bins"),
-        (lambda: T.PiecewiseLinearTransformer(bins=0), "bins"),
+        (lambda: S.SplineTransformer(bins=True), "bins"),
+        (lambda: S.PiecewiseLinearTransformer(bins=0), "bins"),
         (lambda: T.AffineTransformer(scale_bound=math.nan), "scale_bound"),
         (lambda: Elementwise(T.AffineTransformer(), 0), "dim"),
         (lambda: SinhArcsinh(-2), "dim"),

@@ -2,8 +2,10 @@
 
 base.py            the contract: Flow, Sequential, Inverse
 linear.py          DenseLinear, LULinear, Permutation, Reverse, ActNorm
-transformers.py    elementwise maps as plain functions (affine, leaky ReLU, sigmoid/logit,
-                   piecewise-linear, rational-quadratic spline) and the Transformer protocol
+transformers.py    the Transformer protocol; simple elementwise maps (affine, leaky ReLU,
+                   sigmoid/logit) as plain functions and as Transformers
+splines.py         maps built from K bins: piecewise-linear (UDL eq. 16.12), rational-quadratic
+                   spline (Neural Spline Flows), and their Transformers
 elementwise.py     Elementwise(transformer, dim): a transformer with free parameters; fixed maps
 coupling.py        Coupling(mask, transformer): NICE, RealNVP, spline and piecewise-linear couplings
 autoregressive.py  MADE; MaskedAutoregressive(dim, transformer) (MAF, spline MAF), IAF
@@ -37,13 +39,8 @@ from .multiscale import ActNormImage, InvertibleConv1x1, MultiScale, Squeeze
 from .planar import Planar, Radial
 from .residual import AdditiveResidualCoupling, ContractiveResidual
 from .sinh_arcsinh import SinhArcsinh, SinhArcsinhTransformer
-from .transformers import (
-    AdditiveTransformer,
-    AffineTransformer,
-    PiecewiseLinearTransformer,
-    SplineTransformer,
-    Transformer,
-)
+from .splines import PiecewiseLinearTransformer, SplineTransformer
+from .transformers import AdditiveTransformer, AffineTransformer, Transformer
 
 __all__ = [
     "Flow",

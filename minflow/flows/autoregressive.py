@@ -39,7 +39,8 @@ from .. import backend
 from ..autodiff import ops
 from ..nn import ACTIVATIONS, Buffer, Linear, Module
 from .base import Flow, Inverse, check_dim
-from .transformers import AffineTransformer, PiecewiseLinearTransformer, SplineTransformer, Transformer
+from .splines import PiecewiseLinearTransformer, SplineTransformer
+from .transformers import AffineTransformer, Transformer
 
 
 def made_degrees(dim, hidden, order=None):

@@ -36,13 +36,8 @@ from .. import backend
 from ..autodiff import ops
 from ..nn import MLP, Buffer
 from .base import Flow, check_dim
-from .transformers import (
-    AdditiveTransformer,
-    AffineTransformer,
-    PiecewiseLinearTransformer,
-    SplineTransformer,
-    Transformer,
-)
+from .splines import PiecewiseLinearTransformer, SplineTransformer
+from .transformers import AdditiveTransformer, AffineTransformer, Transformer
 
 
 # --- masks -----------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Elementwise flows: one scalar map per coordinate, with free trainable parameters.
 
-``Elementwise(transformer, dim)`` turns any transformer of ``transformers.py`` into a flow:
-the parameters theta (dim, params_per_dim) are plain trainable arrays, one set per
-dimension, shared by every sample of the batch, and start at 0, the identity.
+``Elementwise(transformer, dim)`` turns any transformer (``transformers.py``,
+``splines.py``) into a flow: the parameters theta (dim, params_per_dim) are plain
+trainable arrays, one set per dimension, shared by every sample of the batch, and start
+at 0, the identity.
 ``ElementwiseAffine``, ``PiecewiseLinear``, ``RationalQuadraticSpline`` and ``SinhArcsinh``
 (its own file) are named instances. Because coordinate i of z depends on coordinate i of x
 only, the Jacobian of every flow in this file is diagonal::
@@ -26,7 +27,8 @@ from ..autodiff import ops
 from ..nn import Parameter
 from . import transformers
 from .base import Flow, check_dim, check_positive
-from .transformers import AffineTransformer, PiecewiseLinearTransformer, SplineTransformer, Transformer
+from .splines import PiecewiseLinearTransformer, SplineTransformer
+from .transformers import AffineTransformer, Transformer
 
 
 def _sum_over_event(log_derivative):
@@ -245,9 +247,9 @@ class RationalQuadraticSpline(Elementwise):
         g(x) = y_k + h_k [s_k xi^2 + d_k xi (1 - xi)] / [s_k + (d_{k+1} + d_k - 2 s_k) xi (1 - xi)],
 
     and g(x) = x outside [-B, B]. Inverse: in the bin of z, solve a quadratic in xi with
-    the stable root (see ``transformers.rational_quadratic_spline`` for the derivation).
+    the stable root (see ``splines.rational_quadratic_spline`` for the derivation).
 
-    Jacobian: diagonal with entries g'(x_i) (the formula in ``transformers``; 1 in the
+    Jacobian: diagonal with entries g'(x_i) (the formula in ``splines``; 1 in the
     tails), so
 
         log|det dz/dx| = sum_i log g'(x_i),   and the tail terms are exactly 0.

@@ -19,12 +19,8 @@ from typing import NamedTuple
 from .. import backend
 from ..flows import autoregressive, coupling, elementwise, linear, multiscale, planar, residual, sinh_arcsinh
 from ..flows.base import Inverse, Sequential, check_dim
-from ..flows.transformers import (
-    AdditiveTransformer,
-    AffineTransformer,
-    PiecewiseLinearTransformer,
-    SplineTransformer,
-)
+from ..flows.splines import PiecewiseLinearTransformer, SplineTransformer
+from ..flows.transformers import AdditiveTransformer, AffineTransformer
 
 
 class Example(NamedTuple):
