@@ -20,7 +20,18 @@ O(u |f| / e), with u the unit roundoff (1.1e-16 in float64, 6e-8 in float32). Th
 smallest near e = u^(1/3): about 5e-6 in float64 (error ~1e-10 relative) and 4e-3 in
 float32 (error ~1e-5). float64 uses e = 2e-6, a little below that optimum, because splines
 are only once continuously differentiable at their knots, and there the error grows like
-e |f''|. The default tolerances leave a margin of a few hundred over these errors.
+e |f''|. Every comparison is |got - expected| / (1 + |expected|) <= tolerance: absolute
+near zero, relative for large values. Measured at these steps (``tests/test_checker_limits.py``
+tests each margin), the tolerances sit above the checks' own errors by
+
+- log-det: smooth maps (example flows without spline knots, D = 3) err by at most ~1e-9
+  in float64 and ~2e-4 in float32: margins of a thousand and of a hundred. A stencil that
+  straddles a spline knot errs more (up to ~5e-8 in float64, a margin of 20), and in float32
+  a piecewise-linear map, whose derivative jumps, can fail: check those in float64;
+- gradients: at most ~1e-8 in float64 and ~2e-3 in float32 on smooth flows (a hundred and
+  ten), which is why float32 gradients are better compared with float64 ones;
+- round trips: exact inverses come back within ~1e-14 (float64) and ~3e-6 (float32).
+
 Finite differences assume smoothness: example conditioners use tanh, not ReLU, whose kinks
 would make a step of 2e-6 straddle a corner.
 """
@@ -31,6 +42,15 @@ from .. import backend
 from ..autodiff import Tensor, no_grad, ops, reverse_topological_order
 
 # (finite-difference step, tolerance for the log-det and gradient checks, round-trip tolerance)
+# Why each number (measured margins in the module docstring):
+#   step:       near the optimum u^(1/3) of a central difference (5e-6 / 4e-3); float64's a little
+#               below it, so a stencil that straddles a spline knot stays short.
+#   tolerance:  finite differences of smooth maps err by ~1e-9 / ~2e-4 in log-det (a thousand /
+#               a hundred times less) and ~1e-8 / ~2e-3 in gradients (a hundred / ten times less).
+#   round trip: exact inverses come back within ~1e-14 / ~3e-6 (10^6 / 300 times less); the
+#               iterative inverses stop at 1e-10 (ContractiveResidual; 100 times less) and 1e-12
+#               (Planar) in float64, at 64 u (1 + max|z|) ~ 4e-5 in float32 (25 times less). Also
+#               used for the inverse log-det and batch independence, exact computations too.
 _TOLERANCES = {"float64": (2e-6, 1e-6, 1e-8), "float32": (3e-3, 2e-2, 1e-3)}
 
 
@@ -78,11 +98,13 @@ def sample_inputs(flow, n=16, seed=0):
     return (low + width * (0.05 + 0.9 * rng.random(shape))).astype(dtype)
 
 
-def _fail(prop, flow, error, worst, detail=""):
-    raise AssertionError(f"{type(flow).__name__}: {prop} fails; worst sample {worst} is off by {error:.3g}{detail}")
+def _fail(prop, flow, error, worst, tolerance):
+    raise AssertionError(
+        f"{type(flow).__name__}: {prop} fails; worst sample {worst} is off by {error:.3g} (tolerance {tolerance:.3g})"
+    )
 
 
-def _check_close(prop, flow, got, expected, tolerance, detail=""):
+def _check_close(prop, flow, got, expected, tolerance):
     """Per-sample max |got - expected| / (1 + |expected|) <= tolerance, else AssertionError."""
     xp = backend.array_module(got)
     got, expected = xp.asarray(got), xp.asarray(expected)
@@ -93,7 +115,7 @@ def _check_close(prop, flow, got, expected, tolerance, detail=""):
     error = xp.where(xp.isnan(error), xp.inf, error)
     worst = int(xp.argmax(error))
     if not float(error[worst]) <= tolerance:
-        _fail(prop, flow, float(error[worst]), worst, detail)
+        _fail(prop, flow, float(error[worst]), worst, tolerance)
 
 
 def check_flow(flow, x=None, n=8, seed=0, tolerance=None, inverse_tolerance=None, gradients=True):
@@ -147,36 +169,46 @@ def check_flow(flow, x=None, n=8, seed=0, tolerance=None, inverse_tolerance=None
         _check_close("batch independence (a batch of one)", flow, single_z.data, z.data[:1], inverse_tolerance)
 
     if gradients and flow.parameters():
+        # 5. gradients of a flow loss: 0.5 |z|^2 - log-det, the NLL up to a constant
 
         def loss():
             z, log_det = flow.forward(x)
             flat = ops.reshape(z, (batch, -1))
             return ops.sum(0.5 * flat * flat) - ops.sum(log_det)
 
-        check_gradients(loss, *flow.parameters(), seed=seed, tolerance=tolerance)
+        names, parameters = zip(*flow.named_parameters())
+        try:
+            check_gradients(loss, *parameters, seed=seed, tolerance=tolerance, names=names)
+        except AssertionError as error:
+            raise AssertionError(f"{type(flow).__name__}: {error}") from None
 
 
-def check_gradients(fn, *tensors, n_coords=3, seed=0, eps=None, tolerance=None):
+def check_gradients(fn, *tensors, n_coords=3, seed=0, eps=None, tolerance=None, names=None):
     """The engine's gradient of the scalar ``fn()`` w.r.t. each tensor, against central differences.
 
     ``fn`` takes no arguments and computes a one-element Tensor from ``tensors`` (which
-    must require grad). ``n_coords`` random coordinates of each tensor are perturbed in
-    place and restored. Raises AssertionError naming the tensor and coordinate.
+    must require grad). ``n_coords`` coordinates of each tensor, drawn without repetition
+    (all of them for a tensor that has no more), are perturbed in place and restored. The
+    comparison is the one :func:`check_flow` makes, |autodiff - numeric| / (1 + |numeric|)
+    <= tolerance, for every checked coordinate of every tensor; the AssertionError names
+    the worst one: the tensor (its index, ``names[index]`` if given, and shape) and the
+    coordinate.
     """
     if not tensors:
         raise ValueError("check_gradients needs at least one tensor")
     for t in tensors:
         t.grad = None
     fn().backward()
-    rng = backend.rng(seed, backend.array_module(tensors[0].data))
-    dtype = tensors[0].dtype
-    default_eps, default_tol, _ = _tolerances(dtype)
+    xp = backend.array_module(tensors[0].data)
+    rng = backend.rng(seed, xp)
+    default_eps, default_tol, _ = _tolerances(tensors[0].dtype)
     eps, tolerance = eps or default_eps, tolerance or default_tol
+    worst, failures, checked = None, 0, 0  # worst: (error, index, coordinate, autodiff, numeric)
     with no_grad():
         for index, tensor in enumerate(tensors):
             if tensor.grad is None:
-                raise AssertionError(f"tensor {index} (shape {tensor.shape}) got no gradient from backward()")
-            for k in rng.integers(0, tensor.size, size=min(n_coords, tensor.size)).tolist():
+                raise AssertionError(f"{_tensor_name(index, tensor, names)} got no gradient from backward()")
+            for k in _coordinates(tensor.size, n_coords, rng, xp):
                 where = _unravel(k, tensor.shape)
                 saved = tensor.data[where].copy()
                 tensor.data[where] = saved + eps
@@ -186,13 +218,37 @@ def check_gradients(fn, *tensors, n_coords=3, seed=0, eps=None, tolerance=None):
                 tensor.data[where] = saved
                 numeric = (plus - minus) / (2 * eps)
                 analytic = float(tensor.grad[where])
-                if not abs(analytic - numeric) <= tolerance * max(1.0, abs(numeric)):
-                    raise AssertionError(
-                        f"gradient of tensor {index} (shape {tensor.shape}) at index {where}: "
-                        f"autodiff {analytic:.10g} vs finite differences {numeric:.10g}"
-                    )
+                error = abs(analytic - numeric) / (1 + abs(numeric))
+                error = math.inf if math.isnan(error) else error
+                checked += 1
+                failures += not error <= tolerance
+                if worst is None or error > worst[0]:
+                    worst = (error, index, where, analytic, numeric)
     for t in tensors:
         t.grad = None
+    error, index, where, analytic, numeric = worst
+    if failures:
+        raise AssertionError(
+            f"gradient of {_tensor_name(index, tensors[index], names)} fails ({failures} of {checked} checked "
+            f"coordinates); worst coordinate {where}: autodiff {analytic:.10g} vs finite differences {numeric:.10g}, "
+            f"off by {error:.3g} (tolerance {tolerance:.3g})"
+        )
+
+
+def _tensor_name(index, tensor, names):
+    name = f" {names[index]!r}" if names is not None else ""
+    return f"tensor {index}{name} (shape {tuple(tensor.shape)})"
+
+
+def _coordinates(size, n_coords, rng, xp):
+    """Flat positions of ``n_coords`` distinct coordinates (all of them if the tensor has no more).
+
+    Distinct, so that a tensor of three coordinates checked at three is checked everywhere; the
+    argsort of uniform draws is a uniform random order (the CuPy Generator has no ``choice``).
+    """
+    if size <= n_coords:
+        return list(range(size))
+    return backend.to_numpy(xp.argsort(rng.random(size)))[:n_coords].tolist()
 
 
 def graph_nbytes(tensor):

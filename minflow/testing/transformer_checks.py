@@ -26,10 +26,18 @@ each were shifted alone. By the mean value theorem this secant is g'(xi) for som
 u |g| / e (rounding, u the unit roundoff); at a knot of a spline or a piecewise-linear map,
 where g' or g'' jumps, it lies between the derivatives on either side. So the check is:
 log |secant| lies between the smallest and the largest of log g' at h - e, h, h + e, widened
-by the tolerance. With the step and tolerance of ``check_flow`` (float64: e = 2e-6, 1e-6;
-float32: 3e-3, 2e-2), truncation and rounding stay a hundred times below the tolerance
-for derivatives between ~1e-3 and ~1e3, while a log-derivative off by more than the
-tolerance (beyond its own change across the 4e-6 wide stencil) fails.
+by the tolerance. That leaves rounding: h + e and g(h + e) are rounded, so log|secant| is
+off by about u (|h| + |g(h)| / g'(h)) / e. With the step and tolerance of ``check_flow``
+(float64: e = 2e-6, 1e-6; float32: 3e-3, 2e-2) this stays fifty times below the tolerance
+while |h| + |g| / g' <= 300 in float64 and <= 15 in float32 (|h|, |g| <= 6 with g' >= 0.04,
+resp. g' >= 1; measured in ``tests/test_checker_limits.py``), whatever the size of g'
+itself; a flat map far from 0 (g' = 1e-3 at |g| = 5) in float32 can fail although
+correct: check it in float64. A log-derivative off by more than the tolerance (beyond its
+own change across the stencil) fails.
+
+Tolerances, all from ``check_flow``'s table (their reasons are given there): the
+finite-difference one for property 4, the round-trip one for every other comparison (each
+compares two exact computations, or a computation with its inverse).
 """
 
 import math
