@@ -302,10 +302,12 @@ class Radial(Flow):
 
     def inverse(self, z):
         z = self._check_input(z, "z")
-        alpha, beta, gap = self.constrained()
+        alpha, _, gap = self.constrained()
         offset = z - self.z0
         r = _norm(offset)
-        x = z + _column(beta / (alpha + r)) * offset
+        # x = z + beta h(r) (z - z0), written with 1 + beta h = (gap + r) / (alpha + r): as
+        # 1 + beta h it would cancel to rounding noise for a strong contraction (gap << alpha).
+        x = self.z0 + offset * _column((gap + r) / (alpha + r))
         return x, self._log_det(r, alpha, gap)
 
     def forward(self, x):

@@ -199,7 +199,16 @@ def rational_quadratic_spline_inverse(y, widths, heights, derivatives, bound):
     a = height * (slope - d_k) + delta_y * slope_sum
     b = height * d_k - delta_y * slope_sum
     c = -slope * delta_y
-    xi = 2.0 * c / (-b - ops.sqrt(b * b - 4.0 * a * c))
+    # For b >= 0 the form 2c / (-b - sqrt(.)) adds two numbers of one sign. For b < 0 (near the
+    # top of a bin whose upper knot derivative is large) it would cancel, and the textbook
+    # (-b + sqrt(.)) / (2a) is the one without cancellation; there a > h_k s_k > 0.
+    root = ops.sqrt(b * b - 4.0 * a * c)
+    negative = b.data < 0
+    xi = ops.where(
+        negative,
+        (root - b) / (2.0 * ops.where(negative, a, 1.0)),
+        2.0 * c / ops.where(negative, -1.0, -b - root),
+    )
     x_inside = x_k + xi * width
     x = ops.where(inside, x_inside, y)
     return x, ops.where(inside, -_log_derivative(xi, slope, d_k, d_k1), 0.0)
