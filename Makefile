@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 INSTALLED = $(VENV)/.installed
 
-.PHONY: install demo test test-cupy test-all lint format lectures bench gpu-check clean
+.PHONY: install demo test test-cupy test-all lint format lectures bench gpu-check mutation clean
 
 install: $(INSTALLED)
 
@@ -64,5 +64,21 @@ GPU_CHECK_ARGS ?=
 gpu-check: install
 	$(BIN)/python benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
+# Mutation testing (not in CI; tests/MUTATION.md has the scores, every survivor and the run times): mutmut plants
+# one bug at a time in minflow's autodiff, flows, testing, optim and train modules and runs the tests that execute
+# the changed function, on 2 workers; then the survivors once more on the strict CuPy stand-in, which kills the
+# bugs only a GPU would notice (as CI runs the suite on both). The whole run takes hours; MUTATION_MODULES runs a
+# subset, by module name under minflow: `make mutation MUTATION_MODULES="optim flows.planar"`. Each run tries
+# every mutant of its modules again; the results stay in mutants/ (`rm -rf mutants` also redoes the setup).
+MUTATION_MODULES ?= optim train testing autodiff flows
+MUTATION_RUN = HYPOTHESIS_PROFILE=mutation $(BIN)/mutmut run --max-children 2
+STRICT_CUPY = PYTHONPATH=$(CURDIR)/tests/support/strict_cupy MINFLOW_BACKEND=cupy
+mutation: install
+	$(BIN)/python -m pip install --quiet -e '.[dev,mutation]'
+	$(MUTATION_RUN) $(foreach module,$(MUTATION_MODULES),'minflow.$(module).*')
+	survivors=$$($(BIN)/python tests/mutation/report.py --names $(MUTATION_MODULES)); \
+	if [ -n "$$survivors" ]; then $(STRICT_CUPY) $(MUTATION_RUN) $$survivors; fi
+	$(BIN)/python tests/mutation/report.py --survivors $(MUTATION_MODULES)
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis runs
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis runs mutants

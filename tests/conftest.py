@@ -1,6 +1,7 @@
 """Shared test settings: hypothesis profiles, and which backend the suite runs on.
 
-HYPOTHESIS_PROFILE=default (fast, for development) or ci (thorough, what `make test-all` runs).
+HYPOTHESIS_PROFILE=default (fast, for development), ci (thorough, what `make test-all` runs) or
+mutation (what `make mutation` runs).
 MINFLOW_BACKEND=cupy with PYTHONPATH=tests/support/strict_cupy (`make test-cupy`) runs the
 whole suite on the strict CuPy stand-in; with real CuPy on a GPU machine, on the GPU.
 """
@@ -11,6 +12,10 @@ from hypothesis import settings
 
 settings.register_profile("default", max_examples=15, deadline=None)
 settings.register_profile("ci", max_examples=200, deadline=None)
+# `make mutation` runs the tests once per planted bug: the default profile's examples, but the same ones
+# every run (a score that does not drift between runs), and no example database (a failure saved for one
+# mutant must not be replayed against the next one).
+settings.register_profile("mutation", max_examples=15, deadline=None, derandomize=True, database=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
