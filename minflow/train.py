@@ -486,12 +486,12 @@ def _data_seed(seed, xp):
     if hasattr(seed, "standard_normal"):  # a Generator: one number from it (on a GPU, one synchronisation)
         return int(backend.rng(seed, xp).integers(0, 2**63 - 1))
     try:
-        seed = operator.index(seed)
+        index = operator.index(seed)
     except TypeError:
-        seed = -1
-    if seed < 0:
+        index = -1
+    if index < 0:
         raise ValueError(f"seed must be a non-negative int, None or a random Generator, got {seed!r}")
-    return seed
+    return index
 
 
 def _check_resume(resume, objective, steps, **same):
