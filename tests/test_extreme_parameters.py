@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pytest
 from helpers import device, host
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from minflow.flows.planar import Planar, Radial, _column, _norm
@@ -120,6 +120,9 @@ def planar(dim, w_dot_u, w_norm, b, seed):
 @given(
     st.integers(1, 4), st.floats(-40, 40), st.floats(-1, 1), st.floats(-10, 10), st.floats(-3, 3), st.integers(0, 99)
 )
+# Found by the CI profile: plain safeguarded Newton bounced between p = -1.49 and p = 3.59 on either
+# side of the root, shrinking the bracket by ~0.01 a step, and did not converge in 100 iterations.
+@example(dim=1, w_dot_u=6.296875, log_w_norm=0.0, b=0.0, log_scale=0.0, seed=1)
 def test_planar_round_trips_at_extreme_w_dot_u(dim, w_dot_u, log_w_norm, b, log_scale, seed):
     """s = softplus(w^T u) runs from 4e-18 (g crushes the hyperplane: slope s) to 40.
 

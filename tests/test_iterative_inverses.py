@@ -16,10 +16,12 @@ Every flow is built with random, non-identity parameters. Each property is also 
 planted bug of the kind it is meant to catch, and must fail there.
 """
 
+import math
+
 import numpy as np
 import pytest
 from helpers import assert_equal, device, host
-from hypothesis import given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from minflow import backend, testing
@@ -35,7 +37,13 @@ def standard_normal(shape, seed, scale=1.0):
 
 
 def contractive(seed, dim, hidden=(8,), coefficient=0.9, activation="tanh", scale=0.5, **options):
-    """A random ContractiveResidual: its own initialisation perturbed by N(0, scale^2)."""
+    """A random ContractiveResidual: its own initialisation perturbed by N(0, scale^2).
+
+    The error of the fixed-point iteration shrinks by Lip(g) <= c a step, so reaching the
+    1e-10 tolerance from an error of order 1 may take log(1e-10) / log(c) steps: 756 at
+    c = 0.97, more than the default 500. ``max_iterations`` is set from c with room to spare.
+    """
+    options.setdefault("max_iterations", math.ceil(math.log(1e-12) / math.log(coefficient)) + 100)
     rng = backend.rng(seed)
     flow = ContractiveResidual(dim, hidden=hidden, coefficient=coefficient, activation=activation, seed=rng, **options)
     return testing._perturb(flow, rng, scale)
@@ -293,12 +301,30 @@ def test_the_gradient_check_catches_the_one_step_gradient_of_the_contractive_inv
 
 
 @given(st.integers(0, 2**16), st.integers(1, 4), st.sampled_from([Planar, Radial]), st.floats(0.1, 3.0))
+@example(seed=568, dim=1, cls=Planar, scale=1.0)  # near-singular: must be left out, not fail
 def test_gradient_through_the_solved_planar_and_radial_direction_matches_finite_differences(seed, dim, cls, scale):
     rng = backend.rng(seed)
     flow = testing._perturb(cls(dim, seed=rng), rng, scale)
     x = Tensor(standard_normal((4, dim), seed, 2.0), requires_grad=True)
     for direction in (flow.forward, flow.inverse):  # forward solves (planar) or takes the root formula (radial)
-        testing.check_gradients(weighted_loss(direction, x, seed), *flow.parameters(), x, seed=seed)
+        loss = weighted_loss(direction, x, seed)
+        # Large perturbations can make a layer nearly singular (planar slope ~ 0): gradients of 1e5
+        # come with third derivatives for which a central difference at step 2e-6 errs by more than
+        # the 1e-6 tolerance (seed=568, dim=1, scale=1: off by 1.3e-5). Such draws test the finite
+        # differences, not the gradient, so they are left out.
+        assume(largest_gradient(loss, [*flow.parameters(), x]) < 1e3)
+        testing.check_gradients(loss, *flow.parameters(), x, seed=seed)
+
+
+def largest_gradient(loss, tensors):
+    """max |d loss / d t| over the entries of ``tensors`` (their .grad is cleared again)."""
+    for t in tensors:
+        t.grad = None
+    loss().backward()
+    largest = max(float(np.abs(host(t.grad)).max()) for t in tensors)
+    for t in tensors:
+        t.grad = None
+    return largest
 
 
 @given(st.integers(0, 2**16), st.integers(2, 4), st.sampled_from(["affine", "spline"]))

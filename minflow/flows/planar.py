@@ -192,14 +192,20 @@ def _solve_planar(v, c, s, tolerance, max_iterations):
     """The root p of F(p) = p + c tanh(p) - v, for every entry of v at once (plain arrays).
 
     Safeguarded Newton: the root stays inside [lo, hi] (F(lo) <= 0 <= F(hi)); a Newton
-    step that would leave it is replaced by bisection. F' = tanh^2 + s (1 - tanh^2) is
-    computed from s > 0, never from c + 1, so that it stays positive in floating point.
+    step that would leave it, or that is not at most half the step before it, is replaced
+    by bisection. The second rule (that of Numerical Recipes' ``rtsafe``) matters: where the
+    slope F' swings from s near p = 0 to 1 far from it (large s), Newton can bounce between
+    two points on either side of the root, each step shrinking the bracket by almost
+    nothing; halving whenever a step fails to halve bounds the work by that of bisection.
+    F' = tanh^2 + s (1 - tanh^2) is computed from s > 0, never from c + 1, so that it stays
+    positive in floating point.
     """
     xp = backend.array_module(v)
     tolerance = max(tolerance, 16 * float(xp.finfo(v.dtype).eps))
     scale = 1 + xp.abs(v) + xp.abs(c)
     lo, hi = v - xp.abs(c), v + xp.abs(c)
     p = v.copy()  # the root when c = 0
+    last_step = hi - lo  # the size of the step before the current one (no step yet: the bracket)
     for step in range(max_iterations + 1):
         t = xp.tanh(p)
         residual = p + c * t - v
@@ -213,9 +219,12 @@ def _solve_planar(v, c, s, tolerance, max_iterations):
                 break
         lo = xp.where(residual < 0, p, lo)
         hi = xp.where(residual > 0, p, hi)
-        newton = p - residual / (t * t + s * (1 - t * t))
-        inside = (newton > lo) & (newton < hi)
-        p = xp.where(done, p, xp.where(inside, newton, 0.5 * (lo + hi)))
+        newton_step = residual / (t * t + s * (1 - t * t))
+        newton = p - newton_step
+        use_newton = (newton > lo) & (newton < hi) & (2 * xp.abs(newton_step) <= last_step)
+        p_next = xp.where(done, p, xp.where(use_newton, newton, 0.5 * (lo + hi)))
+        last_step = xp.abs(p_next - p)
+        p = p_next
     error = xp.where(done, 0, xp.abs(residual) / scale)
     worst = float(xp.max(error))  # nan if a sample is NaN
     failed = int(xp.sum(~done))
