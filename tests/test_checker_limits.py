@@ -391,6 +391,30 @@ class EdgeMovesIn(PiecewiseLinearTransformer):
         return h, Tensor(log_derivative.data - xp.log(shrink))
 
 
+class ThetaStretch(Stretch):
+    """g(h; theta) = h exp(theta / 2): a slope that differs from sample to sample (Stretch's is one
+    number), so that a finite-difference bracket taken across samples instead of per sample is seen."""
+
+    def log_scale(self, theta, like):
+        return 0.5 * self.check_theta(theta).data[..., 0].astype(like.dtype)
+
+
+class LogDerivativeAboveVarying(ThetaStretch, LogDerivativeOff):
+    """log g' off by +size where theta > 0 only (the steeper samples), on a slope that varies: the
+    smallest log g' of the batch is right, so a bracket's lower end taken over the whole batch
+    would let the planted samples through."""
+
+    def offset(self, theta, like):
+        return self.size * (self.log_scale(theta, like) > 0).astype(like.dtype)
+
+
+class LogDerivativeBelowVarying(ThetaStretch, LogDerivativeOff):
+    """log g' off by -size where theta < 0 only: the largest log g' of the batch is right."""
+
+    def offset(self, theta, like):
+        return -self.size * (self.log_scale(theta, like) < 0).astype(like.dtype)
+
+
 # (property, planted transformer, its stretch, kind of tolerance)
 TRANSFORMER_CASES = [
     ("shapes (shared theta == theta repeated per sample)", SharedThetaDiffers, 2.0, "round trip"),
@@ -398,6 +422,8 @@ TRANSFORMER_CASES = [
     ("inverse log-derivative == -forward log-derivative", InverseLogDerivativeOff, 2.0, "round trip"),
     ("round trip forward(inverse(z)) == z", InverseOffInZNearZero, 1e4, "round trip"),
     ("log-derivative == log|finite differences|", LogDerivativeOff, 2.0, "finite differences"),
+    ("log-derivative == log|finite differences|", LogDerivativeAboveVarying, 2.0, "finite differences"),
+    ("log-derivative == log|finite differences|", LogDerivativeBelowVarying, 2.0, "finite differences"),
     ("theta = 0 is the identity (forward values)", MovesAtThetaZero, 2.0, "round trip"),
     ("theta = 0 is the identity (forward log-derivative)", LogDerivativeAtThetaZero, 2.0, "round trip"),
     ("domain (forward maps the edge 1.0 to itself)", EdgeMovesIn, None, "round trip"),
@@ -671,3 +697,712 @@ def test_transformer_log_secant_error_is_the_stated_rounding_error(slope, shift,
     assert error <= 2 * unit_roundoff * ratio / eps, f"error {error:.3g} is not the rounding error"
     if ratio <= SECANT_RANGE[dtype]:
         assert error <= limit / 50, f"slope {slope}, shift {shift}: {error:.3g} vs tolerance {limit}"
+
+
+# --- the checker's defaults, options and messages, as documented ------------------------------
+class InverseOffAtOneSample(Scale):
+    """inverse(forward(x)) off by ``size`` at sample 5 only."""
+
+    def inverse(self, z):
+        x, log_det = super().inverse(z)
+        where = np.zeros((z.shape[0], 1))
+        where[5 % z.shape[0]] = 1.0
+        return x + device(where, self.log_scale.dtype) * self.size * (1 + ops.absolute(x)), log_det
+
+
+def test_check_flow_message_names_the_property_the_worst_sample_and_the_tolerance():
+    with pytest.raises(AssertionError) as error:
+        testing.check_flow(InverseOffAtOneSample("float64", 3e-3), x=planted_inputs("float64"))
+    assert str(error.value) == (
+        "InverseOffAtOneSample: round trip inverse(forward(x)) == x fails; worst sample 5 is off by 0.003 "
+        "(tolerance 1e-08)"
+    )
+
+
+def test_check_flow_reports_a_nan_as_an_infinite_error():
+    class NanLogDet(Scale):
+        def forward(self, x):
+            z, log_det = super().forward(x)
+            return z, log_det * (x[:, 0] * np.nan)
+
+    with pytest.raises(
+        AssertionError, match=r"^NanLogDet: inverse log-det == -forward log-det fails; worst sample 0 is off by inf"
+    ):
+        testing.check_flow(NanLogDet("float64"), x=planted_inputs("float64"))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_check_flow_uses_the_tolerances_it_is_given(dtype):
+    fd, round_trip = tolerance(dtype, "finite differences"), tolerance(dtype, "round trip")
+    x = planted_inputs(dtype)
+    # ten times the default is caught by default and passes a tolerance twenty times wider
+    for planted, limit, option in [(LogDetOff, fd, "tolerance"), (InverseOffInX, round_trip, "inverse_tolerance")]:
+        with pytest.raises(AssertionError):
+            testing.check_flow(planted(dtype, 10 * limit), x=x)
+        testing.check_flow(planted(dtype, 10 * limit), x=x, **{option: 20 * limit})
+        with pytest.raises(AssertionError):  # and a narrower one is narrower
+            testing.check_flow(planted(dtype, 0.5 * limit), x=x, **{option: 0.25 * limit})
+
+
+def test_check_flow_without_gradients_skips_only_the_gradient_check():
+    limit = tolerance("float64", "finite differences")
+    testing.check_flow(GradientOff("float64", 10 * limit), x=planted_inputs("float64"), gradients=False)
+    with pytest.raises(AssertionError, match="gradient of tensor 0"):
+        testing.check_flow(GradientOff("float64", 10 * limit), x=planted_inputs("float64"))
+
+
+def test_check_flow_draws_its_own_inputs_by_default():
+    # n = 8 inputs from sample_inputs(flow, 8, seed); sample 5 exists only if n > 5
+    message = flow_verdict_default(InverseOffAtOneSample("float64", 3e-3))
+    assert "worst sample 5 is off by 0.003" in message, message
+    assert flow_verdict_default(InverseOffAtOneSample("float64", 3e-3), n=4) is not None  # 5 % 4 = 1
+
+
+def flow_verdict_default(flow, **options):
+    try:
+        testing.check_flow(flow, **options)
+    except AssertionError as error:
+        return str(error)
+    return None
+
+
+def test_sample_inputs_defaults_and_spread():
+    flow = Scale("float64")
+    x = testing.sample_inputs(flow)
+    assert x.shape == (16, 3) and str(x.dtype) == "float64"
+    assert np.array_equal(host(x), host(testing.sample_inputs(flow, 16, 0)))
+    # the real line: N(0, 1.5^2); 30,000 draws give the standard deviation within ~1% (3 sigma)
+    assert np.std(host(testing.sample_inputs(flow, 10_000, seed=1))) == pytest.approx(1.5, rel=0.01)
+
+    class Interval(Scale):
+        input_domain = (-1.0, 3.0)
+
+    u = host(testing.sample_inputs(Interval("float64"), 10_000, seed=1))
+    # uniform on the inner 90%, [-0.8, 2.8]: 30,000 draws come within 1e-3 of both ends
+    assert -0.8 <= u.min() < -0.799 and 2.799 < u.max() <= 2.8
+
+    class Unshaped(Scale):
+        event_shape = None
+
+        def __init__(self):
+            pass
+
+    with pytest.raises(ValueError, match=r"^Unshaped has no event_shape; pass inputs explicitly$"):
+        testing.sample_inputs(Unshaped())
+
+
+def test_check_gradients_options_and_messages():
+    w = nn.Parameter(device(np.linspace(-1.0, 1.0, 10)))
+    wrong_everywhere = device(np.ones(10))
+
+    def fn():
+        return ops.sum(w * w) + ops.sum(wrong_everywhere * (w - w.detach()))
+
+    with pytest.raises(AssertionError, match=r"fails \(3 of 3 checked coordinates\)"):  # n_coords = 3 by default
+        testing.check_gradients(fn, w)
+    with pytest.raises(AssertionError, match=r"fails \(5 of 5 checked coordinates\)"):
+        testing.check_gradients(fn, w, n_coords=5)
+    assert w.grad is None  # the gradients it made are cleared, even when it fails
+    # eps: a cubic's central difference errs by eps^2 (f''' / 6 = 1): 1e-2 at eps 0.1, far over 1e-6
+    testing.check_gradients(lambda: ops.sum(w * w * w), w)
+    with pytest.raises(AssertionError) as error:  # 0.01 / (1 + |3 w^2 + 0.01|), |w| <= 1
+        testing.check_gradients(lambda: ops.sum(w * w * w), w, eps=0.1, n_coords=10)
+    assert 0.0024 < off_by(str(error.value)) <= 0.01, error.value
+    with pytest.raises(ValueError, match=r"^check_gradients needs at least one tensor$"):
+        testing.check_gradients(fn)
+    unused = nn.Parameter(device([1.0, 2.0]))
+    with pytest.raises(AssertionError, match=r"^tensor 1 'b' \(shape \(2,\)\) got no gradient from backward\(\)$"):
+        testing.check_gradients(lambda: ops.sum(w * w), w, unused, names=["a", "b"])
+
+
+# --- check_transformer's messages, word for word ---------------------------------------------
+class UncheckedLength(Stretch):
+    """Reads theta[..., 0] without checking that there is exactly one value per coordinate."""
+
+    def log_scale(self, theta, like):
+        theta = as_array(theta)
+        return (theta[..., 0] != 0).astype(like.dtype) * self.log_factor
+
+
+class ValuesInFloat32(Stretch):
+    def forward(self, h, theta):
+        z, log_derivative = super().forward(h, theta)
+        return Tensor(z.data.astype("float32")), log_derivative
+
+
+class LogDerivativeOfOneSample(Stretch):
+    """The log-derivative has h's shape, not the broadcast shape of h and theta."""
+
+    def forward(self, h, theta):
+        z, log_derivative = super().forward(h, theta)
+        return z, Tensor(backend.array_module(z.data).zeros(as_array(h).shape, z.data.dtype))
+
+
+class Falls(Stretch):
+    """g(h) = -(h + max(h, 0)): slope -1 below 0, -2 above; the inverse and |g'| are right."""
+
+    def forward(self, h, theta):
+        self.check_theta(theta)
+        h = as_array(h)
+        xp = backend.array_module(h)
+        shape = xp.broadcast_shapes(h.shape, as_array(theta).shape[:-1])
+        z = xp.broadcast_to(-(h + xp.maximum(h, 0)), shape)
+        return Tensor(z.copy()), Tensor(xp.broadcast_to(xp.log1p((h > 0).astype(h.dtype)), shape).copy())
+
+    def inverse(self, z, theta):
+        self.check_theta(theta)
+        z = as_array(z)
+        xp = backend.array_module(z)
+        shape = xp.broadcast_shapes(z.shape, as_array(theta).shape[:-1])
+        h = xp.where(z > 0, -z, -z / 2)
+        return Tensor(xp.broadcast_to(h, shape).copy()), Tensor(
+            xp.broadcast_to(-xp.log1p((z < 0).astype(z.dtype)), shape).copy()
+        )
+
+
+def test_check_transformer_names_each_shape_failure():
+    def message(planted):
+        with pytest.raises(AssertionError) as error:
+            testing.check_transformer(planted())
+        return str(error.value)
+
+    assert message(UncheckedLength) == (
+        "UncheckedLength: shapes fails; theta with 2 values per coordinate (not 1) did not raise"
+    )
+    assert message(ValuesInFloat32) == (
+        "ValuesInFloat32: shapes fails; values (16, 3) float32 for h (16, 3), theta (16, 3, 1)"
+    )
+    assert message(LogDerivativeOfOneSample) == (
+        "LogDerivativeOfOneSample: shapes fails; log-derivative (3,) for h (3,) and theta (16, 3, 1)"
+    )
+
+
+def test_check_transformer_names_the_step_that_falls():
+    with pytest.raises(AssertionError) as error:
+        testing.check_transformer(Falls())
+    found = re.fullmatch(r"Falls: strictly increasing fails; g\((\S+)\) - g\((\S+)\) = (\S+) <= 0", str(error.value))
+    assert found, error.value
+    upper, lower, step_ = (float(value) for value in found.groups())
+    spacing = 12 / 63  # the sweep: 64 points from -6 to 6
+    # the steepest fall (slope -2, above 0) between two neighbouring points of the sweep
+    assert upper == pytest.approx(lower + spacing) and lower > 0, error.value
+    assert step_ == pytest.approx(-2 * spacing), error.value
+
+
+class NotFiniteFarOut(Stretch):
+    """Values (or log-derivatives) that are NaN for 99 < |h| <= 100 in one direction, on one side:
+    exactly where check_transformer probes, far out on an unbounded side."""
+
+    def __init__(self, direction, side, output):
+        super().__init__()
+        self.direction, self.side, self.output = direction, side, output
+
+    def spoil(self, result, h):
+        h = as_array(h)
+        xp = backend.array_module(h)
+        bad = (self.side * h > 99) & (self.side * h <= 100)
+        outputs = [result[0].data, result[1].data]
+        outputs[self.output] = xp.where(bad, xp.nan, outputs[self.output])
+        return Tensor(outputs[0]), Tensor(outputs[1])
+
+    def forward(self, h, theta):
+        result = super().forward(h, theta)
+        return self.spoil(result, h) if self.direction == "forward" else result
+
+    def inverse(self, z, theta):
+        result = super().inverse(z, theta)
+        return self.spoil(result, z) if self.direction == "inverse" else result
+
+
+@pytest.mark.parametrize(
+    "direction, side, output", [("forward", -1, 0), ("inverse", 1, 0), ("forward", 1, 1), ("inverse", -1, 1)]
+)
+def test_check_transformer_names_where_it_is_not_finite_far_out(direction, side, output):
+    with pytest.raises(AssertionError) as error:
+        testing.check_transformer(NotFiniteFarOut(direction, side, output))
+    assert str(error.value) == f"NotFiniteFarOut: domain fails; {direction} at {side * 100.0} is not finite"
+
+
+class OnUnitInterval(Stretch):
+    domain = (0.0, 1.0)
+
+
+def test_check_transformer_names_a_transformer_that_leaves_its_domain():
+    with pytest.raises(AssertionError) as error:  # a stretch by 2 on [0, 1]: values up to 2
+        testing.check_transformer(OnUnitInterval())
+    found = re.fullmatch(
+        r"OnUnitInterval: domain fails; forward left the domain \(0\.0, 1\.0\): values in \[(\S+), (\S+)\]",
+        str(error.value),
+    )
+    assert found, error.value
+    low, high = (float(value) for value in found.groups())
+    assert 0 < low < 0.2 and 1 < high < 2, error.value  # 2 h for h in the inner 90%: [0.1, 1.9]
+
+
+class AcceptsOutside(Stretch):
+    """The identity (factor 1) on [1, 3] that raises for input outside it, except in ``lax``:
+    'forward' (every input) or 'inverse above' (inverse, above 3)."""
+
+    domain = (1.0, 3.0)
+
+    def __init__(self, lax):
+        super().__init__(factor=1.0)
+        self.lax = lax
+
+    def guard(self, x, direction):
+        x = as_array(x)
+        below, above = bool((x < 1.0).any()), bool((x > 3.0).any())
+        if self.lax == "forward" and direction == "forward":
+            return
+        if self.lax == "band" and direction == "forward":
+            # refuses input outside, except between 0.09 and 0.11 of the width (2) below the domain:
+            # only a probe at a tenth of the width beyond the edge sees that it does not raise
+            if bool(((x < 1.0 - 0.22) | (x > 1.0 - 0.18)).any() and (x < 1.0).any()) or above:
+                raise ValueError("outside [1, 3]")
+            return
+        if below or (above and not (self.lax == "inverse above" and direction == "inverse")):
+            raise ValueError("outside [1, 3]")
+
+    def forward(self, h, theta):
+        self.guard(h, "forward")
+        return super().forward(h, theta)
+
+    def inverse(self, z, theta):
+        self.guard(z, "inverse")
+        return super().inverse(z, theta)
+
+
+@pytest.mark.parametrize(
+    "lax, where",
+    [("forward", "forward at 0.8"), ("inverse above", "inverse at 3.2"), ("band", "forward at 0.8")],
+    ids=["forward", "inverse", "only at the probe"],
+)
+def test_check_transformer_names_input_outside_its_domain_that_did_not_raise(lax, where):
+    # the probe: a tenth of the width (2) beyond each edge
+    with pytest.raises(AssertionError) as error:
+        testing.check_transformer(AcceptsOutside(lax))
+    assert str(error.value) == (f"AcceptsOutside: domain fails; {where}, outside (1.0, 3.0), did not raise ValueError")
+
+
+class ShiftedByTheta(Stretch):
+    """g(h) = h + |theta| on [0, 1]: leaves the domain by an amount that shows the theta drawn."""
+
+    domain = (0.0, 1.0)
+
+    def forward(self, h, theta):
+        theta = as_array(self.check_theta(theta))
+        h = as_array(h)
+        shift = backend.array_module(h).abs(theta[..., 0])
+        return Tensor(h + shift), Tensor(0 * (h + shift))
+
+    def inverse(self, z, theta):
+        theta = as_array(self.check_theta(theta))
+        z = as_array(z)
+        shift = backend.array_module(z).abs(theta[..., 0])
+        return Tensor(z - shift), Tensor(0 * (z - shift))
+
+
+def test_check_transformer_defaults_are_the_documented_ones():
+    def message(**options):
+        with pytest.raises(AssertionError, match="^ShiftedByTheta: domain fails; forward left the domain") as error:
+            testing.check_transformer(ShiftedByTheta(), **options)
+        return str(error.value)
+
+    documented = message(n=16, dim=3, seed=0, theta_scale=1.0)
+    assert message() == documented
+    for other in ({"n": 17}, {"dim": 4}, {"seed": 1}, {"theta_scale": 2.0}):
+        assert message(**other) != documented, other
+
+
+class LogDerivativeOfThetaShapeWhenShared(Stretch):
+    """A theta shared by the batch, (D, P), gives a log-derivative of shape (D,), not (B, D)."""
+
+    def forward(self, h, theta):
+        z, log_derivative = super().forward(h, theta)
+        if self.check_theta(theta).ndim == 2:
+            log_derivative = Tensor(log_derivative.data[0])
+        return z, log_derivative
+
+
+def test_check_transformer_names_a_shared_theta_of_the_wrong_shape():
+    with pytest.raises(AssertionError) as error:
+        testing.check_transformer(LogDerivativeOfThetaShapeWhenShared())
+    assert str(error.value) == (
+        "LogDerivativeOfThetaShapeWhenShared: shapes (shared theta == theta repeated per sample) fails; "
+        "shape (3,) != expected (16, 3)"
+    )
+
+
+class Recording(Stretch):
+    """The identity (a stretch by 1: correct on any domain) that records every input its forward
+    is given, and refuses input outside its domain."""
+
+    def __init__(self, domain):
+        super().__init__(factor=1.0)
+        self.domain, self.seen = domain, []
+
+    def refuse_outside(self, x):
+        x = host(as_array(x))
+        if (x < self.domain[0]).any() or (x > self.domain[1]).any():
+            raise ValueError(f"outside {self.domain}")
+
+    def forward(self, h, theta):
+        self.seen.append((host(as_array(h)).copy(), tuple(as_array(theta).shape)))
+        self.refuse_outside(h)
+        return super().forward(h, theta)
+
+    def inverse(self, z, theta):
+        self.refuse_outside(z)
+        return super().inverse(z, theta)
+
+
+def test_check_transformer_samples_and_sweeps_the_domain_as_documented():
+    # the sampled h: N(0, 2^2) on the line, 0.05 + Exp(1) from a finite edge of a half line,
+    # uniform on the inner 90% of an interval (a large n makes the statistics sharp)
+    n, dim = 3000, 3
+    cases = {
+        "line": (-math.inf, math.inf),
+        "above": (1.0, math.inf),
+        "below": (-math.inf, -1.0),
+        "interval": (1.0, 3.0),
+    }
+    for case, domain in cases.items():
+        recording = Recording(domain)
+        testing.check_transformer(recording, n=n, dim=dim)
+        h = recording.seen[0][0]
+        assert h.shape == (n, dim), case
+        if case == "line":
+            assert np.std(h) == pytest.approx(2.0, rel=0.03) and abs(np.mean(h)) < 0.1, case
+        elif case == "interval":
+            assert 1.1 <= h.min() < 1.101 and 2.899 < h.max() <= 2.9, case
+        else:
+            distance = h - 1.0 if case == "above" else -1.0 - h
+            assert 0.05 <= distance.min() < 0.051 and np.mean(distance) == pytest.approx(1.05, rel=0.03), case
+        # the sweep of property 5: 64 points of [-6, 6] (or of the finite edges), once for each of the
+        # first four samples' theta, shared (dim, P)
+        low, high = (-6.0 if math.isinf(domain[0]) else domain[0]), (6.0 if math.isinf(domain[1]) else domain[1])
+        sweeps = [x for x, theta in recording.seen if x.shape == (64, dim) and theta == (dim, 1)]
+        assert len(sweeps) == 4, case
+        for x in sweeps:
+            np.testing.assert_array_equal(x, np.repeat(np.linspace(low, high, 64)[:, None], dim, axis=1))
+
+
+def test_graph_nbytes_counts_each_tensor_and_what_each_node_saved():
+    x, w = nn.Parameter(device(np.ones(10))), nn.Parameter(device(np.ones(10)))  # 80 bytes each
+    assert testing.graph_nbytes(x) == 80  # a leaf: its data only
+    # x * w: three tensors of 80 bytes, and the product saved both factors for its VJP
+    assert testing.graph_nbytes(x * w) == 3 * 80 + 2 * 80
+
+
+def test_check_flow_passes_an_error_equal_to_the_tolerance():
+    # "error <= tolerance": the identity with an inverse log-det of exactly +tolerance instead of 0,
+    # so the error is |tolerance - 0| / (1 + 0) = tolerance with no rounding at all
+    class Planted(Scale):
+        log_scales = (0.0, 0.0, 0.0)
+
+        def inverse(self, z):
+            x, log_det = super().inverse(z)
+            return x, log_det + self.size
+
+    limit = tolerance("float64", "round trip")
+    testing.check_flow(Planted("float64", limit), x=planted_inputs("float64"), gradients=False)
+    with pytest.raises(AssertionError, match="inverse log-det"):
+        testing.check_flow(Planted("float64", 2 * limit), x=planted_inputs("float64"), gradients=False)
+
+
+def test_check_flow_names_a_round_trip_of_the_wrong_shape():
+    class DropsACoordinate(Scale):
+        def inverse(self, z):
+            x, log_det = super().inverse(z)
+            return x[:, :2], log_det
+
+    with pytest.raises(AssertionError) as error:
+        testing.check_flow(DropsACoordinate("float64"), x=planted_inputs("float64"))
+    assert str(error.value) == "DropsACoordinate: round trip inverse(forward(x)) == x: shape (8, 2) != expected (8, 3)"
+
+
+def test_check_flow_defaults_are_the_documented_ones():
+    class DropsASample(Scale):
+        def forward(self, x):
+            z, log_det = super().forward(x)
+            return z[1:], log_det
+
+    with pytest.raises(AssertionError) as error:  # n = 8 inputs by default
+        testing.check_flow(DropsASample("float64"))
+    assert str(error.value) == "DropsASample: shapes: got z (7, 3) and log_det (8,) for x (8, 3)"
+
+    class InverseOffByAConstant(Scale):
+        """Off by 1e-3 in x: the error 1e-3 / (1 + |x|) names the input nearest 0, so the message shows the inputs."""
+
+        def inverse(self, z):
+            x, log_det = super().inverse(z)
+            return x + 1e-3, log_det
+
+    messages = {seed: flow_verdict_default(InverseOffByAConstant("float64"), seed=seed) for seed in (0, 1)}
+    assert flow_verdict_default(InverseOffByAConstant("float64")) == messages[0] != messages[1]
+
+
+class UnusedWideParameter(Scale):
+    """Scale plus a parameter ``extra`` of 10 coordinates that the values ignore but the log-det's
+    gradient does not: its engine gradient is off by 1e-4 * (k + 1) at coordinate k (finite
+    differences see 0), so which coordinate is worst depends on the three drawn."""
+
+    def __init__(self, dtype):
+        super().__init__(dtype)
+        self.extra = nn.Parameter(device(np.zeros(10), dtype))
+
+    def forward(self, x):
+        z, log_det = super().forward(x)
+        g = device(1e-4 * np.arange(1, 11) / x.shape[0], self.log_scale.dtype)
+        return z, log_det + ops.sum(g * (self.extra - self.extra.detach()))
+
+
+def test_check_flow_passes_its_seed_and_tolerance_to_the_gradient_check():
+    flow, x = UnusedWideParameter("float64"), planted_inputs("float64")
+    messages = {seed: flow_verdict_default(flow, x=x, seed=seed) for seed in (0, 1, 2)}
+    assert len(set(messages.values())) > 1, "three seeds drew the same coordinates"
+    for seed, message in messages.items():
+        # the same coordinates as check_gradients draws with that seed
+        names, parameters = zip(*flow.named_parameters())
+
+        def loss():
+            z, log_det = flow.forward(x)
+            return ops.sum(0.5 * z * z) - ops.sum(log_det)
+
+        with pytest.raises(AssertionError) as error:
+            testing.check_gradients(loss, *parameters, seed=seed, names=names)
+        assert message == f"UnusedWideParameter: {error.value}"
+    testing.check_flow(flow, x=x, tolerance=2e-3)  # the worst error, 1e-3, is within a tolerance given
+
+
+def test_check_gradients_draws_its_coordinates_with_seed_0_by_default():
+    w = nn.Parameter(device(np.zeros(10)))
+    g = device(1e-4 * np.arange(1, 11))
+
+    def message(**options):
+        with pytest.raises(AssertionError) as error:
+            testing.check_gradients(lambda: ops.sum(w * w) + ops.sum(g * (w - w.detach())), w, **options)
+        return str(error.value)
+
+    assert message() == message(seed=0) != message(seed=1)
+
+
+def test_numerical_jacobian_takes_a_tensor_too():
+    matrix = device(np.array([[2.0, 1.0], [-1.0, 3.0]]))
+    x = device(np.random.default_rng(0).standard_normal((4, 2)))
+    from_array = testing.numerical_jacobian(lambda a: a @ matrix.T, x)
+    from_tensor = testing.numerical_jacobian(lambda a: a @ matrix.T, Tensor(x))
+    np.testing.assert_array_equal(host(from_tensor), host(from_array))
+
+
+class LogDerivativeInFloat32(Stretch):
+    def forward(self, h, theta):
+        z, log_derivative = super().forward(h, theta)
+        return z, Tensor(log_derivative.data.astype("float32"))
+
+
+class ValuesOfOneSample(Stretch):
+    """Values of h's shape, not of the broadcast shape of h and theta."""
+
+    def forward(self, h, theta):
+        z, log_derivative = super().forward(h, theta)
+        return Tensor(z.data[0] if as_array(h).ndim == 1 else z.data), log_derivative
+
+
+def test_check_transformer_names_the_output_of_the_wrong_shape():
+    for planted, expected in [
+        (LogDerivativeInFloat32, "log-derivative (16, 3) float32 for h (16, 3), theta (16, 3, 1)"),
+        (ValuesOfOneSample, "values (3,) for h (3,) and theta (16, 3, 1)"),
+    ]:
+        with pytest.raises(AssertionError) as error:
+            testing.check_transformer(planted())
+        assert str(error.value) == f"{planted.__name__}: shapes fails; {expected}"
+
+
+class InverseMovesAtThetaZero(Stretch):
+    """A correct stretch, except that its inverse at theta = 0 adds 0.01 to the largest input
+    (or makes it NaN): only the theta = 0 check of the inverse sees it."""
+
+    def __init__(self, nan=False):
+        super().__init__()
+        self.nan = nan
+
+    def inverse(self, z, theta):
+        h, log_derivative = super().inverse(z, theta)
+        xp = backend.array_module(h.data)
+        if not bool((as_array(theta) != 0).any()):
+            largest = h.data == h.data.max()
+            h = Tensor(xp.where(largest, xp.nan if self.nan else h.data + 0.01, h.data))
+        return h, log_derivative
+
+
+def test_check_transformer_names_the_inverse_at_theta_zero_and_the_worst_input():
+    with pytest.raises(AssertionError) as error:
+        testing.check_transformer(InverseMovesAtThetaZero())
+    found = re.fullmatch(
+        r"InverseMovesAtThetaZero: theta = 0 is the identity \(inverse values\) fails; "
+        r"off by (\S+) \(tolerance 1e-08\) at input (\S+)",
+        str(error.value),
+    )
+    assert found, error.value
+    error_, at = (float(value) for value in found.groups())
+    # the input named is the largest one, where 0.01 was added: off by 0.01 / (1 + |h|) there
+    assert at > 1 and error_ == pytest.approx(0.01 / (1 + at), rel=1e-3), error.value
+    with pytest.raises(AssertionError, match=r"\(inverse values\) fails; off by inf "):
+        testing.check_transformer(InverseMovesAtThetaZero(nan=True))
+
+
+def test_check_transformer_passes_an_error_equal_to_the_tolerance():
+    # "error <= tolerance": at theta = 0 the log-derivative is exactly +tolerance (not 0), so the
+    # error is |tolerance - 0| / (1 + 0) = tolerance with no rounding
+    limit = tolerance("float64", "round trip")
+    testing.check_transformer(LogDerivativeAtThetaZero(2.0, limit))
+    with pytest.raises(AssertionError, match="theta = 0 is the identity"):
+        testing.check_transformer(LogDerivativeAtThetaZero(2.0, 2 * limit))
+
+
+def test_check_flow_takes_inputs_as_a_tensor_too():
+    x = planted_inputs("float64")
+    messages = [flow_verdict_default(InverseOffAtOneSample("float64", 3e-3), x=given) for given in (x, Tensor(x))]
+    assert messages[0] == messages[1] and "worst sample 5" in messages[0]
+
+
+class InverseOffAwayFromTheImages(Scale):
+    """An inverse that is exact at the images of the planted inputs (|z_j| = s_j V_j) and off by
+    1e-3 in z everywhere else: only latent points that are not images of x can see it."""
+
+    def inverse(self, z):
+        z = self._check_input(z, "z")
+        xp = backend.array_module(z.data)
+        images = device(self.scale * np.abs(V), self.log_scale.dtype)
+        away = (xp.abs(xp.abs(z.data) - images) > 1e-9).astype(z.data.dtype)
+        return super().inverse(z + 1e-3 * away)
+
+
+def test_check_flow_round_trips_latent_points_that_are_not_images_of_x():
+    with pytest.raises(AssertionError, match=r"^InverseOffAwayFromTheImages: round trip forward\(inverse\(z\)\) == z"):
+        testing.check_flow(InverseOffAwayFromTheImages("float64"), x=planted_inputs("float64"))
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+def test_check_gradients_edge_cases_of_its_comparison():
+    # numeric gradients of w * w at w = 0 are exactly 0, so each planted error is exact
+    w = nn.Parameter(device(np.zeros(3)))
+    limit = tolerance("float64", "finite differences")
+
+    def planted(g):
+        g = device(g)
+        return lambda: ops.sum(w * w) + ops.sum(g * (w - w.detach()))
+
+    testing.check_gradients(planted([limit, 0.0, limit]), w)  # an error equal to the tolerance passes
+    # two equally bad coordinates: the first checked one (the order is 0, 1, 2 for three of three) is named
+    with pytest.raises(AssertionError, match=r"worst coordinate \(0,\): .* off by 0.001 "):
+        testing.check_gradients(planted([1e-3, 0.0, 1e-3]), w)
+    # a NaN gradient is the worst error there is: sqrt(w^2) = |w| has gradient 0 * inf at 0
+    v = nn.Parameter(device([0.5, 0.0, -0.3]))
+    with pytest.raises(
+        AssertionError, match=r"\(1 of 3 checked coordinates\); worst coordinate \(1,\): .* off by inf "
+    ):
+        testing.check_gradients(lambda: ops.sum(ops.sqrt(v * v)), v)
+
+
+class SharedThetaLogDerivativeDiffers(Stretch):
+    """A theta shared by the batch gives log-derivatives off by 0.01 (the values are right)."""
+
+    def forward(self, h, theta):
+        z, log_derivative = super().forward(h, theta)
+        if self.check_theta(theta).ndim == 2:
+            log_derivative = log_derivative + 0.01
+        return z, log_derivative
+
+
+class LogDerivativeOffAtLargestTheta(Stretch):
+    """log g' off by 0.01 (both ways) for the coordinate with the largest theta only."""
+
+    def offset(self, theta):
+        theta = as_array(self.check_theta(theta))[..., 0]
+        return 0.01 * (theta == theta.max()).astype(theta.dtype)
+
+    def forward(self, h, theta):
+        z, log_derivative = super().forward(h, theta)
+        return z, log_derivative + self.offset(theta)
+
+    def inverse(self, z, theta):
+        h, log_derivative = super().inverse(z, theta)
+        return h, log_derivative - self.offset(theta)
+
+
+class FlatAtTheEnd(Stretch):
+    """The identity up to 5.6, flat (g = 5.6) beyond: no sample reaches it, the sweep to 6 does."""
+
+    def forward(self, h, theta):
+        self.check_theta(theta)
+        h = as_array(h)
+        xp = backend.array_module(h)
+        shape = xp.broadcast_shapes(h.shape, as_array(theta).shape[:-1])
+        z = xp.broadcast_to(xp.minimum(h, 5.6), shape).copy()
+        return Tensor(z), Tensor(xp.zeros(shape, h.dtype))
+
+    def inverse(self, z, theta):
+        self.check_theta(theta)
+        z = as_array(z)
+        xp = backend.array_module(z)
+        shape = xp.broadcast_shapes(z.shape, as_array(theta).shape[:-1])
+        return Tensor(xp.broadcast_to(z, shape).copy()), Tensor(xp.zeros(shape, z.dtype))
+
+
+def test_check_transformer_messages_name_the_failing_input():
+    with pytest.raises(AssertionError) as error:
+        testing.check_transformer(SharedThetaLogDerivativeDiffers())
+    assert re.fullmatch(
+        r"SharedThetaLogDerivativeDiffers: shapes \(shared theta == theta repeated per sample\) fails; "
+        r"off by \S+ \(tolerance 1e-08\) at input \S+",
+        str(error.value),
+    ), error.value
+
+    with pytest.raises(AssertionError) as error:
+        testing.check_transformer(LogDerivativeOffAtLargestTheta())
+    found = re.fullmatch(
+        r"LogDerivativeOffAtLargestTheta: log-derivative == log\|finite differences\| fails; at input (\S+): "
+        r"log-derivative (\S+), log\|secant\| (\S+) \(step 2e-06, tolerance 1e-06\)",
+        str(error.value),
+    )
+    assert found, error.value
+    _, log_derivative, log_secant = (float(value) for value in found.groups())
+    assert log_derivative - log_secant == pytest.approx(0.01, rel=1e-3)  # the planted coordinate is named
+
+    with pytest.raises(AssertionError) as error:  # a flat step is not an increase
+        testing.check_transformer(FlatAtTheEnd())
+    sweep = np.linspace(-6.0, 6.0, 64)  # flat from 5.6: the first step that does not increase is 61 -> 62
+    expected = f"FlatAtTheEnd: strictly increasing fails; g({float(sweep[62])!r}) - g({float(sweep[61])!r}) = 0.0 <= 0"
+    assert str(error.value) == expected
+
+
+def test_check_transformer_samples_a_half_line_in_the_dtype_asked_for():
+    recording = Recording((1.0, math.inf))
+    testing.check_transformer(recording, dtype="float32")
+    assert str(recording.seen[0][0].dtype) == "float32"
+
+
+class UnshapedInverseOffAtOneImage(InverseOffInZ):
+    """No event_shape, and the error of InverseOffInZ planted at one latent point only (``target``):
+    check_flow then round-trips x reversed as its other latent points, and names where that point sits."""
+
+    def __init__(self, dtype, size, target=None):
+        super().__init__(dtype, size)
+        self.event_shape, self.target = None, target
+
+    def inverse(self, z):
+        z = self._check_input(z, "z")
+        xp = backend.array_module(z.data)
+        hit = (xp.abs(z.data - self.target).max(axis=1) < 1e-6).astype(z.data.dtype)[:, None]
+        return Scale.inverse(self, z + self.size * (1 + ops.absolute(z)) * hit)
+
+
+def test_check_flow_of_a_flow_without_event_shape_round_trips_x_reversed():
+    x = device(0.5 * np.random.default_rng(3).standard_normal((8, 3)))
+    flow = UnshapedInverseOffAtOneImage("float64", 1.5 * tolerance("float64", "round trip"))
+    with no_grad():
+        flow.target = flow.forward(x)[0].data[5]  # the image of sample 5: sample 2 of x reversed
+    with pytest.raises(AssertionError, match=r"^\w+: round trip forward\(inverse\(z\)\) == z fails; worst sample 2 is"):
+        testing.check_flow(flow, x=x)

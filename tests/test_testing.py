@@ -5,10 +5,12 @@ catching a flow that breaks exactly that property and nothing before it.
 """
 
 import math
+import zlib
 
 import numpy as np
 import pytest
 from helpers import device, host
+from hypothesis import given, settings
 
 from minflow import backend, nn, testing
 from minflow.autodiff import Tensor, ops
@@ -270,3 +272,141 @@ def test_check_transformer_rejects_a_broken_transformer(transformer, property_na
     message = str(error.value)
     assert message.startswith(type(transformer).__name__ + ":"), f"the message must name the transformer: {message}"
     assert property_name in message, f"expected the {property_name!r} check to fail, got: {message}"
+
+
+# --- the example tables, discovery and strategies, called inside tests -------------------------
+# (the suites call these at import, to parametrize; here each is called, and checked, in a test)
+def test_example_flows_draw_from_the_documented_stream():
+    """Each class's noise comes from its own stream, rng(seed * 1000 + crc32(name) % 1000), added to
+    the class's own initialisation; the default seed is 0. ElementwiseAffine's build draws nothing,
+    so its parameters are exactly init + scale * N(0, 1) from that stream."""
+    name, dim = "ElementwiseAffine", 3
+    for seed in (None, 0, 3):
+        flows = testing.example_flows(dim) if seed is None else testing.example_flows(dim, seed=seed)
+        rng = backend.rng((seed or 0) * 1000 + zlib.crc32(name.encode()) % 1000)
+        fresh = testing.FLOW_EXAMPLES[name].build(dim, rng)
+        for got, initial in zip(flows[name].parameters(), fresh.parameters()):
+            noise = host(rng.standard_normal(initial.shape))
+            # the same stream, the same operations: equal up to rounding of one addition
+            np.testing.assert_allclose(host(got), host(initial) + 0.5 * noise, rtol=1e-15, atol=1e-15)
+
+
+def test_example_flows_keep_the_default_dtype_when_perturbing():
+    previous = backend.get_default_dtype()
+    backend.set_default_dtype("float32")
+    try:
+        flows = testing.example_flows(2, seed=1)
+    finally:
+        backend.set_default_dtype(previous)
+    assert {str(p.dtype) for flow in flows.values() for p in flow.parameters()} == {"float32"}
+
+
+def test_example_flows_names_itself_when_dim_is_wrong():
+    with pytest.raises(ValueError, match=r"^example_flows: dim must be a positive integer, got 0$"):
+        testing.example_flows(0)
+
+
+def test_example_actnorms_are_initialised():
+    """An example ActNorm starts from its random parameters, not from a data-dependent init."""
+    flows = testing.example_flows(2, seed=0)
+    found = 0
+    for name in ("ActNorm", "ActNormImage", "MultiScale"):
+        for module in flows[name].modules():
+            if hasattr(module, "initialized"):
+                found += 1
+                assert bool(host(module.initialized.data)), f"{name}: an ActNorm is not marked initialised"
+    assert found >= 3
+
+
+def test_example_orders_and_permutations_are_random_reproducible_and_moving():
+    """Permutation examples are never the identity (for D > 1); autoregressive orders are random
+    permutations, drawn from the example's stream (so the same seed gives the same one)."""
+    orders = set()
+    for seed in range(8):
+        flows, again = testing.example_flows(2, seed=seed), testing.example_flows(5, seed=seed)
+        assert host(flows["Permutation"].permutation.data).tolist() == [1, 0]
+        permutation = host(again["Permutation"].permutation.data).tolist()
+        assert permutation == host(testing.example_flows(5, seed=seed)["Permutation"].permutation.data).tolist()
+        degrees = host(again["MaskedAutoregressive"].made.degrees.data).tolist()
+        assert sorted(degrees) == [1, 2, 3, 4, 5]
+        assert degrees == host(testing.example_flows(5, seed=seed)["MaskedAutoregressive"].made.degrees.data).tolist()
+        orders.add(tuple(degrees))
+    assert len(orders) > 1, "every seed gave the same autoregressive order"
+
+
+def test_example_names_are_the_sorted_tables():
+    assert testing.example_flow_names() == sorted(testing.FLOW_EXAMPLES) == list(testing.example_flows(5))
+    assert testing.example_transformer_names() == sorted(testing.TRANSFORMER_EXAMPLES)
+    assert testing.example_transformer_names() == list(testing.example_transformers())
+
+
+def test_discovery_finds_the_classes_themselves():
+    from minflow.flows import planar, splines, transformers
+    from minflow.flows.base import Flow
+
+    flows, found = testing.flow_classes(), testing.transformer_classes()
+    assert flows["Planar"] is planar.Planar and found["SplineTransformer"] is splines.SplineTransformer
+    assert all(isinstance(cls, type) and issubclass(cls, Flow) for cls in flows.values())
+    assert all(issubclass(cls, transformers.Transformer) for cls in found.values())
+    assert "Flow" not in flows and "Transformer" not in found  # the base itself is left out
+    assert set(flows) == set(testing.FLOW_EXAMPLES) and set(found) == set(testing.TRANSFORMER_EXAMPLES)
+
+
+def test_the_flow_strategy_draws_named_examples_of_allowed_dims():
+    chosen = testing.flows(names=["Coupling", "Planar"], dims=(1, 2))
+
+    @settings(max_examples=12, database=None, derandomize=True)
+    @given(chosen, testing.flows())
+    def draws(pair, any_pair):
+        name, flow = pair
+        assert name in ("Coupling", "Planar") and type(flow).__name__ == name
+        dim = flow.event_shape[0]
+        assert dim in (1, 2) and (name == "Planar" or dim == 2)  # a coupling needs dim >= 2
+        name, flow = any_pair
+        assert type(flow).__name__ == name and name in testing.FLOW_EXAMPLES
+
+    draws()
+
+
+def test_the_transformer_and_input_strategies_draw_what_they_say():
+    flow = testing.example_flows(3, seed=0)["Sigmoid"]  # inputs on the whole line
+    interval = testing.example_flows(3, seed=0)["Logit"]  # inputs in (0, 1)
+
+    @settings(max_examples=12, database=None, derandomize=True)
+    @given(
+        testing.transformers(),
+        testing.transformers(["SplineTransformer"]),
+        testing.inputs(flow, (2, 5)),
+        testing.inputs(interval),
+    )
+    def draws(pair, spline, x, u):
+        name, transformer = pair
+        assert name in testing.TRANSFORMER_EXAMPLES and type(transformer).__name__ == name
+        assert spline[0] == "SplineTransformer" and type(spline[1]).__name__ == "SplineTransformer"
+        assert x.shape in ((2, 3), (5, 3)) and u.shape in ((1, 3), (2, 3), (7, 3))
+        u = host(u)
+        assert u.min() > 0 and u.max() < 1
+
+    draws()
+
+
+def test_the_input_strategy_passes_the_drawn_seed_to_sample_inputs(monkeypatch):
+    from minflow.testing import strategies
+
+    flow, calls = testing.example_flows(2, seed=0)["Sigmoid"], []
+
+    def recording(flow_, n, *seed):
+        calls.append((n, seed))
+        return testing.sample_inputs(flow_, n, *seed)
+
+    monkeypatch.setattr(strategies, "sample_inputs", recording)
+
+    @settings(max_examples=12, database=None, derandomize=True)
+    @given(testing.inputs(flow, (3,)))
+    def draws(x):
+        n, seed = calls[-1]
+        assert len(seed) == 1 and isinstance(seed[0], int), f"no seed passed: {seed}"
+        assert np.array_equal(host(x), host(testing.sample_inputs(flow, n, seed[0])))
+
+    draws()
+    assert len({seed for _, seed in calls}) > 1, "every draw used the same seed"
