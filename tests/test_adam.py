@@ -8,9 +8,11 @@ folded into one factor), so they agree to a few ulps per step; over 25 steps of 
 well-scaled problem, 1e-12 relative.
 """
 
+import re
+
 import numpy as np
 import pytest
-from helpers import assert_close, device, host
+from helpers import assert_close, device, host, on_cupy
 
 from minflow import backend, models, nn, optim
 
@@ -247,3 +249,142 @@ def test_astype_after_steps_casts_the_state():
     opt.step()
     assert w.dtype == np.float32 and opt.m.dtype == np.float32
     assert backend.array_module(opt.theta).shares_memory(w.data, opt.theta)
+
+
+# --- defaults, steps without gradients, the flush boundary, messages, dtypes and backends -----------------
+@pytest.mark.parametrize("adam", ADAMS)
+def test_the_defaults_are_the_papers_hyperparameters(adam):
+    # Kingma & Ba's lr 1e-3, betas (0.9, 0.999), eps 1e-8 and no weight decay, as the signature promises.
+    params = random_parameters(30)
+    start = [host(p) for p in params]
+    grads = random_grads(31, params, steps=5)
+    _continue(params, adam(params), grads)
+    for p, want in zip(params, reference_adam(start, grads, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8)):
+        assert_close(p, want, rtol=RTOL, atol=0)
+
+
+@pytest.mark.parametrize("adam", ADAMS)
+def test_a_step_without_any_gradient_changes_nothing_but_the_step_count(adam):
+    # A step after zero_grad with no backward (the loss used no parameter) skips every parameter:
+    # the parameters, m and v stay exactly as they were.
+    params = random_parameters(32)
+    opt = run_adam(params, random_grads(33, params, steps=3), adam)
+    before, state = [host(p).copy() for p in params], opt.state_dict()
+    opt.zero_grad()
+    opt.step()
+    assert all(np.array_equal(host(p), b) for p, b in zip(params, before))
+    after = opt.state_dict()
+    assert np.array_equal(host(after["m"]), host(state["m"])) and np.array_equal(host(after["v"]), host(state["v"]))
+    assert after["t"] == 4
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_moments_equal_to_the_smallest_normal_float_are_kept_and_only_smaller_ones_flushed(dtype):
+    # The flush zeroes denormals (0 < |x| < tiny); tiny itself is a normal float and stays. With
+    # betas (0, 0) one step sets m = g and v = g * g exactly, so g = [-tiny, -tiny / 2, sqrt(tiny),
+    # sqrt(tiny) / 2] (powers of two: each square exact or below every denormal, so 0) plants m and v
+    # on both sides of tiny.
+    tiny = np.finfo(dtype).tiny
+    root = np.sqrt(tiny)  # tiny = 2**-1022 (float64) or 2**-126 (float32): its root is exact
+    w = nn.Parameter(device(np.ones(4), dtype))
+    opt = optim.FlatAdam([w], lr=1e-3, betas=(0.0, 0.0))
+    w.grad = device(np.array([-tiny, -tiny / 2, root, root / 2], dtype), dtype)
+    opt.step()
+    assert host(opt.m).tolist() == [-tiny, 0.0, root, root / 2]
+    assert host(opt.v).tolist() == [0.0, 0.0, tiny, 0.0]
+
+
+@pytest.mark.parametrize("optimizer", [optim.SGD, *ADAMS])
+def test_an_empty_parameter_list_is_refused_with_the_whole_message(optimizer):
+    # A model without parameters (or a generator already used up) would otherwise train nothing silently.
+    with pytest.raises(ValueError, match=r"^optimizer got an empty parameter list$"):
+        optimizer([])
+
+
+def test_flat_adam_names_the_mixed_dtypes_it_refuses():
+    # The message lists the dtypes it found, sorted, so the one parameter left in float64 is easy to spot.
+    a = nn.Parameter(device(np.zeros(2)))
+    b = nn.Parameter(device(np.zeros(2), np.float32))
+    a.grad, b.grad = device(np.ones(2)), device(np.ones(2), np.float32)
+    message = "FlatAdam needs parameters of one dtype, got ['float32', 'float64']"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        optim.FlatAdam([a, b]).step()
+
+
+def _continue_in(dtype, params, opt, grads):
+    """``_continue`` with gradients of ``dtype``, as backward gives float32 parameters."""
+    for step_grads in grads:
+        for p, g in zip(params, step_grads):
+            p.grad = None if g is None else device(g, dtype)
+        opt.step()
+    return opt
+
+
+def test_a_float32_flat_adam_keeps_a_loaded_state_in_float32():
+    # A float64 state loaded for float32 parameters (resuming a float32 run): m, v and the flat
+    # parameters must all be float32 after the next steps; a float64 moment doubles the memory of
+    # the state and turns every update into float64 arithmetic.
+    params64 = random_parameters(40)
+    saved = run_adam(params64, random_grads(41, params64, steps=2)).state_dict()
+    params = [nn.Parameter(device(host(p), np.float32)) for p in params64]
+    opt = optim.FlatAdam(params, lr=1e-2)
+    opt.load_state_dict(saved)
+    _continue_in(np.float32, params, opt, random_grads(42, params, steps=2, missing={(1, 1)}))
+    assert {str(a.dtype) for a in (opt.m, opt.v, opt.theta, *(p.data for p in params))} == {"float32"}
+
+
+def test_a_float32_step_with_a_gradient_less_parameter_computes_in_float32():
+    # The flat gradient of float32 parameters is float32 also where a parameter has no gradient (its
+    # block of zeros): a float64 block would promote the whole model-sized gradient to float64. With
+    # betas (0, 0) one step sets m = g and v = g * g, g = grad + weight_decay * theta, so float32
+    # arithmetic shows bit for bit (float64 squares round differently from float32 ones).
+    rng = np.random.default_rng(43)
+    w = nn.Parameter(device(rng.normal(size=64), np.float32))
+    unused = nn.Parameter(device(np.ones(3), np.float32))
+    opt = optim.FlatAdam([w, unused], lr=1e-2, betas=(0.0, 0.0), weight_decay=0.1)
+    grad, theta = rng.normal(size=64).astype(np.float32), host(w).copy()
+    w.grad = device(grad, np.float32)
+    opt.step()
+    g = grad + 0.1 * theta  # float32 arithmetic, as the optimizer's (a Python float does not promote)
+    assert g.dtype == np.float32
+    assert np.array_equal(host(opt.m), np.concatenate([g, np.zeros(3, np.float32)]))
+    assert np.array_equal(host(opt.v), np.concatenate([g * g, np.zeros(3, np.float32)]))
+    assert np.array_equal(host(unused), np.ones(3))
+
+
+@pytest.mark.skipif(not on_cupy(), reason="needs CuPy as the default backend, to have parameters off it (NumPy)")
+def test_flat_adam_refuses_parameters_moved_between_numpy_and_cupy_with_the_whole_message():
+    # Its m and v stay where its first step made them; parameters moved since cannot share an array with them.
+    w = nn.Parameter(np.ones(3))
+    opt = optim.FlatAdam([w], lr=1e-2)
+    w.grad = np.ones(3)
+    opt.step()
+    w.data, w.grad = device(host(w)), device(np.ones(3))
+    message = "the parameters moved between NumPy and CuPy after FlatAdam was made; make a new optimizer"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        opt.step()
+
+
+@pytest.mark.skipif(not on_cupy(), reason="needs CuPy as the default backend, to have parameters off it (NumPy)")
+@pytest.mark.parametrize("loader", ADAMS)
+def test_a_state_loads_onto_the_parameters_backend_not_the_default_one(loader):
+    # A NumPy model while CuPy is the default: the loaded m and v go to NumPy, with the parameters
+    # (on the default backend the next step would mix NumPy and CuPy), and it continues exactly.
+    rng = np.random.default_rng(44)
+    params = [nn.Parameter(rng.normal(size=shape)) for shape in ((3, 2), (4,))]
+    grads = [[rng.normal(size=p.shape) for p in params] for _ in range(4)]
+    opt = loader(params, lr=1e-2)
+    for step_grads in grads[:2]:
+        for p, g in zip(params, step_grads):
+            p.grad = g
+        opt.step()
+    copies = [nn.Parameter(p.data.copy()) for p in params]
+    resumed = loader(copies, lr=1e-2)
+    resumed.load_state_dict(opt.state_dict())
+    for step_grads in grads[2:]:
+        for p, q, g in zip(params, copies, step_grads):
+            p.grad, q.grad = g, g.copy()
+        opt.step()
+        resumed.step()
+    assert all(type(q.data) is np.ndarray and np.array_equal(q.data, p.data) for p, q in zip(params, copies))
+    assert type(resumed.state_dict()["m"]) is np.ndarray

@@ -410,3 +410,33 @@ def test_the_input_strategy_passes_the_drawn_seed_to_sample_inputs(monkeypatch):
 
     draws()
     assert len({seed for _, seed in calls}) > 1, "every draw used the same seed"
+
+
+# The seed range of flows() and inputs() is part of their contract (their docstrings): 0..2**16 inclusive.
+SEED_MAX = 2**16
+
+
+def _seed_strategies(monkeypatch):
+    """flows() and inputs() drawing the seed they pass on, instead of a flow or a batch (nothing is built)."""
+    from minflow.testing import strategies
+
+    monkeypatch.setattr(strategies, "example_flows", lambda dim, seed: dict.fromkeys(testing.FLOW_EXAMPLES, seed))
+    monkeypatch.setattr(strategies, "sample_inputs", lambda flow, n, seed: seed)
+    flow = testing.example_flows(2, seed=0)["Sigmoid"]
+    return {"flows": testing.flows().map(lambda pair: pair[1]), "inputs": testing.inputs(flow)}
+
+
+@pytest.mark.parametrize("strategy", ["flows", "inputs"])
+def test_the_strategies_draw_every_seed_from_0_to_2_to_the_16_and_no_other(monkeypatch, strategy):
+    """Both ends of the documented range are drawn (a range cut short loses examples), and in 1000
+    draws no seed outside it (a negative or large seed is not a small non-negative int every backend
+    accepts)."""
+    from hypothesis import find
+    from hypothesis.errors import NoSuchExample
+
+    seeds = _seed_strategies(monkeypatch)[strategy]
+    search = settings(max_examples=1000, database=None, derandomize=True)
+    assert find(seeds, lambda seed: seed == 0, settings=search) == 0
+    assert find(seeds, lambda seed: seed >= SEED_MAX, settings=search) == SEED_MAX
+    with pytest.raises(NoSuchExample):
+        find(seeds, lambda seed: not (isinstance(seed, int) and 0 <= seed <= SEED_MAX), settings=search)

@@ -10,7 +10,13 @@ from .flow_checks import sample_inputs
 
 
 def flows(names=None, dims=(1, 2, 3, 5)):
-    """A hypothesis strategy of (name, flow) pairs drawn from :func:`example_flows`."""
+    """A hypothesis strategy of (name, flow) pairs drawn from :func:`example_flows`.
+
+    The name is drawn from ``names`` (default: every example), the dimension from those of
+    ``dims`` the example allows, and the seed of :func:`example_flows` from 0..2**16
+    inclusive: enough distinct examples, and a small non-negative int that every backend's
+    random generator accepts.
+    """
     from hypothesis import strategies as st
 
     names = list(names or example_flow_names())
@@ -34,7 +40,12 @@ def transformers(names=None):
 
 
 def inputs(flow, batch_sizes=(1, 2, 7)):
-    """A hypothesis strategy of input batches inside ``flow``'s domain (via :func:`sample_inputs`)."""
+    """A hypothesis strategy of input batches inside ``flow``'s domain (via :func:`sample_inputs`).
+
+    The batch size is drawn from ``batch_sizes`` and the seed of :func:`sample_inputs` from
+    0..2**16 inclusive: enough distinct batches, and a small non-negative int that every
+    backend's random generator accepts.
+    """
     from hypothesis import strategies as st
 
     return st.builds(
