@@ -67,7 +67,9 @@ gpu-check: install
 # Mutation testing (not in CI; tests/MUTATION.md has the scores, every survivor and the run times): mutmut plants
 # one bug at a time in minflow's autodiff, flows, testing, optim and train modules and runs the tests that execute
 # the changed function, on 2 workers; then the survivors once more on the strict CuPy stand-in, which kills the
-# bugs only a GPU would notice (as CI runs the suite on both). The whole run takes hours; MUTATION_MODULES runs a
+# bugs only a GPU would notice (as CI runs the suite on both), and those of code that runs while minflow is imported
+# in a fresh interpreter (tests/mutation/fresh.py). The report fails if a survivor has no reason in
+# tests/mutation/explained.py (equivalent, or not killed yet). The whole run takes hours; MUTATION_MODULES runs a
 # subset, by module name under minflow: `make mutation MUTATION_MODULES="optim flows.planar"`. Each run tries
 # every mutant of its modules again; the results stay in mutants/ (`rm -rf mutants` also redoes the setup).
 MUTATION_MODULES ?= optim train testing autodiff flows
@@ -78,7 +80,9 @@ mutation: install
 	$(MUTATION_RUN) $(foreach module,$(MUTATION_MODULES),'minflow.$(module).*')
 	survivors=$$($(BIN)/python tests/mutation/report.py --names $(MUTATION_MODULES)); \
 	if [ -n "$$survivors" ]; then $(STRICT_CUPY) $(MUTATION_RUN) $$survivors; fi
+	$(BIN)/python tests/mutation/fresh.py $(MUTATION_MODULES)
 	$(BIN)/python tests/mutation/report.py --survivors $(MUTATION_MODULES)
+	$(BIN)/python tests/mutation/report.py --check $(MUTATION_MODULES)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis runs mutants
