@@ -318,3 +318,46 @@ def test_unbroadcast_sums_leading_axes_and_size_one_axes(grad_shape, shape):
     expected = expected.sum(axis=tuple(i for i, n in enumerate(shape) if n == 1), keepdims=True)
     assert got.shape == shape, f"unbroadcast {grad_shape} -> {shape} gave shape {got.shape}"
     np.testing.assert_allclose(host(got), expected, rtol=1e-12)  # the same sums, maybe in another order
+
+
+# --- extending the engine, repr and documented defaults (mutation testing found these unpinned) ---------------
+
+
+def test_a_primitive_defined_outside_minflow_is_registered_and_differentiated():
+    """A user adds an op the way minflow defines its own: ``@primitive(name, vjp)`` on a forward."""
+    from minflow.autodiff.tensor import primitive
+
+    name = "test_engine_cube"
+
+    @primitive(name, lambda g, x: (3 * g * x * x,))
+    def cube(x):
+        return x * x * x, (x,)
+
+    try:
+        assert OPS[name] is cube and cube.name == name and repr(cube) == f"<primitive {name}>"
+        x = leaf([1.5, -2.0])
+        cube(x).sum().backward()
+        np.testing.assert_array_equal(host(cube(x).data), [3.375, -8.0])  # exact in binary floating point
+        np.testing.assert_array_equal(host(x.grad), [6.75, 12.0])  # 3 x^2, exact too
+        with pytest.raises(ValueError, match=rf"^op '{name}' is registered twice$"):
+            primitive(name, lambda g, x: (g,))(lambda x: (x, (x,)))
+        assert OPS[name] is cube, "a refused registration must leave the first one in place"
+    finally:
+        OPS.pop(name, None)
+
+
+def test_a_tensor_shows_its_array_and_whether_it_records_gradients():
+    array = device([1.0, 2.0])
+    assert repr(Tensor(array)) == f"Tensor({array!r})"
+    assert repr(Tensor(array, requires_grad=True)) == f"Tensor({array!r}, requires_grad=True)"
+
+
+def test_leaky_relu_has_the_documented_default_slope_of_one_hundredth():
+    np.testing.assert_array_equal(host(ops.leaky_relu(Tensor(device([-2.0, 3.0]))).data), [-0.02, 3.0])
+
+
+def test_solve_triangular_reads_the_lower_triangle_by_default():
+    # The upper triangle holds numbers that would change the answer if they were read.
+    a = device([[2.0, 7.0], [1.0, 4.0]])
+    x = ops.solve_triangular(Tensor(a), Tensor(device([[2.0], [5.0]])))
+    np.testing.assert_allclose(host(x.data), [[1.0], [1.0]], rtol=1e-15)  # 2*1 = 2, 1*1 + 4*1 = 5
