@@ -6,6 +6,224 @@ in neither table is "not explained" and fails `report.py --check`; so does a nam
 (a test killed it: take it out). Keys are reasons, values the full mutmut names (`mutmut show NAME`).
 """
 
-EQUIVALENT = {}
+EQUIVALENT = {
+    # minflow.optim
+    "backend.array_module(None) is NumPy, and every call made through it here is given the arrays themselves: "
+    "NumPy hands a ufunc or array function of CuPy arrays on to CuPy (__array_ufunc__, __array_function__), "
+    "so the same arrays come back on every backend.": [
+        "minflow.optim.x_clip_grad_norm__mutmut_6",
+        "minflow.optim.xǁAdamǁ_flat_moments__mutmut_2",
+        "minflow.optim.xǁAdamǁstep__mutmut_15",
+        "minflow.optim.xǁAdamǁstep__mutmut_4",
+        "minflow.optim.xǁAdamǁstep__mutmut_7",
+    ],
+    "reshape(-2) is reshape(-1): a negative size means 'infer this one' (NumPy 2.4; the strict CuPy stand-in "
+    "is NumPy).": [
+        "minflow.optim.x_clip_grad_norm__mutmut_12",
+        "minflow.optim.xǁAdamǁ_flat_moments__mutmut_8",
+        "minflow.optim.xǁFlatAdamǁ_flatten__mutmut_13",
+        "minflow.optim.xǁFlatAdamǁstep__mutmut_19",
+        "minflow.optim.xǁOptimizerǁ_state_array__mutmut_26",
+    ],
+    "zeros_like(None) is a 0-d array holding 0; b1 * 0 + (1 - b1) * g broadcasts to g's shape and values, "
+    "so Adam's first m and v are the same.": [
+        "minflow.optim.xǁAdamǁstep__mutmut_3",
+        "minflow.optim.xǁAdamǁstep__mutmut_6",
+    ],
+    "FlatAdam's theta is only read after _flatten, which the first step always calls and which sets theta, "
+    "so its initial value is never read.": [
+        "minflow.optim.xǁFlatAdamǁ__init____mutmut_14",
+    ],
+    "Without a dtype the has-gradient mask is boolean; it is only used in xp.where and in update *= mask, "
+    "where True / False act exactly as 1.0 / 0.0.": [
+        "minflow.optim.xǁFlatAdamǁ_has_grad_mask__mutmut_4",
+        "minflow.optim.xǁFlatAdamǁ_has_grad_mask__mutmut_7",
+    ],
+    "reshape(None) keeps the shape, and every state array is already flat (m, v) or reshaped to its "
+    "parameter's shape by the caller (SGD's velocities).": [
+        "minflow.optim.xǁOptimizerǁ_state_array__mutmut_17",
+    ],
+    # minflow.train
+    "array_module(None) is NumPy, which hands concatenate, isfinite and the other calls made here on to CuPy "
+    "when given CuPy arrays (__array_function__, __array_ufunc__); no array is created from nothing, so the "
+    "same arrays come back on every backend.": [
+        "minflow.train.x__chunked_log_probs__mutmut_47",
+        "minflow.train.x__non_finite_rows__mutmut_2",
+        "minflow.train.x__read_step__mutmut_9",
+        "minflow.train.x_non_finite_parameters__mutmut_4",
+    ],
+    "With a single chunk, concatenate returns a copy of the chunk instead of the chunk itself: equal values, "
+    "and nothing writes to it.": [
+        "minflow.train.x__chunked_log_probs__mutmut_41",
+        "minflow.train.x__chunked_log_probs__mutmut_45",
+    ],
+    "array_module(chunks[1]) instead of chunks[0]: only two chunks or more reach it, and all chunks are on one "
+    "backend.": [
+        "minflow.train.x__chunked_log_probs__mutmut_48",
+    ],
+    "integers(2**63 - 1) is integers(0, 2**63 - 1): with one bound, NumPy's and CuPy's Generator.integers draw "
+    "from [0, bound).": [
+        "minflow.train.x__data_seed__mutmut_13",
+    ],
+    "reshape(-2) and reshape(n, -2) are reshape(-1) and reshape(n, -1): a negative size means 'infer this one' "
+    "(NumPy 2.4; the strict CuPy stand-in is NumPy).": [
+        "minflow.train.x__non_finite_rows__mutmut_16",
+        "minflow.train.x__read_step__mutmut_4",
+    ],
+    "_progress's default done=0 is never used: its one caller always passes done.": [
+        "minflow.train.x__progress__mutmut_1",
+    ],
+    "interrupted starts True instead of False, but every path that reads it sets it first (after the loop, or in "
+    "the KeyboardInterrupt handler); other exceptions propagate without reading it.": [
+        "minflow.train.x__train_loop__mutmut_110",
+    ],
+    "The default FlatAdam gets lr 1e-3 instead of fit's lr, but the loop sets optimizer.lr from the schedule "
+    "before every step, and a resume loads lr from its state.": [
+        "minflow.train.x__train_loop__mutmut_8",
+    ],
+    "cause='step' dropped: NonFiniteLossError's default cause is 'step'.": [
+        "minflow.train.x__train_loop__mutmut_86",
+    ],
+    "The chunk size (4096, 4097 or the default passed on) only decides which rows are computed together; each "
+    "row's log p(x) does not depend on the other rows of its chunk.": [
+        "minflow.train.x_evaluate_bits_per_dim__mutmut_1",
+        "minflow.train.x_evaluate_bits_per_dim__mutmut_13",
+        "minflow.train.x_evaluate_nll__mutmut_1",
+        "minflow.train.x_log_probs__mutmut_1",
+    ],
+    "_check_options gets val_every 2 instead of 1: fit_to_density has no validation, and _check_options only "
+    "refuses val_every < 1.": [
+        "minflow.train.x_fit_to_density__mutmut_19",
+    ],
+    "NonFiniteLossError's default cause is never used: every raise in minflow passes cause.": [
+        "minflow.train.xǁNonFiniteLossErrorǁ__init____mutmut_1",
+        "minflow.train.xǁNonFiniteLossErrorǁ__init____mutmut_2",
+    ],
+    "rpartition('/') is partition('/') for keys with one '/': the part is parameters, optimizer or best, and the "
+    "names (module paths, optimizer keys like velocity.0) contain no '/'.": [
+        "minflow.train.xǁTrainingStateǁload__mutmut_45",
+    ],
+    "_CtrlC's previous handler is only read in __exit__ when installed is True, and installing sets it.": [
+        "minflow.train.xǁ_CtrlCǁ__init____mutmut_3",
+    ],
+    # minflow.flows.sinh_arcsinh
+    "h >= 0 -> h > 0 differs at h = 0 only, where the result is -0.0 instead of 0.0 (equal) and the gradient, "
+    "sign * f'(sign * h) * sign = f'(0) = 1, is the same.": [
+        "minflow.flows.sinh_arcsinh.x__asinh__mutmut_12",
+    ],
+    "The tanh branch's value is discarded where |u| >= 1, and its gradient there is multiplied by the where's "
+    "zero; tanh(1/2) keeps it finite, as 0 did.": [
+        "minflow.flows.sinh_arcsinh.x__sinh__mutmut_15",
+    ],
+    "array_module(None) is NumPy, whose where and abs given a CuPy array hand it to CuPy; they survived the "
+    "strict CuPy pass too.": [
+        "minflow.flows.sinh_arcsinh.x__asinh__mutmut_2",
+        "minflow.flows.sinh_arcsinh.x__sinh__mutmut_3",
+    ],
+    # minflow.testing (flow_checks, transformer_checks, examples)
+    "reshape(-2) is reshape(-1) and reshape(None) keeps the shape (NumPy 2.4; the strict CuPy stand-in is "
+    "NumPy); argmax / argmin without an axis flatten anyway.": [
+        "minflow.testing.flow_checks.x__check_close__mutmut_27",
+        "minflow.testing.flow_checks.x_check_flow__mutmut_177",
+        "minflow.testing.flow_checks.x_numerical_jacobian__mutmut_32",
+        "minflow.testing.flow_checks.x_numerical_jacobian__mutmut_42",
+        "minflow.testing.transformer_checks.x__expect_close__mutmut_23",
+        "minflow.testing.transformer_checks.x__worst__mutmut_20",
+        "minflow.testing.transformer_checks.x_check_transformer__mutmut_249",
+        "minflow.testing.transformer_checks.x_check_transformer__mutmut_251",
+        "minflow.testing.transformer_checks.x_check_transformer__mutmut_263",
+        "minflow.testing.transformer_checks.x_check_transformer__mutmut_267",
+        "minflow.testing.transformer_checks.x_check_transformer__mutmut_271",
+        "minflow.testing.transformer_checks.x_check_transformer__mutmut_309",
+        "minflow.testing.transformer_checks.x_check_transformer__mutmut_311",
+    ],
+    "array_module(None) is NumPy, and slogdet, zeros_like, stack and _worst's call are given the arrays "
+    "themselves, which NumPy hands on to CuPy; all four survived the strict CuPy pass too.": [
+        "minflow.testing.flow_checks.x_check_flow__mutmut_105",
+        "minflow.testing.flow_checks.x_numerical_jacobian__mutmut_21",
+        "minflow.testing.flow_checks.x_numerical_jacobian__mutmut_52",
+        "minflow.testing.transformer_checks.x__worst__mutmut_2",
+    ],
+    "A dead branch: _check_close is only given per-sample arrays whose shape (B, ...) was checked first, so "
+    "got.ndim is never 0.": [
+        "minflow.testing.flow_checks.x__check_close__mutmut_11",
+        "minflow.testing.flow_checks.x__check_close__mutmut_13",
+    ],
+    "dim > 1 -> dim >= 1: for dim 1 the rotation order[1:] + order[:1] of [0] is [0], the same permutation.": [
+        "minflow.testing.examples.x__moving_permutation__mutmut_9",
+    ],
+    "sweep[i + 1, 0] -> sweep[i + 1, 1]: the sweep repeats one column for every coordinate, so columns 0 and 1 "
+    "hold the same numbers.": [
+        "minflow.testing.transformer_checks.x_check_transformer__mutmut_323",
+        "minflow.testing.transformer_checks.x_check_transformer__mutmut_325",
+    ],
+    "forward(h[0], ) without theta: the local forward's default theta is theta.": [
+        "minflow.testing.transformer_checks.x_check_transformer__mutmut_102",
+    ],
+    "h[1] for h[0]: the check only reads the shape, and every row of h has the same one.": [
+        "minflow.testing.transformer_checks.x_check_transformer__mutmut_103",
+    ],
+    "0 * h -> 0 / h: equal wherever h != 0, and h is drawn from a continuous law inside the domain, never 0.": [
+        "minflow.testing.transformer_checks.x_check_transformer__mutmut_365",
+    ],
+    "z >= low -> z > low and z <= high -> z < high differ only for a value exactly on the edge; the round trip "
+    "or the check that the inverse maps the edge to itself fails first, so the verdict cannot change (at most "
+    "which domain message is shown).": [
+        "minflow.testing.transformer_checks.x__check_domain__mutmut_7",
+        "minflow.testing.transformer_checks.x__check_domain__mutmut_8",
+    ],
+}
 
-NOT_KILLED = {}
+NOT_KILLED = {
+    # minflow.flows.sinh_arcsinh: equivalent up to rounding, so they can change a result's last bits
+    "h >= 0 -> h >= 1: for 0 <= h < 1 the sign is -1, and sign * f(sign * h) is asinh(h) in exact arithmetic for "
+    "either sign; only the last bits change (a few ulps), which no test can or should pin.": [
+        "minflow.flows.sinh_arcsinh.x__asinh__mutmut_13",
+    ],
+    "The branch point |u| < 1 -> |u| <= 1 or |u| < 2: both formulas are sinh in exact arithmetic and well "
+    "conditioned up to |u| = 2, so only a result's last bits (a few ulps) move, which no test can or should "
+    "pin.": [
+        "minflow.flows.sinh_arcsinh.x__sinh__mutmut_4",
+        "minflow.flows.sinh_arcsinh.x__sinh__mutmut_5",
+    ],
+    # minflow.testing (flow_checks, transformer_checks)
+    "Another valid random draw: check_flow's other latent points drawn with seed None, 0 or seed + 2 instead of "
+    "seed + 1 are other points of the same law; which seeds is not part of the contract.": [
+        "minflow.testing.flow_checks.x_check_flow__mutmut_66",
+        "minflow.testing.flow_checks.x_check_flow__mutmut_69",
+        "minflow.testing.flow_checks.x_check_flow__mutmut_71",
+    ],
+    "The random generator is made on the default backend instead of the tensor's or flow's; every test runs on "
+    "the default backend, and a test with a NumPy model while CuPy is the default would kill them.": [
+        "minflow.testing.flow_checks.x_check_gradients__mutmut_9",
+        "minflow.testing.flow_checks.x_check_gradients__mutmut_13",
+        "minflow.testing.flow_checks.x_check_gradients__mutmut_15",
+        "minflow.testing.flow_checks.x_sample_inputs__mutmut_8",
+        "minflow.testing.flow_checks.x_sample_inputs__mutmut_10",
+    ],
+    "sample_inputs(flow, seed + 1) gives one other point instead of a batch: a flow whose inverse is wrong at "
+    "some but not all generic points would see it.": [
+        "minflow.testing.flow_checks.x_check_flow__mutmut_68",
+    ],
+    "and -> or differs only for a half-line input domain, which no flow has and sample_inputs does not support; "
+    "supporting half lines like check_transformer's _inside would make it testable.": [
+        "minflow.testing.flow_checks.x_sample_inputs__mutmut_16",
+    ],
+    "The wrong-length theta made in float64 instead of the dtype checked, or with params + 2 values instead of "
+    "+ 1, is still a theta of the wrong length; only a transformer that accepts exactly params + 1 values, or "
+    "refuses a theta for its dtype, would tell.": [
+        "minflow.testing.transformer_checks.x_check_transformer__mutmut_59",
+        "minflow.testing.transformer_checks.x_check_transformer__mutmut_61",
+        "minflow.testing.transformer_checks.x_check_transformer__mutmut_63",
+    ],
+    "The finite-difference bracket takes log g' at h + e twice instead of at h - e: it matters only where the "
+    "stencil straddles a knot, so a test needs a piecewise-linear transformer with a knot within 2e-6 left of a "
+    "sampled input.": [
+        "minflow.testing.transformer_checks.x_check_transformer__mutmut_228",
+    ],
+    ">= -> > at the bracket's ends: differs only on a tie between log|secant| and the bracket's end, a "
+    "measure-zero event under rounding; planting one needs chosen inputs.": [
+        "minflow.testing.transformer_checks.x_check_transformer__mutmut_243",
+        "minflow.testing.transformer_checks.x_check_transformer__mutmut_244",
+    ],
+}
