@@ -44,6 +44,10 @@ EQUIVALENT = {
         "minflow.optim.xǁOptimizerǁ_state_array__mutmut_17",
     ],
     # minflow.train
+    "_data_seed sets index = -1 for a seed that is not an int only to reach the refusal below (index < 0); "
+    "-2 reaches it too, and the message names the seed given, not index.": [
+        "minflow.train.x__data_seed__mutmut_30",
+    ],
     "array_module(None) is NumPy, which hands concatenate, isfinite and the other calls made here on to CuPy "
     "when given CuPy arrays (__array_function__, __array_ufunc__); no array is created from nothing, so the "
     "same arrays come back on every backend.": [
