@@ -53,7 +53,8 @@ class AdditiveResidualCoupling(Flow):
     volume, like NICE, however complicated f1 and f2 are.
 
     The last layers of f1 and f2 start at zero (as in coupling.py), so a new block is the
-    identity map and a deep stack starts well conditioned; training moves it away.
+    identity map and a deep stack starts well conditioned; training moves it away. f1 and f2
+    are MLPs with ``hidden`` units (default (64,)) and ``activation`` (default "tanh").
 
     Cost: one pass through f1 and one through f2 in each direction; O(1) log-det.
     """
@@ -189,9 +190,10 @@ class ContractiveResidual(Flow):
     Lip <= 0.81 (c = 0.9, one hidden layer) and tol = 1e-10. In practice it is far fewer
     (10 to 20 for random weights), because the bound prod ||W_hat_l|| is attained only
     when the layers' singular vectors line up and phi' = 1. The residual is the max over
-    the batch of |x_{k+1} - x_k|_2 (the norm Lip(g) is measured in); the iteration stops below
-    ``inverse_tolerance`` (floored at 64 units of roundoff of the dtype times (1 + max|z|),
-    which float32 cannot go below) and raises ``RuntimeError`` after ``max_iterations``. After
+    the batch of |x_{k+1} - x_k|_2 (the norm Lip(g) is measured in; 0 for an empty batch,
+    which passes through in one step); the iteration stops below ``inverse_tolerance``
+    (floored at 64 units of roundoff of the dtype times (1 + max|z|), which float32
+    cannot go below) and raises ``RuntimeError`` after ``max_iterations``. After
     a call, ``last_inverse_iterations`` is n, the number of steps taken, and
     ``last_inverse_residual`` is |x_n - x_{n-1}|, the first residual below the tolerance.
 
@@ -217,6 +219,11 @@ class ContractiveResidual(Flow):
 
     Cost: forward O(B cost(g)) + the log-det above; inverse O(iterations B cost(g)) + the
     Newton step's O(B D^3) + the log-det; the iteration is sequential.
+
+    Defaults: ``hidden`` (32,), ``activation`` "tanh" (or "softplus"), ``coefficient`` 0.9,
+    ``log_det_method`` "exact", ``series_terms`` 10, ``hutchinson_samples`` 1,
+    ``spectral_norm`` "exact", ``power_iterations`` 5, ``inverse_tolerance`` 1e-10,
+    ``max_iterations`` 500.
     """
 
     def __init__(
@@ -298,7 +305,7 @@ class ContractiveResidual(Flow):
         derivative = _ACTIVATIONS[self.activation][1]
         jacobian_t = weights[0]
         for a, weight in zip(pre, weights[1:]):
-            jacobian_t = ops.matmul(jacobian_t * ops.reshape(derivative(a), (batch, 1, -1)), weight)
+            jacobian_t = ops.matmul(jacobian_t * ops.reshape(derivative(a), (batch, 1, a.shape[1])), weight)
         dim = self.event_shape[0]
         return ops.transpose(ops.broadcast_to(jacobian_t, (batch, dim, dim)), (0, 2, 1))
 
@@ -312,7 +319,7 @@ class ContractiveResidual(Flow):
         """J_g v for probes v (B, S, D), without forming J: run the linear part of the network."""
         derivative = _ACTIVATIONS[self.activation][1]
         for a, weight in zip(pre, weights[:-1]):
-            v = ops.matmul(v, weight) * ops.reshape(derivative(a), (a.shape[0], 1, -1))
+            v = ops.matmul(v, weight) * ops.reshape(derivative(a), (a.shape[0], 1, a.shape[1]))
         return ops.matmul(v, weights[-1])
 
     def _log_det(self, x, pre, weights, method):
@@ -361,7 +368,7 @@ class ContractiveResidual(Flow):
             for _ in range(self.max_iterations):
                 x_next = z - self._network(x, weights)[0]
                 step = x_next.data - x.data
-                residual = float(backend.array_module(step).sqrt((step * step).sum(axis=1)).max())
+                residual = float(backend.array_module(step).sqrt((step * step).sum(axis=1)).max()) if step.size else 0.0
                 yield x_next, residual
                 x = x_next
 
