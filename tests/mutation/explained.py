@@ -110,6 +110,36 @@ EQUIVALENT = {
     "_CtrlC's previous handler is only read in __exit__ when installed is True, and installing sets it.": [
         "minflow.train.xǁ_CtrlCǁ__init____mutmut_3",
     ],
+    # minflow.flows.linear
+    "A dtype's kind is one character and none is 'X', so 'XXiuXX' accepts the same kinds as 'iu'.": [
+        "minflow.flows.linear.x__check_permutation__mutmut_11",
+    ],
+    "The LU factors are square (dim, dim), so shape[1] is shape[0].": [
+        "minflow.flows.linear.x_unit_lower__mutmut_7",
+        "minflow.flows.linear.x_upper_with_diagonal__mutmut_7",
+    ],
+    "r_jj <= 0 differs from r_jj < 0 only for r_jj exactly 0, an exactly singular Gaussian draw "
+    "(probability zero; the seed is the only input).": [
+        "minflow.flows.linear.xǁDenseLinearǁ__init____mutmut_27",
+    ],
+    "The signs are exactly +1 or -1, and q / s has the same bits as q * s for s = +-1.": [
+        "minflow.flows.linear.xǁDenseLinearǁ__init____mutmut_34",
+    ],
+    "solve_triangular's default is lower=True, and its forward and VJP only test `if lower`, so None acts as False "
+    "exactly where False was meant.": [
+        "minflow.flows.linear.xǁLULinearǁinverse__mutmut_14",
+        "minflow.flows.linear.xǁLULinearǁinverse__mutmut_22",
+    ],
+    "A list of Python ints becomes int64 without a dtype on NumPy 2, CuPy and the stand-in, as with dtype=int64.": [
+        "minflow.flows.linear.xǁPermutationǁ__init____mutmut_13",
+        "minflow.flows.linear.xǁPermutationǁ__init____mutmut_15",
+        "minflow.flows.linear.xǁPermutationǁ__init____mutmut_19",
+        "minflow.flows.linear.xǁPermutationǁ__init____mutmut_21",
+    ],
+    "The inverse permutation's starting values are all overwritten: the input was checked to be a permutation, "
+    "so the loop writes every entry.": [
+        "minflow.flows.linear.xǁPermutationǁ__init____mutmut_6",
+    ],
     # minflow.flows.sinh_arcsinh
     "h >= 0 -> h > 0 differs at h = 0 only, where the result is -0.0 instead of 0.0 (equal) and the gradient, "
     "sign * f'(sign * h) * sign = f'(0) = 1, is the same.": [
