@@ -81,6 +81,7 @@ class MADE(Module):
     of degree i when i > a (strictly, so no output sees its own input). Every path from
     input j to output i then passes degrees deg(j) <= ... < deg(i), which proves the
     autoregressive property. The last layer starts at zero, so theta starts at 0.
+    Defaults: ``hidden`` (64, 64), ``activation`` "relu", ``order`` the natural one.
     Cost: one MLP pass, O(D H + H^2) per sample.
     """
 
@@ -128,7 +129,8 @@ class MaskedAutoregressive(Flow):
     ``AffineTransformer()`` (MAF, Papamakarios et al. 2017) by default. Named variants:
     ``SplineAutoregressive`` and ``PiecewiseLinearAutoregressive``. ``order``: the
     autoregressive order (a permutation of 0..D-1; default 0, 1, ..., D-1); stacks
-    alternate it, or put a Permutation between layers.
+    alternate it, or put a Permutation between layers. ``hidden`` (default (64, 64)) and
+    ``activation`` (default "relu"): MADE's.
     """
 
     def __init__(self, dim, transformer=None, hidden=(64, 64), order=None, activation="relu", seed=None):
@@ -164,7 +166,7 @@ class InverseAutoregressive(Inverse):
     pass, theta computed from the *latent* coordinates z_{<i}. Fast to sample from, slow
     to evaluate: the right trade for a variational posterior, which is sampled, or for
     reverse-KL training (``train.fit_to_density``), which only needs samples and their
-    densities.
+    densities. Arguments and defaults: those of ``MaskedAutoregressive``.
     """
 
     def __init__(self, dim, transformer=None, hidden=(64, 64), order=None, activation="relu", seed=None):
@@ -175,7 +177,8 @@ class SplineAutoregressive(MaskedAutoregressive):
     """Autoregressive neural spline flow: z_i = RQ-spline(x_i; theta_i(x_{<i})), identity outside
     [-bound, bound] (Durkan et al. 2019, section 3.2). ``MaskedAutoregressive`` with a
     ``SplineTransformer(bins, bound)``: MADE predicts 3 bins - 1 parameters per coordinate.
-    log|det| = sum_i log g'(x_i); density O(D K) after one MADE pass, sampling D passes."""
+    log|det| = sum_i log g'(x_i); density O(D K) after one MADE pass, sampling D passes.
+    Defaults: ``bins`` 8, ``bound`` 4.0, ``hidden`` (64, 64), ``activation`` "relu"."""
 
     def __init__(self, dim, bins=8, bound=4.0, hidden=(64, 64), order=None, activation="relu", seed=None):
         super().__init__(dim, SplineTransformer(bins, bound), hidden, order, activation, seed)
@@ -184,7 +187,8 @@ class SplineAutoregressive(MaskedAutoregressive):
 class PiecewiseLinearAutoregressive(MaskedAutoregressive):
     """z_i = f(x_i; phi_i(x_{<i})) on [0, 1]^D with the piecewise-linear map of UDL eq. 16.12:
     ``MaskedAutoregressive`` with a ``PiecewiseLinearTransformer(bins)``: the flow of UDL's
-    notebook 16.2 (Prince 2023) with one MADE as its conditioner. Inputs must lie in [0, 1]."""
+    notebook 16.2 (Prince 2023) with one MADE as its conditioner. Inputs must lie in [0, 1].
+    Defaults: ``bins`` 5, ``hidden`` (64, 64), ``activation`` "relu"."""
 
     def __init__(self, dim, bins=5, hidden=(64, 64), order=None, activation="relu", seed=None):
         super().__init__(dim, PiecewiseLinearTransformer(bins), hidden, order, activation, seed)
@@ -192,7 +196,8 @@ class PiecewiseLinearAutoregressive(MaskedAutoregressive):
 
 class SplineInverseAutoregressive(InverseAutoregressive):
     """The inverse of ``SplineAutoregressive``: spline IAF, sampling in one pass, density in D
-    (Durkan et al. 2019 use it for variational inference)."""
+    (Durkan et al. 2019 use it for variational inference). Defaults: ``bins`` 8, ``bound`` 4.0,
+    ``hidden`` (64, 64), ``activation`` "relu"."""
 
     def __init__(self, dim, bins=8, bound=4.0, hidden=(64, 64), order=None, activation="relu", seed=None):
         super().__init__(dim, SplineTransformer(bins, bound), hidden, order, activation, seed)

@@ -83,7 +83,8 @@ class Coupling(Flow):
     ``domain``, ``forward(h, theta)`` / ``inverse(z, theta)`` returning (values,
     log-derivatives)), here with theta (B, D2, params_per_dim). ``conditioner``: a Module mapping
     (B, D1) to (B, D2 * params_per_dim); by default an MLP with ``hidden`` units per hidden
-    layer whose last layer starts at zero, so the layer starts as the identity map.
+    layer (default (64, 64)) and ``activation`` (default "relu") whose last layer starts at
+    zero, so the layer starts as the identity map.
     """
 
     def __init__(self, mask, transformer, conditioner=None, hidden=(64, 64), activation="relu", seed=None):
@@ -153,7 +154,8 @@ class Coupling(Flow):
 
 class AdditiveCoupling(Coupling):
     """NICE: z2 = h2 + t(h1). Volume preserving: the Jacobian's diagonal blocks are I and I,
-    so log|det| = 0 exactly, whatever t is (Dinh et al. 2014)."""
+    so log|det| = 0 exactly, whatever t is (Dinh et al. 2014). ``hidden`` (default (64, 64)) and
+    ``activation`` (default "relu") are the conditioner's, as in ``Coupling``."""
 
     def __init__(self, mask, hidden=(64, 64), activation="relu", seed=None):
         super().__init__(mask, AdditiveTransformer(), hidden=hidden, activation=activation, seed=seed)
@@ -163,7 +165,8 @@ class AffineCoupling(Coupling):
     """RealNVP: z2 = h2 * exp(s(h1)) + t(h1), log|det| = sum_i s_i(h1) (Dinh et al. 2017).
 
     The log-scale s is bounded by ``scale_bound * tanh`` and the conditioner's last layer
-    starts at zero, so every layer starts as the identity.
+    starts at zero, so every layer starts as the identity. Defaults: ``scale_bound`` 2.0,
+    ``hidden`` (64, 64), ``activation`` "relu".
     """
 
     def __init__(self, mask, hidden=(64, 64), activation="relu", scale_bound=2.0, seed=None):
@@ -172,7 +175,8 @@ class AffineCoupling(Coupling):
 
 class SplineCoupling(Coupling):
     """Neural spline coupling: z2 = RQ-spline(h2; theta(h1)), identity outside [-bound, bound]
-    (Durkan et al. 2019). log|det| = sum_i log g'(h2_i), O(D K) per sample each way."""
+    (Durkan et al. 2019). log|det| = sum_i log g'(h2_i), O(D K) per sample each way.
+    Defaults: ``bins`` 8, ``bound`` 4.0, ``hidden`` (64, 64), ``activation`` "relu"."""
 
     def __init__(self, mask, bins=8, bound=4.0, hidden=(64, 64), activation="relu", seed=None):
         super().__init__(mask, SplineTransformer(bins, bound), hidden=hidden, activation=activation, seed=seed)
@@ -180,7 +184,8 @@ class SplineCoupling(Coupling):
 
 class PiecewiseLinearCoupling(Coupling):
     """Piecewise-linear coupling on [0, 1]^D: z2 = f(h2; phi(h1)) with the map of UDL eq. 16.12
-    (Mueller et al. 2019, "Neural importance sampling"). Inputs must lie in [0, 1]."""
+    (Mueller et al. 2019, "Neural importance sampling"). Inputs must lie in [0, 1].
+    Defaults: ``bins`` 5, ``hidden`` (64, 64), ``activation`` "relu"."""
 
     def __init__(self, mask, bins=5, hidden=(64, 64), activation="relu", seed=None):
         super().__init__(mask, PiecewiseLinearTransformer(bins), hidden=hidden, activation=activation, seed=seed)

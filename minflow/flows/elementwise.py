@@ -118,8 +118,8 @@ class LeakyReLU(Flow):
 
         log|det dz/dx| = log(slope) * #{i : x_i <= 0}.
 
-    Any positive slope gives a bijection of R (slope > 1 too; slope = 1 is the identity).
-    No parameters; works on any event shape.
+    Any positive slope gives a bijection of R (slope > 1 too; slope = 1 is the identity);
+    ``slope`` defaults to 0.1. No parameters; works on any event shape.
     Cost: O(D) per sample each way.
     Reference: the activation of Maas, Hannun, Ng 2013, used as an invertible layer in
     e.g. Oliva et al. 2018 ("Transformation autoregressive networks").
@@ -219,8 +219,9 @@ class PiecewiseLinear(Elementwise):
         log|det dz/dx| = sum_i [log K + log phi_{i, b(x_i)}].
 
     ``Elementwise(PiecewiseLinearTransformer(bins), dim)``: theta (dim, bins), the masses'
-    logits, starts at zero: equal masses 1/K, the identity. Both domains are [0, 1],
-    checked (values outside raise ``ValueError``); put a Sigmoid in front to use it on R.
+    logits, starts at zero: equal masses 1/K, the identity; ``bins`` K defaults to 5. Both
+    domains are [0, 1], checked (values outside raise ``ValueError``); put a Sigmoid in
+    front to use it on R.
     Cost: O(D) per sample forward, O(D K) inverse (the bin search).
     Reference: Understanding Deep Learning (Prince 2023), section 16.3.2, eq. 16.12;
     Mueller et al. 2019, "Neural importance sampling" (piecewise-linear coupling).
@@ -258,7 +259,7 @@ class RationalQuadraticSpline(Elementwise):
     free widths, heights and interior derivatives, mapped to valid ones by
     ``SplineTransformer.spline_parameters`` (softmax with a minimum bin size, softplus plus a
     minimum slope, boundary derivatives 1). theta = 0 is the identity: equal bins and all
-    derivatives 1.
+    derivatives 1. ``bins`` K defaults to 8 and ``bound`` B to 3.0.
     Cost: O(D K) per sample each way (the bin search); parameters O(D K).
     Reference: Durkan, Bekasov, Murray, Papamakarios 2019, "Neural Spline Flows".
     """

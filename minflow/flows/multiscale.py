@@ -308,6 +308,7 @@ def glow_step(shape, index, hidden=(64, 64), activation="relu", scale_bound=2.0,
     The coupling keeps the first half of the channels when ``index`` is even and the
     second half when it is odd (the 1x1 convolution mixes channels anyway; alternating
     makes sure that even a convolution near a permutation changes every channel).
+    Defaults: ``hidden`` (64, 64), ``activation`` "relu", ``scale_bound`` 2.0.
     """
     rng = backend.rng(seed)
     channels, height, width = shape
@@ -361,9 +362,10 @@ class MultiScale(Flow):
     concatenation are permutations: 0). Scale s works on D / 2^(s-1) numbers, so a pass
     costs under 2 K D conditioner-sized units of work, whatever S is.
 
-    Arguments: ``shape`` (C, H, W) with H and W divisible by 2^scales; ``scales`` S >= 1;
-    ``steps_per_scale`` K >= 1; ``hidden``, ``activation``, ``scale_bound``: of every
-    coupling's MLP conditioner (see coupling.AffineCoupling); ``seed``.
+    Arguments: ``shape`` (C, H, W) with H and W divisible by 2^scales; ``scales`` S >= 1
+    (default 2); ``steps_per_scale`` K >= 1 (default 4); ``hidden`` (default (64, 64)),
+    ``activation`` (default "relu"), ``scale_bound`` (default 2.0): of every coupling's MLP
+    conditioner (see coupling.AffineCoupling); ``seed``.
 
     References: Dinh et al. (2017), Real NVP, section 3.6; Kingma & Dhariwal (2018), Glow,
     section 3 and figure 2.

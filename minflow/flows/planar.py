@@ -104,7 +104,8 @@ class Planar(Flow):
     (a Newton step where it stays inside the bracket, a bisection step where it does not,
     the bracket shrinking at every step) finds it, for the whole batch at once; it stops
     when |F(p)| <= tolerance (1 + |v| + |c|) for every sample and raises ``RuntimeError``
-    if some sample is not there after ``max_iterations`` steps. The tolerance is floored
+    if some sample is not there after ``max_iterations`` steps (defaults: ``tolerance`` 1e-12,
+    ``max_iterations`` 100). The tolerance is floored
     at 16 machine epsilons of the input's dtype, the residual a float32 F can resolve.
 
     Gradients of the solved direction. The root is found without recording a graph (the

@@ -393,7 +393,8 @@ class SplineTransformer(Transformer):
     to valid ones by ``rational_quadratic_parameters`` (softmax with a minimum bin size,
     softplus plus ``min_derivative``). The derivatives' parameters are offset by
     u_0 = log(e^{1 - min_derivative} - 1), the value where softplus(u_0) + min_derivative = 1,
-    so theta = 0 gives equal bins and unit derivatives: the identity map.
+    so theta = 0 gives equal bins and unit derivatives: the identity map. ``bins`` K >= 2
+    defaults to 8 and ``bound`` B > 0 to 4.0.
     """
 
     min_derivative = 1e-3  # smallest slope at a knot, so the map stays strictly increasing
@@ -431,7 +432,8 @@ class PiecewiseLinearTransformer(Transformer):
 
     K parameters per coordinate, the bin masses' logits: phi = softmax(theta). theta = 0
     gives equal masses, the identity. Domain [0, 1], mapped onto itself (f(0) = 0 and
-    f(1) = 1 exactly); put a Sigmoid in front of it to use it on real data.
+    f(1) = 1 exactly); put a Sigmoid in front of it to use it on real data. ``bins`` K >= 1
+    defaults to 5.
     """
 
     domain = (0.0, 1.0)
