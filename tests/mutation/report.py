@@ -5,7 +5,8 @@ under the reason tests/mutation/explained.py gives for it, or under "Not explain
     .venv/bin/python tests/mutation/report.py [--survivors | --names | --check] [MODULE ...]
 
 MODULE is a module or package under minflow (`optim`, `flows`, `flows.planar`); none means every mutated module.
-`--names` prints the survivors' names only (for the next pass); `--check` exits with status 1 if a survivor is
+`--names` prints the survivors' names only (for the next pass; `--backend-only`: those the strict CuPy pass
+can kill, whose changed line names a backend, dtype or device); `--check` exits with status 1 if a survivor is
 not explained, or if explained.py names a mutant that no longer survives (a stale entry). Read
 `mutmut show NAME` for a survivor's full diff.
 
@@ -16,6 +17,7 @@ while minflow is imported, rerun in a new interpreter with the mutant on from th
 
 import argparse
 import json
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -66,14 +68,47 @@ def verdicts(modules):
     return result
 
 
-def survivor_names(modules):
-    """The names of the surviving mutants of ``modules`` (what the next pass reruns)."""
-    return [
-        name
+# Words of a line of code that decides on which backend, in which dtype or on which device an array is made or
+# read: the survivors whose mutated line holds one are the ones the strict CuPy pass can kill. (The stand-in
+# runs the same NumPy arithmetic, so a mutant anywhere else gives the same numbers there.)
+BACKEND_WORDS = ("xp", "array_module", "backend", "dtype", "device", "host", "numpy", "cupy", "asarray", "rng")
+
+
+def survivor_names(modules, backend_only=False):
+    """The names of the surviving mutants of ``modules`` (what the next pass reruns); with ``backend_only``,
+    only those whose changed line names a backend, dtype or device (BACKEND_WORDS)."""
+    names = [
+        (name, entry["meta"])
         for entry in verdicts(modules).values()
         for name, verdict in sorted(entry["verdicts"].items())
         if verdict == "survived"
     ]
+    if backend_only:
+        names = [(name, meta) for name, meta in names if changes_backend(*changed_lines(name, source_of(meta)))]
+    return [name for name, _ in names]
+
+
+def changes_backend(removed, added):
+    """Whether the change from line ``removed`` to ``added`` touches a backend, dtype or device: a BACKEND_WORDS
+    word in the part that changed, or an argument of xp/array_module/dtype/rng/astype(...) (or xp=, dtype=,
+    device=) replaced by None or dropped."""
+    start = 0
+    while start < min(len(removed), len(added)) and removed[start] == added[start]:
+        start += 1
+    end = 0
+    while end < min(len(removed), len(added)) - start and removed[-1 - end] == added[-1 - end]:
+        end += 1
+    old, new = removed[start : len(removed) - end], added[start : len(added) - end]
+    if any(word in old or word in new for word in BACKEND_WORDS):
+        return True
+    before = removed[:start]
+    call = re.search(r"(xp|array_module|dtype|rng|astype|to_device)\([^()]*$|(xp|dtype|device)=\s*$", before)
+    return new.strip(" ,") in ("None", "") and call is not None
+
+
+def source_of(meta_path):
+    """mutants/minflow/flows/planar.py.meta -> minflow/flows/planar.py"""
+    return Path("minflow", *module_name(meta_path).split(".")).with_suffix(".py")
 
 
 def explanations():
@@ -88,11 +123,16 @@ def explanations():
     return explained
 
 
-def one_line_change(name, source_path):
+def changed_lines(name, source_path):
     """The first removed and the first added line of the mutant's diff: what the planted bug changed."""
     diff = get_diff_for_mutant(name, path=source_path).splitlines()
     removed = next((line[1:].strip() for line in diff if line.startswith("-") and not line.startswith("---")), "")
     added = next((line[1:].strip() for line in diff if line.startswith("+") and not line.startswith("+++")), "")
+    return removed, added
+
+
+def one_line_change(name, source_path):
+    removed, added = changed_lines(name, source_path)
     return f"`{removed}` -> `{added}`"
 
 
@@ -101,11 +141,12 @@ def main():
     parser.add_argument("modules", nargs="*", help="modules or packages, e.g. optim flows.planar (default: all)")
     parser.add_argument("--survivors", action="store_true", help="list every surviving mutant, by reason")
     parser.add_argument("--names", action="store_true", help="only print the survivors' names, one a line")
+    parser.add_argument("--backend-only", action="store_true", help="with --names: only backend/dtype/device lines")
     parser.add_argument("--check", action="store_true", help="fail if a survivor is not explained")
     args = parser.parse_args()
 
     if args.names:
-        print("\n".join(survivor_names(args.modules)))
+        print("\n".join(survivor_names(args.modules, backend_only=args.backend_only)))
         return
     explained = explanations()
     rows, survivors = [], []
@@ -123,7 +164,7 @@ def main():
         row = [module, str(len(entry["verdicts"]))] + [str(counts[column]) for column in COLUMNS]
         row += [f"{caught / checked:.1%}", str(equivalent), f"{caught / max(checked - equivalent, 1):.1%}"]
         rows.append("| " + " | ".join(row + [f"{minutes:.0f}"]) + " |")
-        source_path = Path("minflow", *module.split(".")).with_suffix(".py")
+        source_path = source_of(entry["meta"])
         survivors += [(name, entry["verdicts"][name], source_path) for name in sorted(lost)]
     print("| module | mutants | " + " | ".join(COLUMNS) + " | score | equivalent | score over the rest | minutes |")
     print("|---" * (len(COLUMNS) + 6) + "|")
