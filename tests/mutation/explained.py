@@ -194,6 +194,15 @@ EQUIVALENT = {
     "The tolerance of an empty batch is only compared with its residual 0.0, so 1.0 and 0.0 give the same answer.": [
         "minflow.flows.residual.xǁContractiveResidualǁ_stopping_tolerance__mutmut_11",
     ],
+    # minflow.flows.coupling
+    "i - j and i + j always have the same parity (Python's % keeps it for negatives), so the checkerboard is the "
+    "same.": [
+        "minflow.flows.coupling.x_checkerboard_mask__mutmut_3",
+    ],
+    # minflow.flows.transformers
+    "closed is only tested for truth, so None acts as False, the value passed.": [
+        "minflow.flows.transformers.x_logit__mutmut_6",
+    ],
     # minflow.flows.sinh_arcsinh
     "h >= 0 -> h > 0 differs at h = 0 only, where the result is -0.0 instead of 0.0 (equal) and the gradient, "
     "sign * f'(sign * h) * sign = f'(0) = 1, is the same.": [
