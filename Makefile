@@ -66,19 +66,20 @@ gpu-check: install
 
 # Mutation testing (not in CI; tests/MUTATION.md has the scores, every survivor and the run times): mutmut plants
 # one bug at a time in minflow's autodiff, flows, testing, optim and train modules and runs the tests that execute
-# the changed function, on 2 workers; then the survivors once more on the strict CuPy stand-in, which kills the
-# bugs only a GPU would notice (as CI runs the suite on both), and those of code that runs while minflow is imported
-# in a fresh interpreter (tests/mutation/fresh.py). The report fails if a survivor has no reason in
-# tests/mutation/explained.py (equivalent, or not killed yet). The whole run takes hours; MUTATION_MODULES runs a
-# subset, by module name under minflow: `make mutation MUTATION_MODULES="optim flows.planar"`. Each run tries
-# every mutant of its modules again; the results stay in mutants/ (`rm -rf mutants` also redoes the setup).
+# the changed function, on 2 workers. Then two more passes over the survivors: those whose change names a backend,
+# dtype or device on the strict CuPy stand-in (the bugs only a GPU would notice; CI runs the suite on both), and
+# those of code that runs while minflow is imported in a fresh interpreter (tests/mutation/fresh.py). The report
+# fails if a survivor has no reason in tests/mutation/explained.py (equivalent, or not killed yet). The whole run
+# takes hours; MUTATION_MODULES runs a subset, by module name under minflow:
+# `make mutation MUTATION_MODULES="optim flows.planar"`. Each run tries every mutant of its modules again; the
+# results stay in mutants/ (`rm -rf mutants` also redoes the setup).
 MUTATION_MODULES ?= optim train testing autodiff flows
 MUTATION_RUN = HYPOTHESIS_PROFILE=mutation $(BIN)/mutmut run --max-children 2
 STRICT_CUPY = PYTHONPATH=$(CURDIR)/tests/support/strict_cupy MINFLOW_BACKEND=cupy
 mutation: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,mutation]'
 	$(MUTATION_RUN) $(foreach module,$(MUTATION_MODULES),'minflow.$(module).*')
-	survivors=$$($(BIN)/python tests/mutation/report.py --names $(MUTATION_MODULES)); \
+	survivors=$$($(BIN)/python tests/mutation/report.py --names --backend-only $(MUTATION_MODULES)); \
 	if [ -n "$$survivors" ]; then $(STRICT_CUPY) $(MUTATION_RUN) $$survivors; fi
 	$(BIN)/python tests/mutation/fresh.py $(MUTATION_MODULES)
 	$(BIN)/python tests/mutation/report.py --survivors $(MUTATION_MODULES)
