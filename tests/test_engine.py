@@ -10,6 +10,7 @@ strict CuPy stand-in; gradients are compared on the host (``host``).
 """
 
 import gc
+import re
 import sys
 import weakref
 
@@ -18,7 +19,7 @@ import pytest
 from helpers import device, host, on_cupy
 
 from minflow import backend
-from minflow.autodiff import OPS, Tensor, is_recording, no_grad, ops, unbroadcast
+from minflow.autodiff import OPS, Tensor, is_recording, no_grad, ops, reverse_topological_order, unbroadcast
 
 
 def leaf(values, dtype=np.float64):
@@ -127,7 +128,8 @@ def test_second_backward_through_a_freed_graph_raises():
     x = leaf([0.5, -1.0, 2.0])
     loss = ops.exp(x).sum()
     loss.backward()
-    with pytest.raises(RuntimeError, match="retain_graph"):
+    message = "this graph was freed by an earlier backward(); pass retain_graph=True to keep it"
+    with pytest.raises(RuntimeError, match=f"^{re.escape(message)}$"):
         loss.backward()
 
 
@@ -361,3 +363,95 @@ def test_solve_triangular_reads_the_lower_triangle_by_default():
     a = device([[2.0, 7.0], [1.0, 4.0]])
     x = ops.solve_triangular(Tensor(a), Tensor(device([[2.0], [5.0]])))
     np.testing.assert_allclose(host(x.data), [[1.0], [1.0]], rtol=1e-15)  # 2*1 = 2, 1*1 + 4*1 = 5
+
+
+# --- constants, cotangents and the walk over the graph (the second mutation pass found these unpinned) ---------
+def test_numbers_lists_and_constants_enter_an_op_without_recording_anything():
+    x = Tensor(device([1.0, 2.0]))
+    assert (x * 2.0).requires_grad is False, "a number became a tensor that records gradients"
+    np.testing.assert_array_equal(host(ops.mul(x, [2.0, 3.0]).data), [2.0, 6.0])  # a list is made a tensor
+    both_numbers = ops.add(2.0, 3.0)  # no tensor to take a dtype from: the default one
+    assert both_numbers.dtype == backend.get_default_dtype() and float(host(both_numbers)) == 5.0
+
+
+def test_an_op_refuses_an_integer_array_instead_of_casting_it():
+    # Arrays enter an op as they are (no dtype conversion, as for two tensors): an integer array is refused
+    # with the same message as float32 next to float64, never silently turned into floats.
+    x = Tensor(device([1.0, 2.0]))
+    integers = backend.xp().arange(2)
+    with pytest.raises(TypeError, match=rf"^mul: cannot mix float64 and {integers.dtype}; cast one explicitly$"):
+        ops.mul(x, integers)
+
+
+def test_reverse_topological_order_lists_each_tensor_that_records_gradients_once():
+    x, constant = leaf([1.0, 2.0]), Tensor(device([3.0, 4.0]))
+    y = x * constant
+    loss = (y * y + x).sum()
+    order = reverse_topological_order(loss)
+    assert [id(t) for t in order][:1] == [id(loss)] and len({id(t) for t in order}) == len(order)
+    assert all(t.requires_grad for t in order), "a constant (requires_grad=False) was listed"
+    assert {id(t) for t in (x, y, loss)} <= {id(t) for t in order}
+    position = {id(t): i for i, t in enumerate(order)}
+    assert position[id(loss)] < position[id(y)] < position[id(x)], "a tensor came after one of its inputs"
+
+
+def test_an_input_whose_vjp_gives_no_cotangent_gets_no_gradient_and_stops_nothing():
+    """A VJP may return None for an input (Primitive's contract); the walk must go on to the other inputs.
+
+    ``second(w, x)`` returns x and says nothing about w. In the graph walk w comes before x (it is pushed
+    first, so popped last and listed first), so an engine that stopped at the first tensor without a
+    cotangent, or that expected every listed tensor to have one, would leave x without its gradient.
+    """
+    from minflow.autodiff.tensor import primitive
+
+    name = "test_engine_second"
+    second = primitive(name, lambda g: (None, g))(lambda a, b: (b.copy(), ()))
+    try:
+        w, x = leaf([1.0, 2.0]), leaf([3.0, 4.0])
+        (second(w, x) * 2.0).sum().backward()
+        assert w.grad is None, f"w got a gradient {w.grad!r} although the VJP gave it none"
+        assert_gradient(x, [2.0, 2.0])
+    finally:
+        OPS.pop(name, None)
+
+
+def test_one_fresh_cotangent_given_to_two_leaves_becomes_two_arrays():
+    # mul's VJP makes a new array; add's hands that one array to a and to b. a may keep it (no copy), but
+    # b must then get its own, or an optimizer scaling a.grad in place would scale b's gradient too.
+    a, b = leaf([1.0, 2.0]), leaf([3.0, 4.0])
+    ((a + b) * 2.0).sum().backward()
+    assert a.grad is not b.grad
+    a.grad *= 0.0
+    assert_gradient(b, [2.0, 2.0])
+
+
+def test_a_tensor_given_as_the_cotangent_is_read_as_its_array():
+    a, b = leaf([1.0, 2.0]), leaf([3.0, 4.0])
+    (a * b).backward(Tensor(device([1.0, -1.0])))
+    assert type(a.grad) is backend.xp().ndarray, f"a.grad is a {type(a.grad).__name__}, not an array"
+    assert_gradient(a, [3.0, -4.0])
+
+
+@pytest.mark.skipif(not on_cupy(), reason="needs CuPy as the default backend (the strict stand-in or a GPU)")
+def test_an_op_refuses_numpy_and_cupy_inputs_with_the_backends_message():
+    message = (
+        "cannot mix NumPy and CuPy arrays in one operation; move the data with "
+        "minflow.backend.to_device(...) or minflow.backend.to_numpy(...)"
+    )
+    on_host, on_device = Tensor(np.ones(2)), Tensor(device([1.0, 2.0]))
+    for inputs in ((on_host, on_device), (on_device, on_host)):
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            ops.add(*inputs)
+
+
+def test_a_tensor_of_a_tensor_holds_the_same_array_and_integers_become_the_default_float():
+    x = Tensor(device([1.0, 2.0]))
+    assert Tensor(x).data is x.data
+    previous = backend.get_default_dtype()
+    backend.set_default_dtype("float32")
+    try:
+        integers = Tensor(backend.xp().arange(3))
+        assert integers.dtype == np.float32, f"an integer array became {integers.dtype}, not the default float32"
+        np.testing.assert_array_equal(host(integers), [0.0, 1.0, 2.0])
+    finally:
+        backend.set_default_dtype(previous)

@@ -110,6 +110,29 @@ EQUIVALENT = {
     "_CtrlC's previous handler is only read in __exit__ when installed is True, and installing sets it.": [
         "minflow.train.xǁ_CtrlCǁ__init____mutmut_3",
     ],
+    # minflow.autodiff.tensor
+    "A parent already visited is pushed again instead of skipped: the walk checks `visited` again when it pops "
+    "the parent, so it is skipped there; the stack only grows.": [
+        "minflow.autodiff.tensor.x_reverse_topological_order__mutmut_21",
+    ],
+    "Every input goes through _as_tensor, which returns a Tensor unchanged: the isinstance test in __call__ is "
+    "only a fast path.": [
+        "minflow.autodiff.tensor.xǁPrimitiveǁ__call____mutmut_2",
+    ],
+    "array_type = type(None) matches no array, so every op calls array_module(*arrays) (which raises only when "
+    "NumPy and CuPy mix, as before) and asarray(out) (which returns an array of its own module unchanged): more "
+    "work, the same results.": [
+        "minflow.autodiff.tensor.xǁPrimitiveǁ__call____mutmut_10",
+        "minflow.autodiff.tensor.xǁPrimitiveǁ__call____mutmut_14",
+    ],
+    "asarray(out) on every op's result instead of only where type(out) differs: asarray returns an array of "
+    "its own module unchanged.": [
+        "minflow.autodiff.tensor.xǁPrimitiveǁ__call____mutmut_21",
+    ],
+    "numpy.ones_like given a CuPy array hands the call on to CuPy (__array_function__): the same array on "
+    "every backend (it survived the strict CuPy pass).": [
+        "minflow.autodiff.tensor.xǁTensorǁbackward__mutmut_8",
+    ],
     # minflow.flows.linear
     "A dtype's kind is one character and none is 'X', so 'XXiuXX' accepts the same kinds as 'iu'.": [
         "minflow.flows.linear.x__check_permutation__mutmut_11",
@@ -193,6 +216,24 @@ EQUIVALENT = {
     ],
     "The tolerance of an empty batch is only compared with its residual 0.0, so 1.0 and 0.0 give the same answer.": [
         "minflow.flows.residual.xǁContractiveResidualǁ_stopping_tolerance__mutmut_11",
+    ],
+    # minflow.flows.multiscale
+    "_plu is only given the square (C, C) rotation, so shape[1] is shape[0].": [
+        "minflow.flows.multiscale.x__plu__mutmut_4",
+    ],
+    "diagonal <= 0 differs from diagonal < 0 only for an exactly zero pivot of U, which the orthogonal (so "
+    "invertible) rotation's P L U never has.": [
+        "minflow.flows.multiscale.xǁInvertibleConv1x1ǁ__init____mutmut_33",
+    ],
+    "solve_triangular's default is lower=True, the value dropped, and its forward and VJP only test `if lower`, "
+    "so lower=None acts as the False it replaced.": [
+        "minflow.flows.multiscale.xǁInvertibleConv1x1ǁinverse__mutmut_20",
+        "minflow.flows.multiscale.xǁInvertibleConv1x1ǁinverse__mutmut_26",
+    ],
+    "reshape(n, -2) is reshape(n, -1): a negative size means 'infer this one' (NumPy 2.4; the strict CuPy "
+    "stand-in is NumPy).": [
+        "minflow.flows.multiscale.xǁMultiScaleǁforward__mutmut_38",
+        "minflow.flows.multiscale.xǁMultiScaleǁlatent_parts__mutmut_15",
     ],
     # minflow.flows.coupling
     "i - j and i + j always have the same parity (Python's % keeps it for negatives), so the checkerboard is the "

@@ -76,15 +76,20 @@ BACKEND_WORDS = ("xp", "array_module", "backend", "dtype", "device", "host", "nu
 
 def survivor_names(modules, backend_only=False):
     """The names of the surviving mutants of ``modules`` (what the next pass reruns); with ``backend_only``,
-    only those whose changed line names a backend, dtype or device (BACKEND_WORDS)."""
+    only those whose changed line names a backend, dtype or device (BACKEND_WORDS), and every survivor of the
+    engine (minflow.autodiff, where NumPy and CuPy arrays are told apart)."""
     names = [
         (name, entry["meta"])
         for entry in verdicts(modules).values()
         for name, verdict in sorted(entry["verdicts"].items())
         if verdict == "survived"
     ]
-    if backend_only:
-        names = [(name, meta) for name, meta in names if changes_backend(*changed_lines(name, source_of(meta)))]
+    if backend_only:  # the engine enforces the backend rules, so any change to it may show only on CuPy
+        names = [
+            (name, meta)
+            for name, meta in names
+            if module_name(meta).startswith("autodiff.") or changes_backend(*changed_lines(name, source_of(meta)))
+        ]
     return [name for name, _ in names]
 
 
