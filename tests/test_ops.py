@@ -617,3 +617,41 @@ def test_max_tie_example():
     x = Tensor(device([1.0, 3.0, 3.0]), requires_grad=True)
     ops.max(x).backward()
     np.testing.assert_array_equal(host(x.grad), [0.0, 0.5, 0.5])
+
+
+# --- the getitem VJP's two paths and the joining ops' default axis (found by the mutation pass) ---------------
+@pytest.mark.parametrize(
+    ("index", "basic"),
+    [
+        (1, True),
+        (slice(1, None), True),
+        (Ellipsis, True),
+        (None, True),
+        ((None, 0), True),
+        ((Ellipsis, slice(None, None, 2)), True),
+        (np.array([0, 0, 2]), False),
+        ((slice(None), np.array([1, 1])), False),
+        (np.array([True, False, True]), False),
+    ],
+)
+def test_getitem_vjp_scatters_only_for_index_arrays(monkeypatch, index, basic):
+    """Basic indexing (ints, slices, ..., None) picks each entry at most once, so its VJP is a plain
+    assignment; only index arrays, which may repeat entries, need the slower scatter-add (on a GPU a separate
+    atomic kernel). Both give the same numbers, so only the path taken tells them apart."""
+    scattered = []
+    real = backend.scatter_add
+    monkeypatch.setattr(backend, "scatter_add", lambda *args: scattered.append(1) or real(*args))
+    x = Tensor(device(np.arange(12.0).reshape(3, 4)), requires_grad=True)
+    parts = index if isinstance(index, tuple) else (index,)
+    on_device = tuple(device_ints(part) if isinstance(part, np.ndarray) else part for part in parts)
+    x[on_device if isinstance(index, tuple) else on_device[0]].sum().backward()
+    assert bool(scattered) is not basic, f"index {index!r}: scatter_add {'not ' * basic}expected"
+    expected = np.zeros((3, 4))
+    np.add.at(expected, index, 1.0)
+    np.testing.assert_array_equal(host(x.grad), expected)  # counts of 0, 1 or 2: exact
+
+
+def test_concatenate_and_stack_join_along_the_first_axis_by_default():
+    a, b = Tensor(device([[1.0, 2.0]])), Tensor(device([[3.0, 4.0]]))
+    np.testing.assert_array_equal(host(ops.concatenate([a, b]).data), [[1.0, 2.0], [3.0, 4.0]])
+    assert ops.stack([a, b]).shape == (2, 1, 2)

@@ -110,6 +110,40 @@ EQUIVALENT = {
     "_CtrlC's previous handler is only read in __exit__ when installed is True, and installing sets it.": [
         "minflow.train.xǁ_CtrlCǁ__init____mutmut_3",
     ],
+    # minflow.autodiff.ops
+    "_expand_reduced(..., keepdims=None): None is falsy like False; where keepdims was True the cotangent already "
+    "has the kept axes, and the reshape to (1 where reduced, n elsewhere) is that same shape, a no-op.": [
+        "minflow.autodiff.ops.x__logsumexp_vjp__mutmut_5",
+        "minflow.autodiff.ops.x__logsumexp_vjp__mutmut_14",
+        "minflow.autodiff.ops.x__max_vjp__mutmut_5",
+        "minflow.autodiff.ops.x__max_vjp__mutmut_14",
+        "minflow.autodiff.ops.x__mean_vjp__mutmut_4",
+        "minflow.autodiff.ops.x__sum_vjp__mutmut_9",
+    ],
+    "g.reshape(None) instead of g.reshape((1,) * ndim) after a full reduction: g is 0-d, reshape(None) keeps it "
+    "0-d, and a 0-d array broadcasts against any shape exactly as one of shape (1, ..., 1) does.": [
+        "minflow.autodiff.ops.x__expand_reduced__mutmut_2",
+    ],
+    "_xp(None) is NumPy, and every NumPy function these VJPs call through it (flip, cumsum, exp, swapaxes, "
+    "linalg.inv, linalg.solve, broadcast_to, tril, triu, transpose, moveaxis, where) is given the arrays "
+    "themselves: NumPy hands the call on to CuPy (__array_function__, __array_ufunc__); none creates an array "
+    "from nothing. They survived the strict CuPy pass, where creating one (zeros) was caught.": [
+        "minflow.autodiff.ops.x__cumsum_vjp__mutmut_2",
+        "minflow.autodiff.ops.x__logsumexp_vjp__mutmut_21",
+        "minflow.autodiff.ops.x__matmul_vjp__mutmut_9",
+        "minflow.autodiff.ops.x__slogdet_vjp__mutmut_2",
+        "minflow.autodiff.ops.x__solve_triangular_vjp__mutmut_2",
+        "minflow.autodiff.ops.x__solve_vjp__mutmut_2",
+        "minflow.autodiff.ops.x__stack_vjp__mutmut_8",
+        "minflow.autodiff.ops.x__sum_vjp__mutmut_5",
+        "minflow.autodiff.ops.x__transpose_vjp__mutmut_11",
+        "minflow.autodiff.ops.x__where_vjp__mutmut_13",
+        "minflow.autodiff.ops.x__where_vjp__mutmut_20",
+    ],
+    "_method drops keyword options: the ops it wraps as methods (add, sub, mul, div, neg, matmul, exp, log) "
+    "take none, so there are none to pass on.": [
+        "minflow.autodiff.ops.x__method__mutmut_5",
+    ],
     # minflow.autodiff.tensor
     "A parent already visited is pushed again instead of skipped: the walk checks `visited` again when it pops "
     "the parent, so it is skipped there; the stack only grows.": [
