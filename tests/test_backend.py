@@ -3,6 +3,7 @@
 import contextlib
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 
@@ -135,7 +136,7 @@ def test_integer_data_becomes_the_default_float_dtype():
     assert Tensor(np.arange(3, dtype=np.float32)).dtype == np.float32, "float arrays keep their dtype"
 
 
-@needs_gpu
+@needs_cupy
 @pytest.mark.gpu
 def test_mixing_numpy_and_cupy_raises_a_clear_error():
     import cupy
@@ -144,12 +145,19 @@ def test_mixing_numpy_and_cupy_raises_a_clear_error():
         ops.add(Tensor(np.ones(2)), cupy.ones(2))
     with default_backend("numpy"):
         flow = testing.example_flows(2, seed=0)["LULinear"]  # NumPy parameters
-    with pytest.raises(ValueError, match="cupy array but the flow's parameters are numpy"):
-        flow.forward(cupy.ones((3, 2)))
     with default_backend("cupy"):
         gpu_flow = testing.example_flows(2, seed=0)["LULinear"]
-    with pytest.raises(ValueError, match="numpy array but the flow's parameters are cupy"):
-        gpu_flow.forward(np.ones((3, 2)))
+    # The whole message, for a bare array and for one inside a Tensor, in both directions and both methods.
+    for module, parameters, x in (("cupy", "numpy", cupy.ones((3, 2))), ("numpy", "cupy", np.ones((3, 2)))):
+        wrong_flow = flow if parameters == "numpy" else gpu_flow
+        for method, name in ((wrong_flow.forward, "x"), (wrong_flow.inverse, "z")):
+            message = (
+                f"LULinear: {name} is a {module} array but the flow's parameters are {parameters} arrays; "
+                "move one of them (minflow.backend.to_device / to_numpy)"
+            )
+            for given in (x, Tensor(x)):
+                with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+                    method(given)
 
 
 @needs_gpu

@@ -326,6 +326,11 @@ REFUSALS = [
         "AffineCoupling: mask must keep at least one coordinate and change one, got [False, False]",
     ),
     (lambda: coupling.AffineCoupling([True, False], scale_bound=0), f"AffineTransformer: scale_bound {POSITIVE} 0"),
+    # a bool is a number to Python (True == 1), never a positive number to minflow
+    (
+        lambda: coupling.AffineCoupling([True, False], scale_bound=True),
+        f"AffineTransformer: scale_bound {POSITIVE} True",
+    ),
     (lambda: coupling.SplineCoupling([True, False], bins=1), "SplineTransformer: bins must be an integer >= 2, got 1"),
     (
         lambda: coupling.PiecewiseLinearCoupling([True, False], bins=0),
