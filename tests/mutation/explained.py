@@ -288,6 +288,24 @@ EQUIVALENT = {
     "same.": [
         "minflow.flows.coupling.x_checkerboard_mask__mutmut_3",
     ],
+    "reshape(-2) and reshape(n, -2) are reshape(-1) and reshape(n, -1): a negative size means 'infer this one' "
+    "(NumPy 2.4; the strict CuPy stand-in is NumPy).": [
+        "minflow.flows.coupling.xǁCouplingǁ__init____mutmut_13",
+        "minflow.flows.coupling.xǁCouplingǁ_couple__mutmut_12",
+    ],
+    "A non-empty list of Python ints becomes an int64 array without a dtype (NumPy 2 on 64-bit platforms, CuPy, "
+    "the stand-in), as with dtype=int64; the mask has at least one coordinate on each side.": [
+        "minflow.flows.coupling.xǁCouplingǁ__init____mutmut_33",
+        "minflow.flows.coupling.xǁCouplingǁ__init____mutmut_35",
+        "minflow.flows.coupling.xǁCouplingǁ__init____mutmut_39",
+        "minflow.flows.coupling.xǁCouplingǁ__init____mutmut_41",
+        "minflow.flows.coupling.xǁCouplingǁ__init____mutmut_47",
+        "minflow.flows.coupling.xǁCouplingǁ__init____mutmut_49",
+    ],
+    "A (B, D) batch reshaped to (B, -1) or to its own shape anyway: a no-op reshape, the same numbers and gradients.": [
+        "minflow.flows.coupling.xǁCouplingǁ_couple__mutmut_2",
+        "minflow.flows.coupling.xǁCouplingǁ_couple__mutmut_44",
+    ],
     # minflow.flows.transformers
     "closed is only tested for truth, so None acts as False, the value passed.": [
         "minflow.flows.transformers.x_logit__mutmut_6",
