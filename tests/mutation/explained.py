@@ -71,6 +71,8 @@ EQUIVALENT = {
     ],
     "reshape(-2) and reshape(n, -2) are reshape(-1) and reshape(n, -1): a negative size means 'infer this one' "
     "(NumPy 2.4; the strict CuPy stand-in is NumPy).": [
+        "minflow.flows.coupling.xǁCouplingǁ__init____mutmut_13",
+        "minflow.flows.coupling.xǁCouplingǁ_couple__mutmut_12",
         "minflow.train.x__non_finite_rows__mutmut_16",
         "minflow.train.x__read_step__mutmut_4",
     ],
@@ -287,11 +289,6 @@ EQUIVALENT = {
     "i - j and i + j always have the same parity (Python's % keeps it for negatives), so the checkerboard is the "
     "same.": [
         "minflow.flows.coupling.x_checkerboard_mask__mutmut_3",
-    ],
-    "reshape(-2) and reshape(n, -2) are reshape(-1) and reshape(n, -1): a negative size means 'infer this one' "
-    "(NumPy 2.4; the strict CuPy stand-in is NumPy).": [
-        "minflow.flows.coupling.xǁCouplingǁ__init____mutmut_13",
-        "minflow.flows.coupling.xǁCouplingǁ_couple__mutmut_12",
     ],
     "A non-empty list of Python ints becomes an int64 array without a dtype (NumPy 2 on 64-bit platforms, CuPy, "
     "the stand-in), as with dtype=int64; the mask has at least one coordinate on each side.": [
