@@ -115,3 +115,38 @@ def test_named_variants_are_the_general_flow_with_their_transformer(named, gener
     (z1, log_det1), (z2, log_det2) = a.forward(device(x)), b.forward(device(x))
     assert_close(z1, z2, rtol=0, atol=0)  # the same operations on the same numbers: equal bit for bit
     assert_close(log_det1, log_det2, rtol=0, atol=0)
+
+
+def test_made_degrees_with_two_or_one_coordinates_use_degree_one_only():
+    # With D = 2 the only usable hidden degree is 1 (a unit of degree 2 could feed no output): no unit wasted.
+    assert autoregressive.made_degrees(2, (3, 2)) == ([1, 2], [[1, 1, 1], [1, 1]])
+    assert autoregressive.made_degrees(1, (3,)) == ([1], [[1, 1, 1]])
+
+
+def test_masked_linear_is_x_times_masked_weight_plus_bias_and_starts_like_linear():
+    from minflow.autodiff import Tensor
+    from minflow.nn import Linear
+
+    mask = [[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]]
+    layer = autoregressive.MaskedLinear(2, 3, mask, seed=4)
+    plain = Linear(2, 3, seed=4)
+    assert_close(host(layer.weight), host(plain.weight), rtol=0)  # the default zero=False: Linear's draw
+    assert_close(host(layer.bias), host(plain.bias), rtol=0)
+    assert np.all(host(layer.bias) != 0) and layer.mask.dtype == layer.weight.dtype
+    x = np.random.default_rng(5).standard_normal((4, 2))
+    expected = x @ (host(layer.weight) * np.array(mask)) + host(layer.bias)
+    assert_close(host(layer(Tensor(device(x)))), expected, rtol=1e-14)  # a 2-term dot product per entry
+
+
+def test_made_builds_and_runs_in_float32():
+    from minflow import backend
+
+    previous = backend.get_default_dtype()
+    backend.set_default_dtype("float32")
+    try:
+        made = autoregressive.MADE(3, 2, hidden=(8,), seed=0)
+        assert {layer.mask.dtype for layer in made.layers} == {np.dtype(np.float32)}
+        out = made(device(np.ones((2, 3)), np.float32))
+        assert out.dtype == np.float32 and out.shape == (2, 3, 2)
+    finally:
+        backend.set_default_dtype(previous)

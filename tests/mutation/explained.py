@@ -169,6 +169,21 @@ EQUIVALENT = {
     "every backend (it survived the strict CuPy pass).": [
         "minflow.autodiff.tensor.xǁTensorǁbackward__mutmut_8",
     ],
+    # minflow.flows.autoregressive
+    "made_degrees' starting input degrees are all overwritten: the order was checked to be a permutation, so "
+    "the loop writes every entry.": [
+        "minflow.flows.autoregressive.x_made_degrees__mutmut_17",
+    ],
+    "The input degrees are a list of D >= 1 Python ints, which becomes int64 without a dtype (NumPy 2 on 64-bit "
+    "platforms, CuPy, the stand-in), as with dtype=int64.": [
+        "minflow.flows.autoregressive.xǁMADEǁ__init____mutmut_30",
+        "minflow.flows.autoregressive.xǁMADEǁ__init____mutmut_32",
+    ],
+    "MADE's last layer starts at zero (zero=True: zero weight, uniform bias times 0) and is the last to draw "
+    "from rng, so which generator it draws from changes no number.": [
+        "minflow.flows.autoregressive.xǁMADEǁ__init____mutmut_58",
+        "minflow.flows.autoregressive.xǁMADEǁ__init____mutmut_63",
+    ],
     # minflow.flows.base
     "One log-det through stack and sum instead of returned as it is: the same numbers (a sum of one term is "
     "exact) and the same gradient.": [
