@@ -640,3 +640,13 @@ def test_parameter_free_flows_take_any_event_shape_and_report_their_domains():
         assert z.shape == images.shape and log_det.shape == (2,)
     assert Sigmoid().output_domain == (0.0, 1.0) and Logit().input_domain == (0.0, 1.0)
     assert PiecewiseLinear(2).input_domain == PiecewiseLinear(2).output_domain == (0.0, 1.0)
+
+
+def test_leaky_relu_takes_the_left_slope_at_the_kink():
+    # The documented convention: at x = 0 (and -0.0) the log-det is the left side's log(slope), as the
+    # inverse's is at y = 0; just right of the kink it is 0. Both are exact (one log of the same number).
+    x = Tensor(device([0.0, -0.0, 1e-300, -1e-300]))
+    _, log_det = T.leaky_relu(x, 0.5)
+    np.testing.assert_array_equal(host(log_det), [math.log(0.5), math.log(0.5), 0.0, math.log(0.5)])
+    _, log_det_inverse = T.leaky_relu_inverse(x, 0.5)
+    np.testing.assert_array_equal(host(log_det_inverse), [math.log(2.0), math.log(2.0), 0.0, math.log(2.0)])
