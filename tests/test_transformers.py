@@ -650,3 +650,20 @@ def test_leaky_relu_takes_the_left_slope_at_the_kink():
     np.testing.assert_array_equal(host(log_det), [math.log(0.5), math.log(0.5), 0.0, math.log(0.5)])
     _, log_det_inverse = T.leaky_relu_inverse(x, 0.5)
     np.testing.assert_array_equal(host(log_det_inverse), [math.log(2.0), math.log(2.0), 0.0, math.log(2.0)])
+
+
+def test_elementwise_splines_show_the_parameters_of_their_own_theta():
+    rng = np.random.default_rng(7)
+    flow = PiecewiseLinear(DIM, bins=4)
+    flow.theta.data = device(rng.standard_normal(flow.theta.shape))  # random, not the uniform start
+    theta = host(flow.theta)
+    expected = np.exp(theta) / np.exp(theta).sum(axis=-1, keepdims=True)
+    np.testing.assert_allclose(host(flow.bin_masses()), expected, rtol=1e-14)  # softmax: a few roundings
+    spline = RationalQuadraticSpline(DIM, bins=4, bound=BOUND)
+    spline.theta.data = device(rng.standard_normal(spline.theta.shape))
+    got = spline.spline_parameters()
+    want = spline.transformer.spline_parameters(spline.theta)
+    assert [tuple(part.shape) for part in got] == [(DIM, 4), (DIM, 4), (DIM, 5)]
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(host(a), host(b))  # the same ops on the same theta
+    assert np.ptp(host(got[0]), axis=1).max() > 0.01, "equal widths: the test would not see another theta"
