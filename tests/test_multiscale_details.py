@@ -222,3 +222,14 @@ def test_plu_works_on_the_default_backend_and_pivots():
         assert backend.array_module(factor) is backend.xp()
     np.testing.assert_allclose(host(p) @ host(lower) @ host(upper), a, atol=1e-14)
     assert not np.allclose(host(p), np.eye(3))  # the zero pivot forced an exchange
+
+
+def test_squeeze_inverse_takes_a_nested_list_like_every_flow():
+    # Flow inputs may be arrays, Tensors or nested lists (Flow._check_input wraps them); Squeeze's inverse
+    # checks z itself and must wrap it too.
+    squeeze = Squeeze((1, 2, 2))
+    z = np.arange(8.0).reshape(2, 4, 1, 1)
+    x_from_list, log_det = squeeze.inverse(z.tolist())
+    x_from_array, _ = squeeze.inverse(device(z))
+    np.testing.assert_array_equal(host(x_from_list), host(x_from_array))  # a reshuffle: exact
+    np.testing.assert_array_equal(host(log_det), [0.0, 0.0])
