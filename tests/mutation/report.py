@@ -72,6 +72,10 @@ def verdicts(modules):
 # read: the survivors whose mutated line holds one are the ones the strict CuPy pass can kill. (The stand-in
 # runs the same NumPy arithmetic, so a mutant anywhere else gives the same numbers there.)
 BACKEND_WORDS = ("xp", "array_module", "backend", "dtype", "device", "host", "numpy", "cupy", "asarray", "rng")
+# Words of a line that decides when the host waits for the device (a synchronisation: reading a number out of an
+# array, or the cadence of the solvers' convergence checks). The stand-in counts synchronisations and
+# tests/test_syncs.py pins them, so any change to such a line is worth the strict pass.
+SYNC_WORDS = ("bool(", "float(", "int(", "CHECK_EVERY")
 
 
 def survivor_names(modules, backend_only=False):
@@ -94,9 +98,9 @@ def survivor_names(modules, backend_only=False):
 
 
 def changes_backend(removed, added):
-    """Whether the change from line ``removed`` to ``added`` touches a backend, dtype or device: a BACKEND_WORDS
-    word in the part that changed, or an argument of xp/array_module/dtype/rng/astype(...) (or xp=, dtype=,
-    device=) replaced by None or dropped."""
+    """Whether the change from line ``removed`` to ``added`` is one the strict stand-in can see: a BACKEND_WORDS
+    word in the part that changed, a SYNC_WORDS word anywhere in the line, or an argument of
+    xp/array_module/dtype/rng/astype(...) (or xp=, dtype=, device=) replaced by None or dropped."""
     start = 0
     while start < min(len(removed), len(added)) and removed[start] == added[start]:
         start += 1
@@ -104,7 +108,7 @@ def changes_backend(removed, added):
     while end < min(len(removed), len(added)) - start and removed[-1 - end] == added[-1 - end]:
         end += 1
     old, new = removed[start : len(removed) - end], added[start : len(added) - end]
-    if any(word in old or word in new for word in BACKEND_WORDS):
+    if any(word in old or word in new for word in BACKEND_WORDS) or any(word in removed for word in SYNC_WORDS):
         return True
     before = removed[:start]
     call = re.search(r"(xp|array_module|dtype|rng|astype|to_device)\([^()]*$|(xp|dtype|device)=\s*$", before)
