@@ -178,3 +178,16 @@ def test_planar_initial_w_has_unit_length_in_high_dimension(seed):
     dim = 400
     norm = float(np.linalg.norm(host(Planar(dim, seed=seed).w)))
     assert 0.8 <= norm <= 1.2, norm
+
+
+def test_radial_starts_from_the_documented_laws():
+    """z0 ~ N(0, 1); alpha_raw, beta_raw ~ N(0, 0.1^2). A sample standard deviation of n normal draws is off by
+    about sigma / sqrt(2 n) (its standard error): 0.011 for the 4,000 entries of z0 and 0.0035 for 400 layers'
+    alpha_raw and beta_raw, so the bands below are 4 to 5 standard errors wide, and a scale of 2 for z0 or 1.1
+    for beta_raw (planted errors) falls far outside them."""
+    z0 = host(Radial(4000, seed=0).z0)
+    assert 0.95 <= float(np.std(z0)) <= 1.05
+    layers = [Radial(1, seed=seed) for seed in range(400)]
+    for name in ("alpha_raw", "beta_raw"):
+        draws = np.concatenate([host(getattr(layer, name)) for layer in layers])
+        assert 0.085 <= float(np.std(draws)) <= 0.115, (name, float(np.std(draws)))
