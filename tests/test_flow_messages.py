@@ -376,6 +376,7 @@ REFUSALS = [
         "ContractiveResidual: activation must be one of ['softplus', 'tanh'] (smooth, |phi'| <= 1), got 'relu'",
     ),
     (lambda: CR(2, coefficient=1.0), "ContractiveResidual: coefficient must lie in (0, 1) for a contraction, got 1.0"),
+    (lambda: CR(2, coefficient=0.0), "ContractiveResidual: coefficient must lie in (0, 1) for a contraction, got 0.0"),
     (
         lambda: CR(2, log_det_method="slq"),
         "ContractiveResidual: log_det_method must be one of ('exact', 'series', 'hutchinson'), got 'slq'",

@@ -322,3 +322,21 @@ def test_additive_residual_coupling_uses_its_activation_in_both_networks(seed, d
     # a few float64 matmuls of O(1) numbers
     assert_close(flow.forward(device(x))[0], np.concatenate([z1, z2], axis=1), atol=1e-12)
     assert_close(flow.inverse(device(np.concatenate([z1, z2], axis=1)))[0], x, atol=1e-12)
+
+
+def test_a_fresh_block_reports_no_inverse_yet_and_spectral_norm_linear_has_its_defaults():
+    flow = ContractiveResidual(3, seed=0)
+    assert flow.last_inverse_iterations is None and flow.last_inverse_residual is None  # before any inverse
+    layer = SpectralNormLinear(3, 2, seed=0)
+    assert (layer.coefficient, layer.spectral_norm) == (0.9, "exact")
+
+
+def test_power_iteration_vector_takes_the_default_dtype():
+    previous = backend.get_default_dtype()
+    backend.set_default_dtype("float32")
+    try:
+        layer = SpectralNormLinear(3, 2, spectral_norm="power", seed=0)
+        assert layer.u.dtype == np.float32, f"u is {layer.u.dtype}: power iteration would run in float64"
+        assert layer.normalized_weight().dtype == np.float32
+    finally:
+        backend.set_default_dtype(previous)

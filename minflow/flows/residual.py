@@ -195,7 +195,8 @@ class ContractiveResidual(Flow):
     (floored at 64 units of roundoff of the dtype times (1 + max|z|), which float32
     cannot go below) and raises ``RuntimeError`` after ``max_iterations``. After
     a call, ``last_inverse_iterations`` is n, the number of steps taken, and
-    ``last_inverse_residual`` is |x_n - x_{n-1}|, the first residual below the tolerance.
+    ``last_inverse_residual`` is |x_n - x_{n-1}|, the first residual below the tolerance
+    (both None before the first call).
 
     Gradients through the inverse. The iteration runs without a graph (differentiating
     n unrolled steps would cost n times the memory and still be approximate). Then one

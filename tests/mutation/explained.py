@@ -282,6 +282,9 @@ EQUIVALENT = {
     "The tolerance of an empty batch is only compared with its residual 0.0, so 1.0 and 0.0 give the same answer.": [
         "minflow.flows.residual.xǁContractiveResidualǁ_stopping_tolerance__mutmut_11",
     ],
+    "integers(2**62) is integers(0, 2**62): with one bound, Generator.integers draws from [0, bound).": [
+        "minflow.flows.residual.xǁContractiveResidualǁ__init____mutmut_99",
+    ],
     # minflow.flows.multiscale
     "_plu is only given the square (C, C) rotation, so shape[1] is shape[0].": [
         "minflow.flows.multiscale.x__plu__mutmut_4",
@@ -434,6 +437,14 @@ NOT_KILLED = {
     "Rademacher probes from u <= 0.5 instead of u < 0.5: differ only when a uniform draw is exactly 0.5 "
     "(probability 2**-53 an entry) and are Rademacher either way; which sign goes with 0.5 is not documented.": [
         "minflow.flows.residual.xǁContractiveResidualǁ_log_det__mutmut_69",
+    ],
+    "Another valid seed for Hutchinson's probe stream: drawn from [1, 2^62), [0, 2^63) or [0, 124) instead of "
+    "[0, 2^62). The probes are still Rademacher and reproducible for a given seed, which is the contract; the "
+    "last would make two blocks share a stream with probability 1/124, which only a statistical test over many "
+    "seeds could see.": [
+        "minflow.flows.residual.xǁContractiveResidualǁ__init____mutmut_101",
+        "minflow.flows.residual.xǁContractiveResidualǁ__init____mutmut_102",
+        "minflow.flows.residual.xǁContractiveResidualǁ__init____mutmut_104",
     ],
     # minflow.testing (flow_checks, transformer_checks)
     "Another valid random draw: check_flow's other latent points drawn with seed None, 0 or seed + 2 instead of "
