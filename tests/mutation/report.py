@@ -79,14 +79,15 @@ SYNC_WORDS = ("bool(", "float(", "int(", "CHECK_EVERY")
 
 
 def survivor_names(modules, backend_only=False):
-    """The names of the surviving mutants of ``modules`` (what the next pass reruns); with ``backend_only``,
+    """The names of the surviving mutants of ``modules``, and of those no test reached (what the next pass reruns:
+    a test added since may reach them); with ``backend_only``,
     only those whose changed line names a backend, dtype or device (BACKEND_WORDS), and every survivor of the
     engine (minflow.autodiff, where NumPy and CuPy arrays are told apart)."""
     names = [
         (name, entry["meta"])
         for entry in verdicts(modules).values()
         for name, verdict in sorted(entry["verdicts"].items())
-        if verdict == "survived"
+        if verdict in ("survived", "no tests")
     ]
     if backend_only:  # the engine enforces the backend rules, so any change to it may show only on CuPy
         names = [
