@@ -309,6 +309,15 @@ REFUSALS = [
         "rational_quadratic_parameters: min_bin_height * K must lie in [0, 1), got 0.5 * 2",
     ),
     (
+        lambda: _rq_parameters(min_bin_width=0.5),
+        "rational_quadratic_parameters: min_bin_width * K must lie in [0, 1), got 0.5 * 2",
+    ),
+    (
+        lambda: _rq_parameters(widths=0.0, heights=()),  # a 0-d widths has no K, not even the 0 of heights
+        "rational_quadratic_parameters: unnormalized_widths and "
+        "unnormalized_heights must have shape (..., K) with the same K, got () and (0,)",
+    ),
+    (
         lambda: _rq_parameters(min_derivative=-1.0),
         "rational_quadratic_parameters: min_derivative must be >= 0, got -1.0",
     ),

@@ -129,3 +129,47 @@ def test_spline_transformer_honours_its_min_derivative_attribute():
     _, _, derivatives = transformer.spline_parameters(device(theta))
     # softplus(-50 + u_0) is about e^-50: the interior derivatives are the floor to 1e-15.
     np.testing.assert_allclose(host(derivatives), [1.0, 0.25, 0.25, 1.0], rtol=0, atol=1e-15)
+
+
+# --- the bin-size check at its limits, and rational_quadratic_parameters' edges -------------------------------
+def spline_with_widths(widths, dtype):
+    bins = len(widths)
+    parameters = (widths, [2.0 / bins] * bins, [1.0] * (bins + 1))
+    return rational_quadratic_spline(device([0.0], dtype), *(device(p, dtype) for p in parameters), 1.0)
+
+
+def test_bin_sizes_may_miss_their_total_by_exactly_the_float32_tolerance():
+    """In float32 the tolerance is 10 K eps relative (above the 1e-6 floor): for K = 8 that is 80 * 2^-23, so
+    the sum 2 may be off by 80 * 2^-22. Widths of 1/4 with the last one 2^-22 * 80 larger sum to exactly
+    2 + 80 * 2^-22 (every partial sum is a multiple of 2^-22 below 2^1: exact in float32), which is accepted;
+    81 * 2^-22 is refused. A tolerance of 11 K eps, 10 K / K eps, float64's eps or a strict < would each
+    move one of the two verdicts."""
+    for excess, accepted in ((80, True), (81, False)):
+        widths = [0.25] * 7 + [0.25 + excess * 2.0**-22]
+        assert np.float32(widths[-1]) == widths[-1], "the planted excess must be exact in float32"
+        if accepted:
+            spline_with_widths(widths, np.float32)
+        else:
+            with pytest.raises(ValueError, match=r"^rational_quadratic_spline: widths must sum to 2\.0 along"):
+                spline_with_widths(widths, np.float32)
+
+
+def test_bin_sizes_in_float64_may_miss_their_total_by_one_millionth():
+    # 10 K eps is 1.8e-14 for K = 8 in float64, so the 1e-6 floor rules: |sum - 2| <= 2e-6.
+    spline_with_widths([0.25] * 7 + [0.25 + 1.9e-6], np.float64)
+    with pytest.raises(ValueError, match=r"^rational_quadratic_spline: widths must sum to 2\.0 along"):
+        spline_with_widths([0.25] * 7 + [0.25 + 2.1e-6], np.float64)
+
+
+def test_rational_quadratic_parameters_floors_and_their_defaults():
+    from minflow.flows.splines import rational_quadratic_parameters
+
+    free = (device([0.3, -0.2]), device([0.1, 0.4]), device([-60.0]))
+    # Zero floors are allowed (bins may shrink to nothing, derivatives to softplus's e^-60).
+    widths, heights, derivatives = rational_quadratic_parameters(
+        *free, 1.0, min_bin_width=0.0, min_bin_height=0.0, min_derivative=0.0
+    )
+    assert float(host(derivatives)[1]) < 1e-20
+    # The default min_derivative is 1e-3: softplus(-60) ~ 1e-26 leaves the floor alone.
+    _, _, derivatives = rational_quadratic_parameters(*free, 1.0)
+    np.testing.assert_allclose(host(derivatives), [1.0, 1e-3, 1.0], rtol=1e-12)

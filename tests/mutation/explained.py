@@ -346,8 +346,17 @@ EQUIVALENT = {
     "take_along_axis sees the same shapes.": [
         "minflow.flows.splines.x_piecewise_linear_inverse__mutmut_45",
     ],
-    "ops.softmax's default axis is -1, the value dropped.": [
+    "ops.softmax's and ops.cumsum's default axis is -1, the value dropped.": [
         "minflow.flows.splines.xǁPiecewiseLinearTransformerǁbin_masses__mutmut_4",
+        "minflow.flows.splines.x_rational_quadratic_parameters__mutmut_78",
+        "minflow.flows.splines.x__knots__mutmut_7",
+    ],
+    "_align reshapes a tensor that already has ndim axes to its own shape: a no-op.": [
+        "minflow.flows.splines.x__align__mutmut_3",
+    ],
+    "A 0-d unnormalized_widths gets K = 1 instead of 0, but the same condition refuses it first (widths.ndim == 0), "
+    "with a message that names shapes, not K.": [
+        "minflow.flows.splines.x_rational_quadratic_parameters__mutmut_21",
     ],
     # minflow.flows.sinh_arcsinh
     "h >= 0 -> h > 0 differs at h = 0 only, where the result is -0.0 instead of 0.0 (equal) and the gradient, "
