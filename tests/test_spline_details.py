@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 import pytest
-from helpers import device, host
+from helpers import device, host, on_cupy
 
 from minflow.autodiff import Tensor
 from minflow.flows.splines import (
@@ -173,3 +173,25 @@ def test_rational_quadratic_parameters_floors_and_their_defaults():
     # The default min_derivative is 1e-3: softplus(-60) ~ 1e-26 leaves the floor alone.
     _, _, derivatives = rational_quadratic_parameters(*free, 1.0)
     np.testing.assert_allclose(host(derivatives), [1.0, 1e-3, 1.0], rtol=1e-12)
+
+
+@pytest.mark.skipif(not on_cupy(), reason="needs CuPy as the default backend (the strict stand-in or a GPU)")
+@pytest.mark.parametrize("function", ["piecewise_linear", "piecewise_linear_inverse", "rq", "rq_inverse"])
+def test_splines_refuse_numpy_and_cupy_together(function):
+    message = (
+        "cannot mix NumPy and CuPy arrays in one operation; move the data with "
+        "minflow.backend.to_device(...) or minflow.backend.to_numpy(...)"
+    )
+    if function.startswith("piecewise"):
+        call = piecewise_linear if function == "piecewise_linear" else piecewise_linear_inverse
+        host_args = (np.array([0.3, 0.6]), np.array([0.5, 0.5]))
+    else:
+        call = rational_quadratic_spline if function == "rq" else rational_quadratic_spline_inverse
+        host_args = (np.array([0.3, -0.6]), np.array([1.0, 1.0]), np.array([0.5, 1.5]), np.array([1.0, 2.0, 1.0]))
+    device_args = tuple(device(a) for a in host_args)
+    for position in range(len(host_args)):  # each argument alone on the host, the others on the device
+        args = [host_args[i] if i == position else device_args[i] for i in range(len(host_args))]
+        if function.startswith("rq"):
+            args.append(1.0)
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            call(*args)

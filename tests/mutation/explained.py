@@ -351,6 +351,16 @@ EQUIVALENT = {
         "minflow.flows.splines.x_rational_quadratic_parameters__mutmut_78",
         "minflow.flows.splines.x__knots__mutmut_7",
     ],
+    "_Spline's early mixing check without x: a NumPy x with CuPy knots (or the reverse) is refused a few lines later "
+    "by the bin search's own check (_search_bins), with the same message (tests/test_spline_details.py shows it on "
+    "the stand-in); the parameters are checked against each other here.": [
+        "minflow.flows.splines.xǁ_Splineǁ__init____mutmut_65",
+        "minflow.flows.splines.xǁ_Splineǁ__init____mutmut_69",
+    ],
+    "array_module(None) is NumPy, whose sum, abs and finfo given a CuPy array hand it on to CuPy or read only the "
+    "dtype (it survived the strict CuPy pass).": [
+        "minflow.flows.splines.x__check_sizes__mutmut_17",
+    ],
     "_align reshapes a tensor that already has ndim axes to its own shape: a no-op.": [
         "minflow.flows.splines.x__align__mutmut_3",
     ],
