@@ -82,6 +82,7 @@ mutation: install
 	survivors=$$($(BIN)/python tests/mutation/report.py --names --backend-only $(MUTATION_MODULES)); \
 	if [ -n "$$survivors" ]; then $(STRICT_CUPY) $(MUTATION_RUN) $$survivors; fi
 	$(BIN)/python tests/mutation/fresh.py $(MUTATION_MODULES)
+	$(BIN)/python tests/mutation/fresh.py --stand-in $(MUTATION_MODULES)
 	$(BIN)/python tests/mutation/report.py --survivors $(MUTATION_MODULES)
 	$(BIN)/python tests/mutation/report.py --check $(MUTATION_MODULES)
 
