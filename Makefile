@@ -66,13 +66,15 @@ gpu-check: install
 
 # Mutation testing (not in CI; tests/MUTATION.md has the scores, every survivor and the run times): mutmut plants
 # one bug at a time in minflow's autodiff, flows, testing, optim and train modules and runs the tests that execute
-# the changed function, on 2 workers. Then two more passes over the survivors: those whose change names a backend,
-# dtype or device on the strict CuPy stand-in (the bugs only a GPU would notice; CI runs the suite on both), and
-# those of code that runs while minflow is imported in a fresh interpreter (tests/mutation/fresh.py). The report
-# fails if a survivor has no reason in tests/mutation/explained.py (equivalent, or not killed yet). The whole run
-# takes hours; MUTATION_MODULES runs a subset, by module name under minflow:
-# `make mutation MUTATION_MODULES="optim flows.planar"`. Each run tries every mutant of its modules again; the
-# results stay in mutants/ (`rm -rf mutants` also redoes the setup).
+# the changed function, on 2 workers. Then three more passes over the survivors: those the strict CuPy stand-in can
+# tell apart (a backend, dtype or device, a synchronisation, the engine), on the stand-in; those of code that runs
+# while minflow is imported, in a fresh interpreter (tests/mutation/fresh.py); and, in a fresh interpreter on the
+# stand-in, the tests that only run on CuPy (fresh.py --stand-in). The report fails if a survivor has no reason in
+# tests/mutation/explained.py (equivalent, or not killed yet). The whole run takes about two hours on 2 cores;
+# MUTATION_MODULES runs a subset, by module name under minflow: `make mutation MUTATION_MODULES="optim flows.planar"`.
+# Each run tries every mutant of its modules again; the results stay in mutants/ (`rm -rf mutants` also redoes the
+# setup). Run it in the foreground: a background job of a non-interactive shell ignores Ctrl-C, and so would the
+# interruption tests of tests/test_resume.py.
 MUTATION_MODULES ?= optim train testing autodiff flows
 MUTATION_RUN = HYPOTHESIS_PROFILE=mutation $(BIN)/mutmut run --max-children 2
 STRICT_CUPY = PYTHONPATH=$(CURDIR)/tests/support/strict_cupy MINFLOW_BACKEND=cupy
