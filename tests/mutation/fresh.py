@@ -36,7 +36,14 @@ IMPORT_TIME = {
 # the synchronisation counts, and what only the stand-in can tell apart.
 STAND_IN_ONLY = {
     "autodiff": ["tests/test_engine.py", "tests/test_backend.py", "tests/test_syncs.py"],
-    "flows": ["tests/test_backend.py", "tests/test_syncs.py", "tests/test_spline_details.py"],
+    "flows": [
+        "tests/test_backend.py",
+        "tests/test_syncs.py",
+        "tests/test_spline_details.py",
+        "tests/test_flow_messages.py",
+    ],
+    "optim": ["tests/test_adam.py"],
+    "train": ["tests/test_follow_data.py", "tests/test_syncs.py"],
 }
 EQUIVALENT_NAMES = {name for names in EQUIVALENT.values() for name in names}  # --stand-in skips these (slow pass)
 STAND_IN = {"PYTHONPATH": str(Path("tests/support/strict_cupy").resolve()), "MINFLOW_BACKEND": "cupy"}
