@@ -18,6 +18,15 @@ settings.register_profile("ci", max_examples=200, deadline=None)
 settings.register_profile("mutation", max_examples=15, deadline=None, derandomize=True, database=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
+if os.environ.get("HYPOTHESIS_PROFILE") == "mutation":
+    # mutmut forks one child per mutant from a process in which progress bars have already run. tqdm's
+    # monitor thread takes tqdm's lock every few seconds; a fork at that moment hands the child a lock that
+    # no thread of the child will ever release, and the child's first progress bar waits on it forever
+    # (without using CPU time, so mutmut's CPU-time limit never stops it). No monitor thread, no such fork.
+    from tqdm import tqdm
+
+    tqdm.monitor_interval = 0
+
 
 def pytest_report_header(config):
     from minflow import backend
