@@ -41,6 +41,7 @@ STAND_IN_ONLY = {
         "tests/test_syncs.py",
         "tests/test_spline_details.py",
         "tests/test_flow_messages.py",
+        "tests/test_planar_numerics.py",
     ],
     "optim": ["tests/test_adam.py"],
     "train": ["tests/test_follow_data.py", "tests/test_syncs.py"],
