@@ -19,12 +19,16 @@ settings.register_profile("mutation", max_examples=15, deadline=None, derandomiz
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 if os.environ.get("HYPOTHESIS_PROFILE") == "mutation":
-    # mutmut forks one child per mutant from a process in which progress bars have already run. tqdm's
-    # monitor thread takes tqdm's lock every few seconds; a fork at that moment hands the child a lock that
-    # no thread of the child will ever release, and the child's first progress bar waits on it forever
-    # (without using CPU time, so mutmut's CPU-time limit never stops it). No monitor thread, no such fork.
+    # mutmut forks one child per mutant, two at a time, from one process. tqdm guards its output with a lock
+    # that includes a multiprocessing semaphore, shared by every forked child: a child that stops while
+    # holding it (a failing test, a kill) leaves every later child's first progress bar waiting forever,
+    # without using CPU time, so mutmut's CPU-time limit never ends it. Each child gets a lock of its own
+    # (a thread lock is copied, not shared, by fork), and no monitor thread takes it in the parent.
+    import threading
+
     from tqdm import tqdm
 
+    tqdm.set_lock(threading.RLock())
     tqdm.monitor_interval = 0
 
 
