@@ -71,3 +71,24 @@ def test_a_generator_of_the_other_backend_is_refused():
     model = models.realnvp(2, layers=1, hidden=4, seed=0)
     with pytest.raises(ValueError, match="random Generator"):
         model.sample(3, seed=numpy_generator)
+
+
+def test_a_numpy_model_trains_the_same_whatever_the_default_backend():
+    """The seeds of fit and fit_to_density draw from the model's backend: the same seed gives the same data
+    order and the same samples whether CuPy or NumPy is the default. (On the stand-in CuPy's generator is
+    NumPy's, so only a run on real CuPy, whose streams differ, can catch a draw from the default backend.)"""
+    _needs_cupy()
+
+    def losses(default):
+        backend.set_backend("numpy")
+        model = models.realnvp(2, layers=1, hidden=4, seed=0)
+        data = backend.rng(0).standard_normal((64, 2))
+        backend.set_backend(default)
+        try:
+            fitted = train.fit(model, data, steps=4, batch_size=16, seed=5, progress=False)["loss"]
+            density = train.fit_to_density(model, lambda x: -0.5 * (x * x).sum(axis=1), 2, 8, seed=6, progress=False)
+        finally:
+            backend.set_backend("cupy")
+        return fitted + density["loss"]
+
+    assert losses("cupy") == losses("numpy")

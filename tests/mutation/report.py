@@ -62,7 +62,8 @@ def verdicts(modules):
         if all(verdict == "not checked" for verdict in by_name.values()):
             continue  # not run yet
         for name, verdict in by_name.items():
-            if verdict in ("survived", "no tests") and fresh.get(name) in FRESH_KILLS:
+            # (a check mutmut reports as interrupted: the mutant let a SIGINT through to mutmut's own child)
+            if verdict in ("survived", "no tests", "not checked") and fresh.get(name) in FRESH_KILLS:
                 by_name[name] = "killed"
         result[module] = {"meta": meta_path, "verdicts": by_name}
     return result
