@@ -457,10 +457,6 @@ NOT_KILLED = {
         "minflow.train.x__train_loop__mutmut_32",
     ],
     # minflow.flows.sinh_arcsinh: equivalent up to rounding, so they can change a result's last bits
-    "h >= 0 -> h >= 1: for 0 <= h < 1 the sign is -1, and sign * f(sign * h) is asinh(h) in exact arithmetic for "
-    "either sign; only the last bits change (a few ulps), which no test can or should pin.": [
-        "minflow.flows.sinh_arcsinh.x__asinh__mutmut_13",
-    ],
     "The branch point |u| < 1 -> |u| <= 1 or |u| < 2: both formulas are sinh in exact arithmetic and well "
     "conditioned up to |u| = 2, so only a result's last bits (a few ulps) move, which no test can or should "
     "pin.": [
