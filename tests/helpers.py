@@ -13,6 +13,12 @@ import numpy as np
 
 from minflow import backend
 
+# What the engine says, word for word, when one operation is given NumPy and CuPy arrays together.
+MIXING_MESSAGE = (
+    "cannot mix NumPy and CuPy arrays in one operation; move the data with "
+    "minflow.backend.to_device(...) or minflow.backend.to_numpy(...)"
+)
+
 
 def device(array, dtype=None):
     """Host data (a NumPy array, list or number) as a floating array of the default backend."""

@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 import pytest
-from helpers import device, host, on_cupy
+from helpers import MIXING_MESSAGE, device, host, on_cupy
 
 from minflow.autodiff import Tensor
 from minflow.flows.splines import (
@@ -178,10 +178,6 @@ def test_rational_quadratic_parameters_floors_and_their_defaults():
 @pytest.mark.skipif(not on_cupy(), reason="needs CuPy as the default backend (the strict stand-in or a GPU)")
 @pytest.mark.parametrize("function", ["piecewise_linear", "piecewise_linear_inverse", "rq", "rq_inverse"])
 def test_splines_refuse_numpy_and_cupy_together(function):
-    message = (
-        "cannot mix NumPy and CuPy arrays in one operation; move the data with "
-        "minflow.backend.to_device(...) or minflow.backend.to_numpy(...)"
-    )
     if function.startswith("piecewise"):
         call = piecewise_linear if function == "piecewise_linear" else piecewise_linear_inverse
         host_args = (np.array([0.3, 0.6]), np.array([0.5, 0.5]))
@@ -193,5 +189,5 @@ def test_splines_refuse_numpy_and_cupy_together(function):
         args = [host_args[i] if i == position else device_args[i] for i in range(len(host_args))]
         if function.startswith("rq"):
             args.append(1.0)
-        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        with pytest.raises(ValueError, match=f"^{re.escape(MIXING_MESSAGE)}$"):
             call(*args)
