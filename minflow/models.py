@@ -6,6 +6,10 @@ Change of variables. If z = f(x) with f invertible and differentiable, then
 
 Training maximises this over data (minimises the negative log-likelihood); sampling draws
 z from the base and maps it back through f^{-1}.
+
+A conditional model is the same with a context c (a label, an observation) given to the flow:
+p(x | c) = p_Z(f(x; c)) |det df/dx (x; c)|, a density of x for every c, trained on (x, c)
+pairs by the same maximum likelihood, and sampled for a chosen c.
 """
 
 from . import backend
@@ -15,13 +19,28 @@ from .flows.base import REAL_LINE, Flow
 from .nn import Module
 
 
+def _batch_size(x):
+    """The number of rows of a batch (an array or a Tensor); 1 for something without a shape,
+    so that the flow, which checks its input, is the one to raise."""
+    shape = getattr(x, "shape", ())
+    return shape[0] if len(shape) else 1
+
+
 class NormalizingFlow(Module):
     """``NormalizingFlow(flow, base=None)``; the base defaults to N(0, I) on the flow's event shape
     (on its ``latent_shape`` for a flow whose z has another shape than x, such as ``Squeeze``).
 
     A model, not a flow: it has ``log_prob`` (through ``flow.forward``, the normalizing direction),
     ``nll`` and ``sample`` (through ``flow.inverse``), and no ``forward`` of its own, so that in
-    minflow ``forward`` always means the map data -> latent."""
+    minflow ``forward`` always means the map data -> latent.
+
+    ``base``: any distribution with ``log_prob(z)`` and ``sample(n, seed, dtype, xp)`` on the
+    latent shape (``distributions.StandardNormal``, ``DiagonalGaussian``, ``GaussianMixture``);
+    a base with parameters is trained and saved with the flow.
+
+    Conditional models (a flow with ``context_dim`` C > 0): every method takes ``context``, a
+    (B, C) array or Tensor with one row per sample, or a single row (C,) or (1, C) for all of
+    them. Giving a context to a model that is not conditional is an error, not ignored."""
 
     def __init__(self, flow, base=None):
         if not isinstance(flow, Flow):
@@ -44,33 +63,60 @@ class NormalizingFlow(Module):
             "model.nll(x) for the training loss, model.sample(n) for samples, model.flow(x) for (z, log_det)"
         )
 
-    def log_prob(self, x):
-        """log p(x) for a batch, shape (B,): base log-density at z = f(x) plus the log-det."""
-        z, log_det = self.flow.forward(x)
+    @property
+    def context_dim(self):
+        """C, the width of the context the model is conditioned on (0: not conditional)."""
+        return self.flow.context_dim
+
+    def log_prob(self, x, context=None):
+        """log p(x) (or log p(x | context)) for a batch, shape (B,): base log-density at
+        z = f(x) plus the log-det."""
+        z, log_det = self.flow.forward(x, self._context_rows(context, _batch_size(x)))
         return self.base.log_prob(z) + log_det
 
-    def nll(self, x):
+    def nll(self, x, context=None):
         """The training loss: mean negative log-likelihood (in nats) of the batch."""
-        return -ops.mean(self.log_prob(x))
+        return -ops.mean(self.log_prob(x, context))
 
-    def sample(self, n, seed=None):
-        """``n`` samples x = f^{-1}(z), z ~ base, as an array of the model's backend."""
+    def sample(self, n, seed=None, context=None):
+        """``n`` samples x = f^{-1}(z), z ~ base (given ``context``: n rows, or one row for all),
+        as an array of the model's backend."""
+        context = self._context_rows(context, n)
         z = self.base.sample(n, seed=seed, dtype=self.float_dtype(), xp=self.array_module())
         with no_grad():
-            x, _ = self.flow.inverse(Tensor(z))
+            x, _ = self.flow.inverse(Tensor(z), context)
         return x.data
+
+    def _context_rows(self, context, batch):
+        """``context`` with one row per sample: a single row (C,) or (1, C) is repeated ``batch``
+        times (a broadcast, no copy). Raises ValueError for a context given to a model that is
+        not conditional; the flow checks the rest (a missing context, a wrong width)."""
+        if context is None:
+            return None
+        if not self.context_dim:
+            raise ValueError(
+                "this model is not conditional (its flow reads no context), but a context was given; "
+                "build the flow with context_dim=C to condition it"
+            )
+        context = context if isinstance(context, Tensor) else Tensor(context)
+        if context.ndim == 1:
+            context = ops.reshape(context, (1, -1))
+        if context.ndim == 2 and context.shape[0] == 1 and batch != 1:
+            context = ops.broadcast_to(context, (batch, context.shape[1]))
+        return context
 
     def __repr__(self):
         return f"NormalizingFlow(\n  flow={self.flow!r},\n  base={self.base!r}\n)"
 
 
 # --- builders: ready-made models with sensible defaults ----------------------------------------
-def realnvp(dim, layers=8, hidden=64, depth=2, scale_bound=2.0, seed=None):
+def realnvp(dim, layers=8, hidden=64, depth=2, scale_bound=2.0, seed=None, context_dim=0):
     """RealNVP (Dinh et al. 2017): ``layers`` affine couplings that alternate which half is kept.
 
     Each conditioner is an MLP with ``depth`` hidden layers of ``hidden`` ReLU units and a
     zero-initialised last layer, so the untrained model is the identity and its density
-    is the base N(0, I).
+    is the base N(0, I). ``context_dim`` C > 0: a conditional RealNVP, every conditioner also
+    reading the (B, C) context.
     """
     from .flows.base import Sequential
     from .flows.coupling import AffineCoupling, half_mask
@@ -78,13 +124,19 @@ def realnvp(dim, layers=8, hidden=64, depth=2, scale_bound=2.0, seed=None):
     _check_builder(dim, layers)
     rng = backend.rng(seed)
     couplings = [
-        AffineCoupling(half_mask(dim, first=i % 2 == 0), hidden=(hidden,) * depth, scale_bound=scale_bound, seed=rng)
+        AffineCoupling(
+            half_mask(dim, first=i % 2 == 0),
+            hidden=(hidden,) * depth,
+            scale_bound=scale_bound,
+            seed=rng,
+            context_dim=context_dim,
+        )
         for i in range(layers)
     ]
     return NormalizingFlow(Sequential(couplings))
 
 
-def spline_coupling_flow(dim, layers=4, bins=8, bound=4.0, hidden=64, depth=2, seed=None):
+def spline_coupling_flow(dim, layers=4, bins=8, bound=4.0, hidden=64, depth=2, seed=None, context_dim=0):
     """Neural spline flow (Durkan et al. 2019): rational-quadratic spline couplings with an
     LU-parametrised linear layer after each, so that every coordinate mixes with every other.
     Splines act on [-bound, bound] (standardised data lives there) and are the identity outside.
@@ -98,13 +150,20 @@ def spline_coupling_flow(dim, layers=4, bins=8, bound=4.0, hidden=64, depth=2, s
     flows = []
     for i in range(layers):
         flows.append(
-            SplineCoupling(half_mask(dim, first=i % 2 == 0), bins=bins, bound=bound, hidden=(hidden,) * depth, seed=rng)
+            SplineCoupling(
+                half_mask(dim, first=i % 2 == 0),
+                bins=bins,
+                bound=bound,
+                hidden=(hidden,) * depth,
+                seed=rng,
+                context_dim=context_dim,
+            )
         )
         flows.append(LULinear(dim))
     return NormalizingFlow(Sequential(flows))
 
 
-def nice(dim, layers=4, hidden=64, depth=2, seed=None):
+def nice(dim, layers=4, hidden=64, depth=2, seed=None, context_dim=0):
     """NICE (Dinh et al. 2014): additive couplings alternating halves, then one diagonal
     scaling layer - the only part that can change volume, since every coupling has log-det 0."""
     from .flows.base import Sequential
@@ -114,7 +173,8 @@ def nice(dim, layers=4, hidden=64, depth=2, seed=None):
     _check_builder(dim, layers)
     rng = backend.rng(seed)
     flows = [
-        AdditiveCoupling(half_mask(dim, first=i % 2 == 0), hidden=(hidden,) * depth, seed=rng) for i in range(layers)
+        AdditiveCoupling(half_mask(dim, first=i % 2 == 0), hidden=(hidden,) * depth, seed=rng, context_dim=context_dim)
+        for i in range(layers)
     ]
     return NormalizingFlow(Sequential(flows + [ElementwiseAffine(dim)]))
 
@@ -133,27 +193,32 @@ def _autoregressive_stack(dim, layers, make_layer):
     return NormalizingFlow(Sequential(flows))
 
 
-def maf(dim, layers=5, hidden=64, depth=2, seed=None):
+def maf(dim, layers=5, hidden=64, depth=2, seed=None, context_dim=0):
     """Masked autoregressive flow (Papamakarios et al. 2017): affine MAF layers, order reversed
-    between them. Density in one pass per layer; sampling in D passes per layer."""
+    between them. Density in one pass per layer; sampling in D passes per layer.
+    ``context_dim`` C > 0: a conditional MAF (every MADE also reads the (B, C) context)."""
     from .flows.autoregressive import MaskedAutoregressive
 
     _check_builder(dim, layers)
     rng = backend.rng(seed)
-    return _autoregressive_stack(dim, layers, lambda: MaskedAutoregressive(dim, hidden=(hidden,) * depth, seed=rng))
+    return _autoregressive_stack(
+        dim, layers, lambda: MaskedAutoregressive(dim, hidden=(hidden,) * depth, seed=rng, context_dim=context_dim)
+    )
 
 
-def iaf(dim, layers=5, hidden=64, depth=2, seed=None):
+def iaf(dim, layers=5, hidden=64, depth=2, seed=None, context_dim=0):
     """Inverse autoregressive flow (Kingma et al. 2016): MAF's mirror. Sampling in one pass
     per layer; density in D passes per layer (cheap for 2-D data, slow in high dimension)."""
     from .flows.autoregressive import InverseAutoregressive
 
     _check_builder(dim, layers)
     rng = backend.rng(seed)
-    return _autoregressive_stack(dim, layers, lambda: InverseAutoregressive(dim, hidden=(hidden,) * depth, seed=rng))
+    return _autoregressive_stack(
+        dim, layers, lambda: InverseAutoregressive(dim, hidden=(hidden,) * depth, seed=rng, context_dim=context_dim)
+    )
 
 
-def spline_autoregressive_flow(dim, layers=3, bins=8, bound=4.0, hidden=64, depth=2, seed=None):
+def spline_autoregressive_flow(dim, layers=3, bins=8, bound=4.0, hidden=64, depth=2, seed=None, context_dim=0):
     """Autoregressive neural spline flow (Durkan et al. 2019): MAF layers whose transformer is
     a rational-quadratic spline, order reversed between them."""
     from .flows.autoregressive import SplineAutoregressive
@@ -161,11 +226,13 @@ def spline_autoregressive_flow(dim, layers=3, bins=8, bound=4.0, hidden=64, dept
     _check_builder(dim, layers)
     rng = backend.rng(seed)
     return _autoregressive_stack(
-        dim, layers, lambda: SplineAutoregressive(dim, bins, bound, hidden=(hidden,) * depth, seed=rng)
+        dim,
+        layers,
+        lambda: SplineAutoregressive(dim, bins, bound, hidden=(hidden,) * depth, seed=rng, context_dim=context_dim),
     )
 
 
-def glow(shape=(1, 8, 8), scales=2, steps_per_scale=4, hidden=128, depth=2, scale_bound=2.0, seed=None):
+def glow(shape=(1, 8, 8), scales=2, steps_per_scale=4, hidden=128, depth=2, scale_bound=2.0, seed=None, context_dim=0):
     """Glow-style multi-scale flow for images of ``shape`` (C, H, W) (Kingma & Dhariwal 2018).
 
     ``scales`` times: squeeze, ``steps_per_scale`` steps of [ActNormImage, InvertibleConv1x1,
@@ -187,6 +254,7 @@ def glow(shape=(1, 8, 8), scales=2, steps_per_scale=4, hidden=128, depth=2, scal
         hidden=(hidden,) * depth,
         scale_bound=scale_bound,
         seed=seed,
+        context_dim=context_dim,
     )
     return NormalizingFlow(flow)
 

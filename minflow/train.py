@@ -130,6 +130,31 @@ def _on_device(model, data, name):
     return backend.to_device(array, dtype=model.float_dtype(), xp=model.array_module())
 
 
+def _context_on_device(model, context, n, caller, name="context"):
+    """The context rows of a conditional model's data, on its device: None for a model that is
+    not conditional; ValueError for a missing context, a context given to a model that reads
+    none, or a number of rows other than the data's ``n`` (the flow checks the width C)."""
+    conditional = getattr(model, "context_dim", 0)
+    if context is None:
+        if conditional:
+            raise ValueError(
+                f"{caller}: the model is conditional (context_dim {conditional}): pass {name}=..., "
+                f"an array of shape (N, {conditional}) with one row per data row"
+            )
+        return None
+    if not conditional:
+        raise ValueError(f"{caller}: {name} was given, but the model is not conditional (its flow reads no context)")
+    context = _on_device(model, context, name)
+    if context.shape[0] != n:
+        raise ValueError(f"{caller}: {name} must have one row per data row, {n}, got shape {tuple(context.shape)}")
+    return context
+
+
+def _rows(array, start, size):
+    """Rows start .. start + size of ``array`` (None stays None)."""
+    return None if array is None else array[start : start + size]
+
+
 def _non_finite_rows(x):
     """How many rows of ``x`` hold a NaN or an infinity (a 0-d device array: no synchronisation)."""
     xp = backend.array_module(x)
@@ -144,12 +169,14 @@ def _non_finite_message(name, bad, n, when="before training"):
 
 
 # --- evaluation ---------------------------------------------------------------------------------
-def _chunked_log_probs(model, data, batch_size, caller):
-    """log p(x) of every row of ``data`` (an (N,) array on the model's device) and the value
-    checks that wait for the caller's one read: the data's own finiteness first (so that it is
-    the error reported; a layer would complain too), then the layers' deferred checks."""
+def _chunked_log_probs(model, data, batch_size, caller, context=None):
+    """log p(x) (or log p(x | c)) of every row of ``data`` (an (N,) array on the model's device)
+    and the value checks that wait for the caller's one read: the data's own finiteness first
+    (so that it is the error reported; a layer would complain too), then the layers' deferred
+    checks."""
     data = _on_device(model, data, "data")
     n = data.shape[0]
+    context = _context_on_device(model, context, n, caller)
     with no_grad(), backend.deferred_checks() as checks:
         checks.append(
             (
@@ -157,26 +184,30 @@ def _chunked_log_probs(model, data, batch_size, caller):
                 lambda: f"{caller}: {_non_finite_message('data', int(_non_finite_rows(data)), n, 'first')}",
             )
         )
-        chunks = [model.log_prob(data[start : start + batch_size]).data for start in range(0, n, batch_size)]
+        chunks = [
+            model.log_prob(data[start : start + batch_size], _rows(context, start, batch_size)).data
+            for start in range(0, n, batch_size)
+        ]
     return (chunks[0] if len(chunks) == 1 else backend.array_module(chunks[0]).concatenate(chunks)), checks
 
 
-def log_probs(model, data, batch_size=4096):
-    """log p(x) of every row of ``data`` (N, ...): an (N,) array on the model's device.
+def log_probs(model, data, batch_size=4096, context=None):
+    """log p(x) of every row of ``data`` (N, ...): an (N,) array on the model's device
+    (log p(x | c) with ``context`` (N, C) for a conditional model).
 
     Computed ``batch_size`` rows at a time without recording a graph, so memory stays flat
     in N. Data with NaN or infinite values raises ``ValueError`` naming how many rows (one
     synchronisation, for that check and the layers' value checks together)."""
-    values, checks = _chunked_log_probs(model, data, batch_size, "log_probs")
+    values, checks = _chunked_log_probs(model, data, batch_size, "log_probs", context)
     backend.read_scalars([values.sum()], checks)
     return values
 
 
-def evaluate_nll(model, data, batch_size=4096):
+def evaluate_nll(model, data, batch_size=4096, context=None):
     """Mean negative log-likelihood (nats per sample) of ``data``: -mean of :func:`log_probs`,
-    read from the device in one synchronisation. Data with NaN or infinite values raises
-    ``ValueError`` naming how many rows."""
-    values, checks = _chunked_log_probs(model, data, batch_size, "evaluate_nll")
+    read from the device in one synchronisation (``context`` (N, C): of a conditional model).
+    Data with NaN or infinite values raises ``ValueError`` naming how many rows."""
+    values, checks = _chunked_log_probs(model, data, batch_size, "evaluate_nll", context)
     return -backend.read_scalars([values.sum()], checks)[0] / values.shape[0]
 
 
@@ -531,8 +562,14 @@ def fit(
     seed=0,
     progress=True,
     resume=None,
+    context=None,
+    val_context=None,
 ):
     """Train ``model`` (a NormalizingFlow) by maximum likelihood on ``data`` (N, ...).
+
+    A conditional model (``model.context_dim`` C > 0) learns p(x | c) from pairs: ``context``
+    (N, C) gives row n's context, and ``val_context`` that of ``val_data``; each minibatch takes
+    the same rows of both.
 
     Minibatches are drawn without replacement, in a fresh random order every epoch (the
     order of epoch e is seeded by (seed, e); ``seed`` None draws a fresh seed, a Generator
@@ -566,7 +603,7 @@ def fit(
     returned history continues the state's. A run interrupted at step k and resumed to S
     ends where an uninterrupted run of S steps does, to rounding.
 
-    Raises ``NonFiniteLossError`` (``cause`` "data", "val_data" or "step") for NaN or
+    Raises ``NonFiniteLossError`` (``cause`` "data", "val_data", "context", "val_context" or "step") for NaN or
     infinite data or a diverging step, and ``TrainingInterrupted`` (a KeyboardInterrupt)
     after a first Ctrl-C: the step under way completes, the best parameters are restored,
     and the exception's ``history`` (``interrupted`` True, ``stopped`` "interrupted at step
@@ -579,6 +616,11 @@ def fit(
     val_data = _on_device(model, val_data, "val_data")
     xp = backend.array_module(data)
     n = data.shape[0]
+    context = _context_on_device(model, context, n, "fit")
+    if val_data is not None:
+        val_context = _context_on_device(model, val_context, val_data.shape[0], "fit", "val_context")
+    elif val_context is not None:
+        raise ValueError("fit: val_context was given without val_data")
     batch_size = min(batch_size, n)
     if resume is not None:
         _check_resume(
@@ -591,9 +633,14 @@ def fit(
             raise ValueError(f"resume: the state does not fit the model: {error}") from None
     else:
         seed = _data_seed(seed, xp)
-    # Non-finite data, found before the first step (one synchronisation for both arrays).
-    counts = [_non_finite_rows(data)] + ([] if val_data is None else [_non_finite_rows(val_data)])
-    for name, array, bad in zip(("data", "val_data"), (data, val_data), backend.read_scalars(counts)):
+    # Non-finite data or contexts, found before the first step (one synchronisation for all).
+    arrays = [
+        (name, a)
+        for name, a in zip(("data", "val_data", "context", "val_context"), (data, val_data, context, val_context))
+        if a is not None
+    ]
+    counts = [_non_finite_rows(array) for _, array in arrays]
+    for (name, array), bad in zip(arrays, backend.read_scalars(counts)):
         if bad:
             raise NonFiniteLossError(_non_finite_message(name, int(bad), array.shape[0]), _new_history(), cause=name)
 
@@ -606,14 +653,15 @@ def fit(
             epoch_order.clear()
             epoch_order[epoch] = xp.argsort(backend.rng([seed, epoch], xp).random(n))
         start = index * batch_size
-        return data[epoch_order[epoch][start : start + batch_size]]
+        rows = epoch_order[epoch][start : start + batch_size]
+        return data[rows] if context is None else (data[rows], context[rows])
 
-    validate = None if val_data is None else (lambda: evaluate_nll(model, val_data))
+    validate = None if val_data is None else (lambda: evaluate_nll(model, val_data, context=val_context))
     order = {"objective": "fit", "seed": seed, "batch_size": batch_size, "n_data": n}
     return _train_loop(
         model,
         batch_for,
-        None,
+        None if context is None else _conditional_nll,
         steps,
         lr,
         schedule,
@@ -627,6 +675,12 @@ def fit(
         resume=resume,
         order=order,
     )
+
+
+def _conditional_nll(model, batch):
+    """The loss of a conditional model on a minibatch of (x, context) rows."""
+    x, context = batch
+    return model.nll(x, context)
 
 
 def reverse_kl(model, log_density, n, seed=None):

@@ -33,12 +33,17 @@ from everything before it, so decrypting (inverting) must go one coordinate at a
 References: Germain, Gregor, Murray, Larochelle (2015), "MADE"; Papamakarios, Pavlakou,
 Murray (2017), "Masked Autoregressive Flow"; Kingma et al. (2016), "Improved variational
 inference with inverse autoregressive flow"; Durkan et al. (2019), "Neural Spline Flows".
+
+Context. A conditional MAF (Papamakarios et al. 2017, section 3.4) feeds a context c to
+MADE as extra inputs of degree 0: they connect to every hidden unit (0 <= any hidden
+degree), while the masks among the x's stay as they were. So theta_i is a function of
+(x_{<i}, c), the Jacobian in x is still triangular, and the log-det the same sum.
 """
 
 from .. import backend
 from ..autodiff import ops
 from ..nn import ACTIVATIONS, Buffer, Linear, Module
-from .base import Flow, Inverse, check_dim
+from .base import Flow, Inverse, check_dim, check_int
 from .splines import PiecewiseLinearTransformer, SplineTransformer
 from .transformers import AffineTransformer, Transformer
 
@@ -83,19 +88,24 @@ class MADE(Module):
     autoregressive property. The last layer starts at zero, so theta starts at 0.
     Defaults: ``hidden`` (64, 64), ``activation`` "relu", ``order`` the natural one.
     Cost: one MLP pass, O(D H + H^2) per sample.
+
+    ``context_dim`` C > 0: ``forward(x, context)`` reads a (B, C) context as C more inputs of
+    degree 0, connected to every unit of the first hidden layer (and, through it, to every
+    output): theta_i is a function of x_{<i} and c.
     """
 
-    def __init__(self, dim, params_per_dim, hidden=(64, 64), order=None, activation="relu", seed=None):
+    def __init__(self, dim, params_per_dim, hidden=(64, 64), order=None, activation="relu", seed=None, context_dim=0):
         dim = check_dim(dim, "MADE")
         if not hidden:
             raise ValueError("MADE needs at least one hidden layer")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        context_dim = check_int(context_dim, "context_dim", "MADE", minimum=0)
         inputs, layers = made_degrees(dim, hidden, order)
         rng = backend.rng(seed)
         self.degrees = Buffer(backend.xp().asarray(inputs, dtype=backend.xp().int64))
         self.layers = []
-        previous = inputs
+        previous = inputs + [0] * context_dim  # context units: degree 0, below every hidden degree
         for degrees in layers:
             mask = [[float(b >= a) for b in degrees] for a in previous]
             self.layers.append(MaskedLinear(len(previous), len(degrees), mask, seed=rng))
@@ -105,10 +115,11 @@ class MADE(Module):
         mask = [[float(i > a) for i in outputs] for a in previous]
         self.layers.append(MaskedLinear(len(previous), len(outputs), mask, zero=True, seed=rng))
         self.dim, self.params_per_dim, self.activation = dim, params_per_dim, activation
+        self.context_dim = context_dim
 
-    def forward(self, x):
+    def forward(self, x, context=None):
         act = ACTIVATIONS[self.activation]
-        h = x
+        h = x if not self.context_dim else ops.concatenate([x, context], axis=1)
         for layer in self.layers[:-1]:
             h = act(layer(h))
         theta = self.layers[-1](h)
@@ -130,10 +141,11 @@ class MaskedAutoregressive(Flow):
     ``SplineAutoregressive`` and ``PiecewiseLinearAutoregressive``. ``order``: the
     autoregressive order (a permutation of 0..D-1; default 0, 1, ..., D-1); stacks
     alternate it, or put a Permutation between layers. ``hidden`` (default (64, 64)) and
-    ``activation`` (default "relu"): MADE's.
+    ``activation`` (default "relu"): MADE's. ``context_dim`` C > 0: a conditional MAF, whose
+    MADE also reads a (B, C) context (see the module docstring).
     """
 
-    def __init__(self, dim, transformer=None, hidden=(64, 64), order=None, activation="relu", seed=None):
+    def __init__(self, dim, transformer=None, hidden=(64, 64), order=None, activation="relu", seed=None, context_dim=0):
         dim = check_dim(dim, type(self).__name__)
         transformer = AffineTransformer() if transformer is None else transformer
         if not isinstance(transformer, Transformer):
@@ -141,21 +153,24 @@ class MaskedAutoregressive(Flow):
                 f"{type(self).__name__}: transformer must be a Transformer, got {type(transformer).__name__}"
             )
         self.transformer = transformer
-        self.made = MADE(dim, self.transformer.params_per_dim, hidden, order, activation, seed)
+        self.made = MADE(dim, self.transformer.params_per_dim, hidden, order, activation, seed, context_dim)
+        self.context_dim = self.made.context_dim
         self.event_shape = (dim,)
         self.input_domain = self.output_domain = tuple(self.transformer.domain)
 
-    def forward(self, x):
+    def forward(self, x, context=None):
         x = self._check_input(x)
-        z, log_derivative = self.transformer.forward(x, self.made(x))
+        context = self._check_context(context, x.shape[0])
+        z, log_derivative = self.transformer.forward(x, self.made(x, context))
         return z, ops.sum(log_derivative, axis=1)
 
-    def inverse(self, z, passes=None):
+    def inverse(self, z, context=None, passes=None):
         z = self._check_input(z, "z")
+        context = self._check_context(context, z.shape[0])
         passes = self.event_shape[0] if passes is None else passes
         x = z * 0.0  # any start will do: pass k fixes the coordinates of degree k
         for _ in range(passes):
-            x, log_derivative = self.transformer.inverse(z, self.made(x))
+            x, log_derivative = self.transformer.inverse(z, self.made(x, context))
         return x, ops.sum(log_derivative, axis=1)
 
 
@@ -169,8 +184,8 @@ class InverseAutoregressive(Inverse):
     densities. Arguments and defaults: those of ``MaskedAutoregressive``.
     """
 
-    def __init__(self, dim, transformer=None, hidden=(64, 64), order=None, activation="relu", seed=None):
-        super().__init__(MaskedAutoregressive(dim, transformer, hidden, order, activation, seed))
+    def __init__(self, dim, transformer=None, hidden=(64, 64), order=None, activation="relu", seed=None, context_dim=0):
+        super().__init__(MaskedAutoregressive(dim, transformer, hidden, order, activation, seed, context_dim))
 
 
 class SplineAutoregressive(MaskedAutoregressive):
@@ -180,8 +195,10 @@ class SplineAutoregressive(MaskedAutoregressive):
     log|det| = sum_i log g'(x_i); density O(D K) after one MADE pass, sampling D passes.
     Defaults: ``bins`` 8, ``bound`` 4.0, ``hidden`` (64, 64), ``activation`` "relu"."""
 
-    def __init__(self, dim, bins=8, bound=4.0, hidden=(64, 64), order=None, activation="relu", seed=None):
-        super().__init__(dim, SplineTransformer(bins, bound), hidden, order, activation, seed)
+    def __init__(
+        self, dim, bins=8, bound=4.0, hidden=(64, 64), order=None, activation="relu", seed=None, context_dim=0
+    ):
+        super().__init__(dim, SplineTransformer(bins, bound), hidden, order, activation, seed, context_dim)
 
 
 class PiecewiseLinearAutoregressive(MaskedAutoregressive):
@@ -190,8 +207,8 @@ class PiecewiseLinearAutoregressive(MaskedAutoregressive):
     notebook 16.2 (Prince 2023) with one MADE as its conditioner. Inputs must lie in [0, 1].
     Defaults: ``bins`` 5, ``hidden`` (64, 64), ``activation`` "relu"."""
 
-    def __init__(self, dim, bins=5, hidden=(64, 64), order=None, activation="relu", seed=None):
-        super().__init__(dim, PiecewiseLinearTransformer(bins), hidden, order, activation, seed)
+    def __init__(self, dim, bins=5, hidden=(64, 64), order=None, activation="relu", seed=None, context_dim=0):
+        super().__init__(dim, PiecewiseLinearTransformer(bins), hidden, order, activation, seed, context_dim)
 
 
 class SplineInverseAutoregressive(InverseAutoregressive):
@@ -199,5 +216,7 @@ class SplineInverseAutoregressive(InverseAutoregressive):
     (Durkan et al. 2019 use it for variational inference). Defaults: ``bins`` 8, ``bound`` 4.0,
     ``hidden`` (64, 64), ``activation`` "relu"."""
 
-    def __init__(self, dim, bins=8, bound=4.0, hidden=(64, 64), order=None, activation="relu", seed=None):
-        super().__init__(dim, SplineTransformer(bins, bound), hidden, order, activation, seed)
+    def __init__(
+        self, dim, bins=8, bound=4.0, hidden=(64, 64), order=None, activation="relu", seed=None, context_dim=0
+    ):
+        super().__init__(dim, SplineTransformer(bins, bound), hidden, order, activation, seed, context_dim)

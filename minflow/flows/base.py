@@ -3,11 +3,19 @@
 Direction (one convention for all of minflow): ``forward`` is the *normalizing*
 direction, data to latent, and ``inverse`` the *generative* one::
 
-    forward(x) -> (z, log_det)   z = f(x),       log_det = log|det df/dx|         shape (B,)
-    inverse(z) -> (x, log_det)   x = f^{-1}(z),  log_det = log|det df^{-1}/dz|    shape (B,)
+    forward(x, context=None) -> (z, log_det)   z = f(x; c),       log_det = log|det df/dx|       (B,)
+    inverse(z, context=None) -> (x, log_det)   x = f^{-1}(z; c),  log_det = log|det df^{-1}/dz|  (B,)
 
 At matching points (z = f(x)) the two log-dets are negatives of each other, because the
 Jacobian of the inverse is the inverse of the Jacobian.
+
+Context. A *conditional* flow is a family of flows, one for each context c (a label, an
+observation, a latent code): f(.; c) is invertible in x for every fixed c, and its
+log-det is taken in x only, so p(x | c) = p_Z(f(x; c)) |det df/dx (x; c)| is a normalized
+density of x for every c (c is given, never transformed, so it has no Jacobian of its own).
+A flow that reads a context of C numbers per sample has ``context_dim`` C and needs a
+(B, C) context; every other flow has ``context_dim`` 0 and accepts and ignores one, so a
+Sequential can hand the same context to all its layers.
 
 Composition. For f = f_K o ... o f_1 the chain rule multiplies Jacobians, and the
 determinant of a product is the product of determinants, so log-dets *add*::
@@ -36,20 +44,53 @@ class Flow(Module):
     - ``event_shape``: the shape of one sample, e.g. ``(dim,)``; ``None`` accepts any.
     - ``input_domain`` / ``output_domain``: the interval each coordinate of x (resp. z)
       must lie in; real line by default, (0, 1) for Logit's input, for example.
+    - ``context_dim``: C, the width of the (B, C) context a conditional flow reads; 0 (the
+      default) for a flow that ignores its context.
     """
 
     event_shape = None
     input_domain = REAL_LINE
     output_domain = REAL_LINE
+    context_dim = 0
 
-    def forward(self, x):
+    def forward(self, x, context=None):
         raise NotImplementedError
 
-    def inverse(self, z):
+    def inverse(self, z, context=None):
         raise NotImplementedError
+
+    def _check_context(self, context, batch):
+        """The context as a (B, C) Tensor for a conditional flow (None for one that ignores it).
+
+        Raises ValueError for a conditional flow given no context, a context of another shape
+        than (``batch``, ``context_dim``), or an array of another backend than the flow's.
+        """
+        if not self.context_dim:
+            return None
+        name, expected = type(self).__name__, f"({batch}, {self.context_dim})"
+        if context is None:
+            raise ValueError(
+                f"{name} is conditional: it needs a context of shape (B, C) = {expected}, got None "
+                "(pass context=... to forward / inverse, log_prob, sample or fit)"
+            )
+        context = self._as_tensor(context, "context")
+        if tuple(context.shape) != (batch, self.context_dim):
+            raise ValueError(f"{name}: context must have shape (B, C) = {expected}, got {tuple(context.shape)}")
+        return context
 
     def _check_input(self, x, name="x"):
         """``x`` as a Tensor after checking its rank, size and backend; raises ValueError."""
+        x = self._as_tensor(x, name)
+        if self.event_shape is not None:
+            if x.ndim != 1 + len(self.event_shape) or tuple(x.shape[1:]) != tuple(self.event_shape):
+                expected = "(B, " + ", ".join(str(n) for n in self.event_shape) + ")"
+                raise ValueError(f"{type(self).__name__}: {name} must have shape {expected}, got {tuple(x.shape)}")
+        elif x.ndim < 2:
+            raise ValueError(f"{type(self).__name__}: {name} must be batched, shape (B, ...), got {tuple(x.shape)}")
+        return x
+
+    def _as_tensor(self, x, name):
+        """``x`` as a Tensor, after checking its arrays are of the flow's backend; raises ValueError."""
         array = x.data if isinstance(x, Tensor) else x
         module = _flow_array_module(self)
         if backend.is_array(array) and module is not None and backend.array_module(array) is not module:
@@ -58,14 +99,7 @@ class Flow(Module):
                 f"flow's parameters are {module.__name__} arrays; move one of them "
                 "(minflow.backend.to_device / to_numpy)"
             )
-        x = x if isinstance(x, Tensor) else Tensor(x)
-        if self.event_shape is not None:
-            if x.ndim != 1 + len(self.event_shape) or tuple(x.shape[1:]) != tuple(self.event_shape):
-                expected = "(B, " + ", ".join(str(n) for n in self.event_shape) + ")"
-                raise ValueError(f"{type(self).__name__}: {name} must have shape {expected}, got {tuple(x.shape)}")
-        elif x.ndim < 2:
-            raise ValueError(f"{type(self).__name__}: {name} must be batched, shape (B, ...), got {tuple(x.shape)}")
-        return x
+        return x if isinstance(x, Tensor) else Tensor(x)
 
     def extra_repr(self):
         return "" if self.event_shape is None else f"event_shape={tuple(self.event_shape)}"
@@ -118,6 +152,18 @@ def per_sample_log_det(log_det, x):
     return ops.broadcast_to(log_det, (x.shape[0],))
 
 
+def common_context_dim(flows, owner):
+    """The context width C that the conditional ones among ``flows`` share (0 if none is).
+
+    Every layer of a stack sees the same context, so two layers that read contexts of
+    different widths cannot be stacked: ValueError naming ``owner`` and the widths.
+    """
+    widths = sorted({flow.context_dim for flow in flows} - {0})
+    if len(widths) > 1:
+        raise ValueError(f"{owner}: its flows read contexts of different widths {widths}; all must read the same C")
+    return widths[0] if widths else 0
+
+
 def _add_all(log_dets):
     """The sum of K (B,) log-dets as two ops (stack, sum) instead of K - 1 additions."""
     return log_dets[0] if len(log_dets) == 1 else ops.sum(ops.stack(log_dets, axis=0), axis=0)
@@ -135,28 +181,32 @@ class Sequential(Flow):
         self.event_shape = flows[0].event_shape
         self.input_domain = flows[0].input_domain
         self.output_domain = flows[-1].output_domain
+        self.context_dim = common_context_dim(flows, "Sequential")
 
-    def forward(self, x):
+    def forward(self, x, context=None):
         x = self._check_input(x)
+        context = self._check_context(context, x.shape[0])
         log_dets = []
         for flow in self.flows:
-            x, log_det = flow.forward(x)
+            x, log_det = flow.forward(x, context)
             log_dets.append(log_det)
         return x, _add_all(log_dets)
 
-    def inverse(self, z):
+    def inverse(self, z, context=None):
         z = self._check_input(z, "z")
+        context = self._check_context(context, z.shape[0])
         log_dets = []
         for flow in reversed(self.flows):
-            z, log_det = flow.inverse(z)
+            z, log_det = flow.inverse(z, context)
             log_dets.append(log_det)
         return z, _add_all(log_dets)
 
-    def inverse_steps(self, z):
+    def inverse_steps(self, z, context=None):
         """Every intermediate from z = h_K back to x = h_0, in generative order (base -> data)."""
         steps = [self._check_input(z, "z")]
+        context = self._check_context(context, steps[0].shape[0])
         for flow in reversed(self.flows):
-            steps.append(flow.inverse(steps[-1])[0])
+            steps.append(flow.inverse(steps[-1], context)[0])
         return steps
 
     def __len__(self):
@@ -184,12 +234,13 @@ class Inverse(Flow):
         self.flow = flow
         self.event_shape = flow.event_shape
         self.input_domain, self.output_domain = flow.output_domain, flow.input_domain
+        self.context_dim = flow.context_dim
 
-    def forward(self, x):
-        return self.flow.inverse(x)
+    def forward(self, x, context=None):
+        return self.flow.inverse(x, context)
 
-    def inverse(self, z):
-        return self.flow.forward(z)
+    def inverse(self, z, context=None):
+        return self.flow.forward(z, context)
 
     def __repr__(self):
         return f"Inverse({self.flow!r})"

@@ -35,7 +35,7 @@ References: Dinh, Krueger, Bengio (2014), "NICE"; Dinh, Sohl-Dickstein, Bengio (
 from .. import backend
 from ..autodiff import ops
 from ..nn import MLP, Buffer
-from .base import Flow, check_dim
+from .base import Flow, check_dim, check_int
 from .splines import PiecewiseLinearTransformer, SplineTransformer
 from .transformers import AdditiveTransformer, AffineTransformer, Transformer
 
@@ -85,9 +85,15 @@ class Coupling(Flow):
     (B, D1) to (B, D2 * params_per_dim); by default an MLP with ``hidden`` units per hidden
     layer (default (64, 64)) and ``activation`` (default "relu") whose last layer starts at
     zero, so the layer starts as the identity map.
+
+    ``context_dim`` C > 0 makes the layer conditional: theta = conditioner([h1, c]) reads the
+    (B, C) context concatenated to h1, so z2 = g(h2; theta(h1, c)). The Jacobian in x keeps
+    its triangular form (c is not transformed), so the log-det is the same formula.
     """
 
-    def __init__(self, mask, transformer, conditioner=None, hidden=(64, 64), activation="relu", seed=None):
+    def __init__(
+        self, mask, transformer, conditioner=None, hidden=(64, 64), activation="relu", seed=None, context_dim=0
+    ):
         if not isinstance(transformer, Transformer):
             raise ValueError(
                 f"{type(self).__name__}: transformer must be a Transformer, got {type(transformer).__name__}"
@@ -115,41 +121,45 @@ class Coupling(Flow):
         if _is_block(kept) and _is_block(changed):
             self._blocks = (slice(kept[0], kept[-1] + 1), slice(changed[0], changed[-1] + 1), kept[0] == 0)
         self.transformer = transformer
+        self.context_dim = check_int(context_dim, "context_dim", type(self).__name__, minimum=0)
         if conditioner is None:
-            sizes = [len(kept), *hidden, len(changed) * transformer.params_per_dim]
+            sizes = [len(kept) + self.context_dim, *hidden, len(changed) * transformer.params_per_dim]
             conditioner = MLP(sizes, activation=activation, zero_last=True, seed=seed)
         self.conditioner = conditioner
         self.event_shape = tuple(mask.shape)
         # kept coordinates pass through unchanged, so the transformer's domain is the layer's
         self.input_domain = self.output_domain = tuple(transformer.domain)
 
-    def _theta(self, h1):
-        theta = self.conditioner(h1)
+    def _theta(self, h1, context):
+        theta = self.conditioner(h1 if context is None else ops.concatenate([h1, context], axis=1))
         return ops.reshape(theta, (h1.shape[0], self.changed.shape[0], self.transformer.params_per_dim))
 
-    def _couple(self, x, transform):
-        """Split the flattened event, transform h2 with parameters from h1, reassemble."""
+    def _couple(self, x, context, transform):
+        """Split the flattened event, transform h2 with parameters from h1 (and c), reassemble."""
         flat = x if x.ndim == 2 else ops.reshape(x, (x.shape[0], -1))
         if self._blocks is not None:
             kept, changed, kept_first = self._blocks
             h1, h2 = flat[:, kept], flat[:, changed]
-            out2, log_derivative = transform(h2, self._theta(h1))
+            out2, log_derivative = transform(h2, self._theta(h1, context))
             out = ops.concatenate([h1, out2] if kept_first else [out2, h1], axis=1)
         else:
             h1, h2 = flat[:, self.kept.data], flat[:, self.changed.data]
-            out2, log_derivative = transform(h2, self._theta(h1))
+            out2, log_derivative = transform(h2, self._theta(h1, context))
             out = ops.concatenate([h1, out2], axis=1)[:, self.restore.data]
         out = out if x.ndim == 2 else ops.reshape(out, x.shape)
         return out, ops.sum(log_derivative, axis=1)
 
-    def forward(self, x):
-        return self._couple(self._check_input(x), self.transformer.forward)
+    def forward(self, x, context=None):
+        x = self._check_input(x)
+        return self._couple(x, self._check_context(context, x.shape[0]), self.transformer.forward)
 
-    def inverse(self, z):
-        return self._couple(self._check_input(z, "z"), self.transformer.inverse)
+    def inverse(self, z, context=None):
+        z = self._check_input(z, "z")
+        return self._couple(z, self._check_context(context, z.shape[0]), self.transformer.inverse)
 
     def extra_repr(self):
-        return f"event_shape={self.event_shape}, {type(self.transformer).__name__}"
+        conditional = f", context_dim={self.context_dim}" if self.context_dim else ""
+        return f"event_shape={self.event_shape}, {type(self.transformer).__name__}{conditional}"
 
 
 class AdditiveCoupling(Coupling):
@@ -157,8 +167,10 @@ class AdditiveCoupling(Coupling):
     so log|det| = 0 exactly, whatever t is (Dinh et al. 2014). ``hidden`` (default (64, 64)) and
     ``activation`` (default "relu") are the conditioner's, as in ``Coupling``."""
 
-    def __init__(self, mask, hidden=(64, 64), activation="relu", seed=None):
-        super().__init__(mask, AdditiveTransformer(), hidden=hidden, activation=activation, seed=seed)
+    def __init__(self, mask, hidden=(64, 64), activation="relu", seed=None, context_dim=0):
+        super().__init__(
+            mask, AdditiveTransformer(), hidden=hidden, activation=activation, seed=seed, context_dim=context_dim
+        )
 
 
 class AffineCoupling(Coupling):
@@ -169,8 +181,9 @@ class AffineCoupling(Coupling):
     ``hidden`` (64, 64), ``activation`` "relu".
     """
 
-    def __init__(self, mask, hidden=(64, 64), activation="relu", scale_bound=2.0, seed=None):
-        super().__init__(mask, AffineTransformer(scale_bound), hidden=hidden, activation=activation, seed=seed)
+    def __init__(self, mask, hidden=(64, 64), activation="relu", scale_bound=2.0, seed=None, context_dim=0):
+        transformer = AffineTransformer(scale_bound)
+        super().__init__(mask, transformer, hidden=hidden, activation=activation, seed=seed, context_dim=context_dim)
 
 
 class SplineCoupling(Coupling):
@@ -178,8 +191,9 @@ class SplineCoupling(Coupling):
     (Durkan et al. 2019). log|det| = sum_i log g'(h2_i), O(D K) per sample each way.
     Defaults: ``bins`` 8, ``bound`` 4.0, ``hidden`` (64, 64), ``activation`` "relu"."""
 
-    def __init__(self, mask, bins=8, bound=4.0, hidden=(64, 64), activation="relu", seed=None):
-        super().__init__(mask, SplineTransformer(bins, bound), hidden=hidden, activation=activation, seed=seed)
+    def __init__(self, mask, bins=8, bound=4.0, hidden=(64, 64), activation="relu", seed=None, context_dim=0):
+        transformer = SplineTransformer(bins, bound)
+        super().__init__(mask, transformer, hidden=hidden, activation=activation, seed=seed, context_dim=context_dim)
 
 
 class PiecewiseLinearCoupling(Coupling):
@@ -187,5 +201,6 @@ class PiecewiseLinearCoupling(Coupling):
     (Mueller et al. 2019, "Neural importance sampling"). Inputs must lie in [0, 1].
     Defaults: ``bins`` 5, ``hidden`` (64, 64), ``activation`` "relu"."""
 
-    def __init__(self, mask, bins=5, hidden=(64, 64), activation="relu", seed=None):
-        super().__init__(mask, PiecewiseLinearTransformer(bins), hidden=hidden, activation=activation, seed=seed)
+    def __init__(self, mask, bins=5, hidden=(64, 64), activation="relu", seed=None, context_dim=0):
+        transformer = PiecewiseLinearTransformer(bins)
+        super().__init__(mask, transformer, hidden=hidden, activation=activation, seed=seed, context_dim=context_dim)

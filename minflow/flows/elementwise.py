@@ -69,12 +69,12 @@ class Elementwise(Flow):
         self.input_domain = self.output_domain = tuple(transformer.domain)
         self.theta = Parameter(_zeros(self.dim, transformer.params_per_dim))
 
-    def forward(self, x):
+    def forward(self, x, context=None):
         x = self._check_input(x)
         z, log_derivative = self.transformer.forward(x, self.theta)
         return z, _sum_over_event(log_derivative)
 
-    def inverse(self, z):
+    def inverse(self, z, context=None):
         z = self._check_input(z, "z")
         x, log_derivative = self.transformer.inverse(z, self.theta)
         return x, _sum_over_event(log_derivative)
@@ -128,12 +128,12 @@ class LeakyReLU(Flow):
     def __init__(self, slope=0.1):
         self.slope = check_positive(slope, "slope", "LeakyReLU")
 
-    def forward(self, x):
+    def forward(self, x, context=None):
         x = self._check_input(x)
         z, log_derivative = transformers.leaky_relu(x, self.slope)
         return z, _sum_over_event(log_derivative)
 
-    def inverse(self, z):
+    def inverse(self, z, context=None):
         z = self._check_input(z, "z")
         x, log_derivative = transformers.leaky_relu_inverse(z, self.slope)
         return x, _sum_over_event(log_derivative)
@@ -161,12 +161,12 @@ class Sigmoid(Flow):
 
     output_domain = (0.0, 1.0)
 
-    def forward(self, x):
+    def forward(self, x, context=None):
         x = self._check_input(x)
         z, log_derivative = transformers.sigmoid(x)
         return z, _sum_over_event(log_derivative)
 
-    def inverse(self, z):
+    def inverse(self, z, context=None):
         z = self._check_input(z, "z")
         x, log_derivative = transformers.logit(z)
         return x, _sum_over_event(log_derivative)
@@ -191,12 +191,12 @@ class Logit(Flow):
 
     input_domain = (0.0, 1.0)
 
-    def forward(self, x):
+    def forward(self, x, context=None):
         x = self._check_input(x)
         z, log_derivative = transformers.logit(x)
         return z, _sum_over_event(log_derivative)
 
-    def inverse(self, z):
+    def inverse(self, z, context=None):
         z = self._check_input(z, "z")
         x, log_derivative = transformers.sigmoid(z)
         return x, _sum_over_event(log_derivative)

@@ -94,13 +94,13 @@ class DenseLinear(Flow):
         self.bias = Parameter(xp.zeros(dim, dtype=backend.get_default_dtype()))
         self.event_shape = (dim,)
 
-    def forward(self, x):
+    def forward(self, x, context=None):
         x = self._check_input(x)
         z = ops.matmul(x, ops.transpose(self.weight)) + self.bias
         log_det = ops.slogdet(self.weight)  # O(D^3): the price of a dense matrix
         return z, per_sample_log_det(log_det, x)
 
-    def inverse(self, z):
+    def inverse(self, z, context=None):
         z = self._check_input(z, "z")
         # Column-vector form W x^T = (z - b)^T: one solve with B right-hand sides.
         x = ops.transpose(ops.solve(self.weight, ops.transpose(z - self.bias)))
@@ -183,14 +183,14 @@ class LULinear(Flow):
         """W = L U (formed only for inspection; forward and inverse never need it)."""
         return ops.matmul(self.L, self.U)
 
-    def forward(self, x):
+    def forward(self, x, context=None):
         x = self._check_input(x)
         # Row vectors: (W x^T)^T = x U^T L^T.
         z = ops.matmul(ops.matmul(x, ops.transpose(self.U)), ops.transpose(self.L)) + self.bias
         log_det = ops.sum(self.log_diag)
         return z, per_sample_log_det(log_det, x)
 
-    def inverse(self, z):
+    def inverse(self, z, context=None):
         z = self._check_input(z, "z")
         y = ops.solve_triangular(self.L, ops.transpose(z - self.bias), lower=True)  # L y = z - b
         x = ops.transpose(ops.solve_triangular(self.U, y, lower=False))  # U x = y
@@ -244,11 +244,11 @@ class Permutation(Flow):
         order = backend.xp().argsort(backend.rng(seed).random(dim))
         return Permutation(order)
 
-    def forward(self, x):
+    def forward(self, x, context=None):
         x = self._check_input(x)
         return x[:, self.permutation.data], zero_log_det(x)
 
-    def inverse(self, z):
+    def inverse(self, z, context=None):
         z = self._check_input(z, "z")
         return z[:, self.inverse_permutation.data], zero_log_det(z)
 
@@ -365,14 +365,14 @@ class ActNorm(Flow):
         self.initialized = Buffer(xp.asarray(False))
         self.event_shape = (dim,)
 
-    def forward(self, x):
+    def forward(self, x, context=None):
         x = self._check_input(x)
         if not self.initialized.flag():
             initialize_from_batch(self, x, axes=(0,), unit="samples")
         z = (x - self.loc) * ops.exp(self.log_scale)
         return z, per_sample_log_det(ops.sum(self.log_scale), x)
 
-    def inverse(self, z):
+    def inverse(self, z, context=None):
         z = self._check_input(z, "z")
         x = z * ops.exp(-self.log_scale) + self.loc
         return x, per_sample_log_det(-ops.sum(self.log_scale), z)

@@ -84,14 +84,14 @@ class Squeeze(Flow):
         self.event_shape = (channels, height, width)
         self.latent_shape = (4 * channels, height // 2, width // 2)
 
-    def forward(self, x):
+    def forward(self, x, context=None):
         x = self._check_input(x)
         c, h, w = self.event_shape
         blocks = ops.reshape(x, (x.shape[0], c, h // 2, 2, w // 2, 2))  # (B, c, i, di, j, dj)
         z = ops.reshape(ops.transpose(blocks, (0, 1, 3, 5, 2, 4)), (x.shape[0],) + self.latent_shape)
         return z, zero_log_det(x)
 
-    def inverse(self, z):
+    def inverse(self, z, context=None):
         z = _check_latent(self, z)
         c, h, w = self.event_shape
         blocks = ops.reshape(z, (z.shape[0], c, 2, 2, h // 2, w // 2))  # (B, c, di, dj, i, j)
@@ -148,7 +148,7 @@ class ActNormImage(Flow):
         """(C,) -> (C, 1, 1), which broadcasts over the pixels of a (B, C, H, W) batch."""
         return ops.reshape(parameter, (self.event_shape[0], 1, 1))
 
-    def forward(self, x):
+    def forward(self, x, context=None):
         x = self._check_input(x)
         if not self.initialized.flag():
             initialize_from_batch(self, x, axes=(0, 2, 3), unit="values per channel (samples times pixels)")
@@ -156,7 +156,7 @@ class ActNormImage(Flow):
         pixels = self.event_shape[1] * self.event_shape[2]
         return z, per_sample_log_det(pixels * ops.sum(self.log_scale), x)
 
-    def inverse(self, z):
+    def inverse(self, z, context=None):
         z = self._check_input(z, "z")
         x = z * ops.exp(-self._per_channel(self.log_scale)) + self._per_channel(self.loc)
         pixels = self.event_shape[1] * self.event_shape[2]
@@ -283,7 +283,7 @@ class InvertibleConv1x1(Flow):
         height, width = self.event_shape[1:]
         return height * width * ops.sum(self.log_diag)
 
-    def forward(self, x):
+    def forward(self, x, context=None):
         x = self._check_input(x)
         pixels = _channels_last(x)
         # Row vectors: (W x)^T = x^T U^T L^T P^T, applied right to left as in W = P L U.
@@ -293,7 +293,7 @@ class InvertibleConv1x1(Flow):
         )
         return _channels_first(rows, x.shape), per_sample_log_det(self._log_det(), x)
 
-    def inverse(self, z):
+    def inverse(self, z, context=None):
         z = self._check_input(z, "z")
         unpermuted = ops.matmul(_channels_last(z), self.permutation)  # rows of P^T z (P^{-1} = P^T)
         y = ops.solve_triangular(self.L, ops.transpose(unpermuted), lower=True)  # L y = P^T z
@@ -302,13 +302,14 @@ class InvertibleConv1x1(Flow):
 
 
 # --- the multi-scale architecture -----------------------------------------------------------------
-def glow_step(shape, index, hidden=(64, 64), activation="relu", scale_bound=2.0, seed=None):
+def glow_step(shape, index, hidden=(64, 64), activation="relu", scale_bound=2.0, seed=None, context_dim=0):
     """One step of Glow on images of ``shape``: [ActNormImage, InvertibleConv1x1, AffineCoupling].
 
     The coupling keeps the first half of the channels when ``index`` is even and the
     second half when it is odd (the 1x1 convolution mixes channels anyway; alternating
     makes sure that even a convolution near a permutation changes every channel).
-    Defaults: ``hidden`` (64, 64), ``activation`` "relu", ``scale_bound`` 2.0.
+    Defaults: ``hidden`` (64, 64), ``activation`` "relu", ``scale_bound`` 2.0; ``context_dim``
+    C > 0 makes the coupling conditional on a (B, C) context.
     """
     rng = backend.rng(seed)
     channels, height, width = shape
@@ -321,6 +322,7 @@ def glow_step(shape, index, hidden=(64, 64), activation="relu", scale_bound=2.0,
             activation=activation,
             scale_bound=scale_bound,
             seed=rng,
+            context_dim=context_dim,
         ),
     ]
 
@@ -365,14 +367,23 @@ class MultiScale(Flow):
     Arguments: ``shape`` (C, H, W) with H and W divisible by 2^scales; ``scales`` S >= 1
     (default 2); ``steps_per_scale`` K >= 1 (default 4); ``hidden`` (default (64, 64)),
     ``activation`` (default "relu"), ``scale_bound`` (default 2.0): of every coupling's MLP
-    conditioner (see coupling.AffineCoupling); ``seed``.
+    conditioner (see coupling.AffineCoupling); ``seed``; ``context_dim`` C > 0: every coupling
+    also reads a (B, C) context (a class label, one-hot, for class-conditional images).
 
     References: Dinh et al. (2017), Real NVP, section 3.6; Kingma & Dhariwal (2018), Glow,
     section 3 and figure 2.
     """
 
     def __init__(
-        self, shape, scales=2, steps_per_scale=4, hidden=(64, 64), activation="relu", scale_bound=2.0, seed=None
+        self,
+        shape,
+        scales=2,
+        steps_per_scale=4,
+        hidden=(64, 64),
+        activation="relu",
+        scale_bound=2.0,
+        seed=None,
+        context_dim=0,
     ):
         self.event_shape = _check_image_shape(shape, "MultiScale")
         scales = check_dim(scales, "MultiScale (scales)")
@@ -392,7 +403,7 @@ class MultiScale(Flow):
             layers = [
                 layer
                 for k in range(steps_per_scale)
-                for layer in glow_step(shape, k, hidden, activation, scale_bound, seed=rng)
+                for layer in glow_step(shape, k, hidden, activation, scale_bound, seed=rng, context_dim=context_dim)
             ]
             self.steps.append(Sequential(layers))
             if scale < scales - 1:  # factor out the second half of the channels
@@ -400,14 +411,16 @@ class MultiScale(Flow):
                 self.part_shapes.append((channels - channels // 2, height, width))
                 shape = (channels // 2, height, width)
         self.part_shapes.append(shape)  # the last scale keeps everything
+        self.context_dim = self.steps[0].context_dim
 
-    def forward(self, x):
+    def forward(self, x, context=None):
         x = self._check_input(x)
+        context = self._check_context(context, x.shape[0])
         log_det = zero_log_det(x)
         h, parts = x, []
         for scale, (squeeze, steps) in enumerate(zip(self.squeezes, self.steps)):
             h, _ = squeeze.forward(h)  # a permutation: log-det 0
-            h, step_log_det = steps.forward(h)
+            h, step_log_det = steps.forward(h, context)
             log_det = log_det + step_log_det
             if scale < len(self.steps) - 1:
                 kept = h.shape[1] // 2
@@ -428,14 +441,15 @@ class MultiScale(Flow):
             start += size
         return parts
 
-    def inverse(self, z):
+    def inverse(self, z, context=None):
         parts = self.latent_parts(z)
+        context = self._check_context(context, z.shape[0])
         log_det = zero_log_det(parts[0])
         h = parts[-1]
         for scale in reversed(range(len(self.steps))):
             if scale < len(self.steps) - 1:
                 h = ops.concatenate([h, parts[scale]], axis=1)  # re-attach z_s as the second half
-            h, step_log_det = self.steps[scale].inverse(h)
+            h, step_log_det = self.steps[scale].inverse(h, context)
             log_det = log_det + step_log_det
             h, _ = self.squeezes[scale].inverse(h)
         return h, log_det

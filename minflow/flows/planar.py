@@ -159,7 +159,7 @@ class Planar(Flow):
         """The vector the map actually uses, with w^T u_hat > -1 (a Tensor in the graph)."""
         return self.constrained()[0]
 
-    def inverse(self, z):
+    def inverse(self, z, context=None):
         z = self._check_input(z, "z")
         u_hat, s = self.constrained()
         t = ops.tanh(_dot(z, self.w) + self.b)  # h(w^T z + b), (B,)
@@ -167,7 +167,7 @@ class Planar(Flow):
         log_det = ops.log(t * t + s * (1 - t * t))  # 1 + (w^T u_hat) h'(p)
         return x, log_det
 
-    def forward(self, x):
+    def forward(self, x, context=None):
         x = self._check_input(x)
         u_hat, s = self.constrained()
         c = s - 1  # w^T u_hat
@@ -310,7 +310,7 @@ class Radial(Flow):
         radial = ops.log(r * r + 2 * alpha * r + alpha * gap) - 2 * log_alpha_r  # log rho'(r)
         return (self.event_shape[0] - 1) * tangential + radial
 
-    def inverse(self, z):
+    def inverse(self, z, context=None):
         z = self._check_input(z, "z")
         alpha, _, gap = self.constrained()
         offset = z - self.z0
@@ -320,7 +320,7 @@ class Radial(Flow):
         x = self.z0 + offset * _column((gap + r) / (alpha + r))
         return x, self._log_det(r, alpha, gap)
 
-    def forward(self, x):
+    def forward(self, x, context=None):
         x = self._check_input(x)
         alpha, _, gap = self.constrained()
         offset = x - self.z0

@@ -69,14 +69,14 @@ class AdditiveResidualCoupling(Flow):
         self.f2 = MLP([self.split, *hidden, dim - self.split], activation=activation, zero_last=True, seed=rng)
         self.event_shape = (dim,)
 
-    def forward(self, x):
+    def forward(self, x, context=None):
         x = self._check_input(x)
         h1, h2 = x[:, : self.split], x[:, self.split :]
         z1 = h1 + self.f1(h2)
         z2 = h2 + self.f2(z1)
         return ops.concatenate([z1, z2], axis=1), zero_log_det(x)
 
-    def inverse(self, z):
+    def inverse(self, z, context=None):
         z = self._check_input(z, "z")
         z1, z2 = z[:, : self.split], z[:, self.split :]
         h2 = z2 - self.f2(z1)
@@ -356,7 +356,7 @@ class ContractiveResidual(Flow):
         return self._log_det(x, self._network(x, weights)[1], weights, method or self.log_det_method)
 
     # --- the flow ---------------------------------------------------------------------------
-    def forward(self, x):
+    def forward(self, x, context=None):
         x = self._check_input(x)
         weights = self.normalized_weights(update=True)
         g, pre = self._network(x, weights)
@@ -391,7 +391,7 @@ class ContractiveResidual(Flow):
                 break
         return trace
 
-    def inverse(self, z):
+    def inverse(self, z, context=None):
         z = self._check_input(z, "z")
         tolerance = self._stopping_tolerance(z)
         weights = self.normalized_weights()
