@@ -88,6 +88,12 @@ def gaussian_log_prob(u, mean, log_scale):
     return ops.sum(-0.5 * standardized * standardized - log_scale, axis=1) - 0.5 * u.shape[1] * math.log(2 * math.pi)
 
 
+def _draw(mean, log_scale, rng):
+    """u = mean + exp(log_scale) * eps, eps ~ N(0, I): a Gaussian draw, differentiable in both."""
+    eps = rng.standard_normal(tuple(mean.shape), dtype=mean.dtype)
+    return mean + ops.exp(log_scale) * Tensor(eps)
+
+
 def _split(output, size):
     """The two halves (B, size) of an MLP's output (B, 2 size): (mean, log_scale) or (s, t)."""
     return output[:, :size], output[:, size:]
@@ -135,7 +141,7 @@ class CIFLayer(Module):
     def inverse(self, z, u):
         """x = f^{-1}(exp(s(u)) * (z + t(u))) and log|det dx/dz| = log|det df^{-1}/dy| + sum_i s_i(u)."""
         s, t = self.scale_and_shift(u)
-        x, log_det = self.flow.inverse(ops.affine(z + t, 0.0, s))
+        x, log_det = self.flow.inverse((z + t) * ops.exp(s))
         return x, log_det + ops.sum(s, axis=1)
 
     def prior(self, z):
@@ -146,14 +152,22 @@ class CIFLayer(Module):
         """Mean and log-scale (each (B, d_u)) of q(u | x), the inference distribution."""
         return _split(self.posterior_net(x), self.index_dim)
 
+    def index_log_prob(self, u, z):
+        """log p(u | z), (B,)."""
+        return gaussian_log_prob(u, *self.prior(z))
+
+    def infer_index(self, x, rng):
+        """u ~ q(. | x), reparametrised, and log q(u | x), (B,)."""
+        mean, log_scale = self.posterior(x)
+        u = _draw(mean, log_scale, rng)
+        return u, gaussian_log_prob(u, mean, log_scale)
+
+    def sample_index(self, z, rng):
+        """u ~ p(. | z)."""
+        return _draw(*self.prior(z), rng)
+
     def __repr__(self):
         return f"CIFLayer(flow={self.flow!r}, index_dim={self.index_dim})"
-
-
-def _draw(mean, log_scale, rng):
-    """u = mean + exp(log_scale) * eps, eps ~ N(0, I): a Gaussian draw, differentiable in both."""
-    eps = rng.standard_normal(tuple(mean.shape), dtype=mean.dtype)
-    return mean + ops.exp(log_scale) * Tensor(eps)
 
 
 class ContinuouslyIndexedFlow(Module):
@@ -212,11 +226,9 @@ class ContinuouslyIndexedFlow(Module):
         """log w = log p(x, u) - log q(u | x) for one draw u ~ q(. | x) per row: (B,)."""
         terms, z = [], x
         for layer in self.layers:
-            mean, log_scale = layer.posterior(z)  # q_l(u | z_{l-1})
-            u = _draw(mean, log_scale, rng)
-            log_q = gaussian_log_prob(u, mean, log_scale)
+            u, log_q = layer.infer_index(z, rng)  # u_l ~ q_l(. | z_{l-1})
             z, log_det = layer(z, u)  # z_l = F_l(z_{l-1}; u_l)
-            log_p = gaussian_log_prob(u, *layer.prior(z))  # p_l(u | z_l)
+            log_p = layer.index_log_prob(u, z)  # p_l(u_l | z_l)
             terms.append(log_det + log_p - log_q)
         return self.base.log_prob(z) + ops.sum(ops.stack(terms, axis=0), axis=0)
 
@@ -249,8 +261,12 @@ class ContinuouslyIndexedFlow(Module):
     def log_prob(self, x, k=DEFAULT_K, seed=None):
         """The importance-weighted estimate log (1/k) sum_k w_k of log p(x), one per row: (B,).
 
-        A lower bound in expectation (L_k), tighter as ``k`` grows; k = 1 is the ELBO."""
-        return ops.logsumexp(self.log_weights(x, k, seed), axis=0) - math.log(check_int(k, "k", "log_prob", 1))
+        A lower bound in expectation (L_k), tighter as ``k`` grows; k = 1 is the ELBO. An
+        evaluation, not a loss: it records no graph, so its memory stays bounded (train on
+        ``nll``, or on ``log_weights`` for the importance-weighted objective)."""
+        k = check_int(k, "k", "ContinuouslyIndexedFlow.log_prob", minimum=1)
+        with no_grad():
+            return ops.logsumexp(self.log_weights(x, k, seed), axis=0) - math.log(k)
 
     def log_prob_estimate(self, x, k=DEFAULT_K, repeats=10, seed=None):
         """(estimate, standard_error): two (B,) arrays on the model's device, without a graph.
@@ -258,8 +274,8 @@ class ContinuouslyIndexedFlow(Module):
         ``repeats`` independent k-draw estimates of each row; the estimate is their mean (its
         expectation is L_k <= log p(x)) and the standard error their sample standard deviation
         (ddof = 1) over sqrt(repeats): the Monte Carlo error of the estimate, not its bias."""
-        repeats = check_int(repeats, "repeats", "log_prob_estimate", minimum=2)
-        k = check_int(k, "k", "log_prob_estimate", minimum=1)
+        repeats = check_int(repeats, "repeats", "ContinuouslyIndexedFlow.log_prob_estimate", minimum=2)
+        k = check_int(k, "k", "ContinuouslyIndexedFlow.log_prob_estimate", minimum=1)
         with no_grad():
             log_w = self.log_weights(x, k * repeats, seed).data
             log_w = log_w.reshape(repeats, k, log_w.shape[1])
@@ -274,8 +290,7 @@ class ContinuouslyIndexedFlow(Module):
         with no_grad():
             z = Tensor(self.base.sample(n, seed=rng, dtype=self.float_dtype(), xp=self.array_module()))
             for layer in reversed(self.layers):
-                u = _draw(*layer.prior(z), rng)
-                z, _ = layer.inverse(z, u)
+                z, _ = layer.inverse(z, layer.sample_index(z, rng))
         return z.data
 
     def __repr__(self):
@@ -283,9 +298,7 @@ class ContinuouslyIndexedFlow(Module):
         return f"ContinuouslyIndexedFlow({inner}\n  base={self.base!r}\n)"
 
 
-def cif_realnvp(
-    dim, layers=8, hidden=64, depth=2, index_dim=1, index_hidden=32, scale_bound=2.0, seed=None
-):
+def cif_realnvp(dim, layers=8, hidden=64, depth=2, index_dim=1, index_hidden=32, scale_bound=2.0, seed=None):
     """A CIF whose bijections f_l are RealNVP affine couplings alternating halves (Dinh et al. 2017).
 
     Coupling conditioners: ``depth`` hidden layers of ``hidden`` units (as ``models.realnvp``);
@@ -298,7 +311,9 @@ def cif_realnvp(
     rng = backend.rng(seed)
     cif_layers = [
         CIFLayer(
-            AffineCoupling(half_mask(dim, first=i % 2 == 0), hidden=(hidden,) * depth, scale_bound=scale_bound, seed=rng),
+            AffineCoupling(
+                half_mask(dim, first=i % 2 == 0), hidden=(hidden,) * depth, scale_bound=scale_bound, seed=rng
+            ),
             index_dim=index_dim,
             hidden=(index_hidden,) * depth,
             scale_bound=scale_bound,

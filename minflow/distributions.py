@@ -56,8 +56,8 @@ def _sampling_namespace(base, dtype, xp, where):
             f"{where}: xp must be {own_xp.__name__}, where the parameters live, got {xp.__name__}; "
             "move the model there, or leave xp out"
         )
-    if dtype is not None and own_dtype != dtype:
-        raise ValueError(f"{where}: dtype must be {own_dtype}, the parameters' dtype, got {dtype}")
+    if dtype is not None and own_xp.dtype(dtype) != own_dtype:
+        raise ValueError(f"{where}: dtype must be {own_dtype}, the parameters' dtype, got {own_xp.dtype(dtype)}")
     return own_xp, own_dtype
 
 

@@ -36,7 +36,8 @@ inference with inverse autoregressive flow"; Durkan et al. (2019), "Neural Splin
 
 Context. A conditional MAF (Papamakarios et al. 2017, section 3.4) feeds a context c to
 MADE as extra inputs of degree 0: they connect to every hidden unit (0 <= any hidden
-degree), while the masks among the x's stay as they were. So theta_i is a function of
+degree), while the masks among the x's stay as they were; hidden units of degree 0, which
+see c alone, carry it to theta_1 (``made_degrees``). So theta_i is a function of
 (x_{<i}, c), the Jacobian in x is still triangular, and the log-det the same sum.
 """
 
@@ -48,13 +49,18 @@ from .splines import PiecewiseLinearTransformer, SplineTransformer
 from .transformers import AffineTransformer, Transformer
 
 
-def made_degrees(dim, hidden, order=None):
+def made_degrees(dim, hidden, order=None, conditional=False):
     """The degrees of MADE's units: inputs, each hidden layer, and outputs.
 
     An input's degree is its position in the autoregressive order (1..D). A hidden unit of
     degree m may see the inputs of degree <= m; an output of degree i must only see inputs
     of degree < i. Hidden degrees cycle through 1..D-1 (every value used, none wasted: a
     hidden unit of degree D could feed no output).
+
+    ``conditional``: the context units have degree 0, and hidden degrees cycle through
+    0..D-1 instead. A hidden unit of degree 0 sees the context alone, and it is the only
+    kind that can feed the first coordinate's output (degree 1 needs a unit of degree < 1):
+    without it, theta_1 would be a constant and x_1's density would ignore the context.
     """
     order = list(range(dim)) if order is None else [int(i) for i in order]
     if sorted(order) != list(range(dim)):
@@ -62,8 +68,11 @@ def made_degrees(dim, hidden, order=None):
     inputs = [0] * dim
     for position, coordinate in enumerate(order):
         inputs[coordinate] = position + 1
-    top = max(dim - 1, 1)
-    layers = [[k % top + 1 for k in range(width)] for width in hidden]
+    if conditional:
+        layers = [[k % dim for k in range(width)] for width in hidden]
+    else:
+        top = max(dim - 1, 1)
+        layers = [[k % top + 1 for k in range(width)] for width in hidden]
     return inputs, layers
 
 
@@ -101,7 +110,7 @@ class MADE(Module):
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         context_dim = check_int(context_dim, "context_dim", "MADE", minimum=0)
-        inputs, layers = made_degrees(dim, hidden, order)
+        inputs, layers = made_degrees(dim, hidden, order, conditional=context_dim > 0)
         rng = backend.rng(seed)
         self.degrees = Buffer(backend.xp().asarray(inputs, dtype=backend.xp().int64))
         self.layers = []

@@ -6,11 +6,13 @@ A student who writes a new flow or transformer verifies it with one call::
     check_flow(MyFlow(dim=3))                 # raises AssertionError naming what is wrong
     check_transformer(MyTransformer())
 
-flow_checks.py          check_flow, check_gradients, numerical_jacobian, sample_inputs, graph_nbytes
+flow_checks.py          check_flow (with a context for conditional flows), check_gradients, numerical_jacobian,
+                        sample_inputs, sample_contexts, graph_nbytes
 transformer_checks.py   check_transformer: the Transformer contract
 examples.py             the example tables: a small random instance of every flow and transformer
 discovery.py            every Flow and Transformer class under minflow.flows, found by walking the package
-strategies.py           hypothesis strategies over the examples: flows(), transformers(), inputs()
+strategies.py           hypothesis strategies over the examples: flows(), conditional_flows(), transformers(),
+                        inputs()
 """
 
 from .discovery import classes_defined_under, flow_classes, transformer_classes
@@ -31,9 +33,10 @@ from .flow_checks import (
     check_gradients,
     graph_nbytes,
     numerical_jacobian,
+    sample_contexts,
     sample_inputs,
 )
-from .strategies import flows, inputs, transformers
+from .strategies import conditional_flows, flows, inputs, transformers
 from .transformer_checks import check_transformer
 
 __all__ = [
@@ -45,6 +48,7 @@ __all__ = [
     "check_gradients",
     "check_transformer",
     "classes_defined_under",
+    "conditional_flows",
     "example_flow_names",
     "example_flows",
     "example_transformer_names",
@@ -54,6 +58,7 @@ __all__ = [
     "graph_nbytes",
     "inputs",
     "numerical_jacobian",
+    "sample_contexts",
     "sample_inputs",
     "transformer_classes",
     "transformers",

@@ -14,6 +14,11 @@ A student who writes a new flow verifies it with one call::
 5. **gradients**: the engine's gradient of a flow loss matches finite differences on a
    few parameters.
 
+A conditional flow (``context_dim`` C > 0) is checked at fixed contexts: 1-4 hold for
+f(.; c) with c held fixed (the Jacobian and its log-det are in x only), each sample with its
+own context row; then 5 adds the gradient with respect to the context itself, and a check
+that the context changes z at all (a conditioner that never reads it passes everything else).
+
 Finite differences, and why the tolerances are what they are: the central difference
 (f(x + e) - f(x - e)) / 2e has truncation error O(e^2 f''') and rounding error
 O(u |f| / e), with u the unit roundoff (1.1e-16 in float64, 6e-8 in float32). The sum is
@@ -118,25 +123,36 @@ def _check_close(prop, flow, got, expected, tolerance):
         _fail(prop, flow, float(error[worst]), worst, tolerance)
 
 
-def check_flow(flow, x=None, n=8, seed=0, tolerance=None, inverse_tolerance=None, gradients=True):
+def sample_contexts(flow, n=16, seed=0):
+    """``n`` contexts (n, C) for a conditional flow: N(0, 1) draws, in the flow's dtype."""
+    rng = backend.rng(seed, flow.array_module())
+    return rng.standard_normal((n, flow.context_dim)).astype(flow.float_dtype())
+
+
+def check_flow(flow, x=None, n=8, seed=0, tolerance=None, inverse_tolerance=None, gradients=True, context=None):
     """Check every flow property (see the module docstring); raises AssertionError.
 
     ``x`` defaults to ``n`` inputs from :func:`sample_inputs`. Tolerances default by dtype;
-    a flow with an iterative inverse passes its own ``inverse_tolerance``.
+    a flow with an iterative inverse passes its own ``inverse_tolerance``. A conditional flow
+    is checked at ``context`` (B, C), one row per input; by default at
+    :func:`sample_contexts`.
     """
     x = sample_inputs(flow, n, seed) if x is None else (x.data if isinstance(x, Tensor) else x)
     _, default_tol, default_inverse_tol = _tolerances(x.dtype)
     tolerance = tolerance or default_tol
     inverse_tolerance = inverse_tolerance or default_inverse_tol
     batch = x.shape[0]
+    c = None
+    if flow.context_dim:
+        c = sample_contexts(flow, batch, seed + 2) if context is None else getattr(context, "data", context)
 
     with no_grad():
-        z, log_det = flow.forward(x)  # the first call also runs any data-dependent init
+        z, log_det = flow.forward(x, c)  # the first call also runs any data-dependent init
         if tuple(z.shape[:1]) != (batch,) or tuple(log_det.shape) != (batch,):
             raise AssertionError(
                 f"{type(flow).__name__}: shapes: got z {z.shape} and log_det {log_det.shape} for x {x.shape}"
             )
-        x_back, inverse_log_det = flow.inverse(z)
+        x_back, inverse_log_det = flow.inverse(z, c)
         _check_close("round trip inverse(forward(x)) == x", flow, x_back.data, x, inverse_tolerance)
         _check_close(
             "inverse log-det == -forward log-det", flow, inverse_log_det.data, -log_det.data, inverse_tolerance
@@ -144,17 +160,21 @@ def check_flow(flow, x=None, n=8, seed=0, tolerance=None, inverse_tolerance=None
 
         # The other way round, on latent points that are not the images of x themselves.
         other = sample_inputs(flow, batch, seed + 1) if flow.event_shape is not None else x[::-1]
-        z_other = flow.forward(other)[0]
-        x_other = flow.inverse(z_other)[0]
+        z_other = flow.forward(other, c)[0]
+        x_other = flow.inverse(z_other, c)[0]
         _check_close(
-            "round trip forward(inverse(z)) == z", flow, flow.forward(x_other)[0].data, z_other.data, inverse_tolerance
+            "round trip forward(inverse(z)) == z",
+            flow,
+            flow.forward(x_other, c)[0].data,
+            z_other.data,
+            inverse_tolerance,
         )
 
-        jacobian = numerical_jacobian(lambda a: flow.forward(a)[0].data, x)
+        jacobian = numerical_jacobian(lambda a: flow.forward(a, c)[0].data, x)
         numeric = backend.array_module(jacobian).linalg.slogdet(jacobian)[1]
         _check_close("log-det == log|det J| of finite differences", flow, log_det.data, numeric, tolerance)
 
-        reversed_z, reversed_log_det = flow.forward(x[::-1])
+        reversed_z, reversed_log_det = flow.forward(x[::-1], None if c is None else c[::-1])
         _check_close(
             "batch independence (forward of the reversed batch)", flow, reversed_z.data[::-1], z.data, inverse_tolerance
         )
@@ -165,22 +185,42 @@ def check_flow(flow, x=None, n=8, seed=0, tolerance=None, inverse_tolerance=None
             log_det.data,
             inverse_tolerance,
         )
-        single_z, _ = flow.forward(x[:1])
+        single_z, _ = flow.forward(x[:1], None if c is None else c[:1])
         _check_close("batch independence (a batch of one)", flow, single_z.data, z.data[:1], inverse_tolerance)
 
     if gradients and flow.parameters():
         # 5. gradients of a flow loss: 0.5 |z|^2 - log-det, the NLL up to a constant
 
         def loss():
-            z, log_det = flow.forward(x)
+            z, log_det = flow.forward(x, c_tensor)
             flat = ops.reshape(z, (batch, -1))
             return ops.sum(0.5 * flat * flat) - ops.sum(log_det)
 
-        names, parameters = zip(*flow.named_parameters())
+        names, tensors = zip(*flow.named_parameters())
+        c_tensor = None
+        if c is not None:  # the context too: d loss / d c, through every conditioner that reads it
+            c_tensor = Tensor(c.copy(), requires_grad=True)
+            names, tensors = names + ("context",), tensors + (c_tensor,)
         try:
-            check_gradients(loss, *parameters, seed=seed, tolerance=tolerance, names=names)
+            check_gradients(loss, *tensors, seed=seed, tolerance=tolerance, names=names)
         except AssertionError as error:
             raise AssertionError(f"{type(flow).__name__}: {error}") from None
+    if c is not None:
+        _check_context_matters(flow, x, c, z.data, inverse_tolerance)
+
+
+def _check_context_matters(flow, x, c, z, tolerance):
+    """A conditional flow whose z does not change when its context does ignores the context."""
+    with no_grad():
+        moved = flow.forward(x, c + 1.0)[0].data
+    xp = backend.array_module(z)
+    change = float(xp.max(xp.abs(moved - z)))
+    if not change > tolerance:
+        raise AssertionError(
+            f"{type(flow).__name__}: the context changes nothing: z moved by {change:.3g} when every context "
+            "entry moved by 1 (a conditioner that never reads its context? a freshly built layer starts as "
+            "the identity and ignores it too: perturb its parameters before checking)"
+        )
 
 
 def check_gradients(fn, *tensors, n_coords=3, seed=0, eps=None, tolerance=None, names=None):

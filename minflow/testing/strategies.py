@@ -31,6 +31,25 @@ def flows(names=None, dims=(1, 2, 3, 5)):
     return draw()
 
 
+def conditional_flows(names=None, dims=(1, 2, 3, 5), context_dims=(1, 2, 4)):
+    """A hypothesis strategy of (name, flow) pairs: the examples that read a context, built
+    conditioned on one of width drawn from ``context_dims`` (``example_flows(dim, seed,
+    context_dim=C)``); names, dimensions and seeds are drawn as in :func:`flows`."""
+    from hypothesis import strategies as st
+
+    names = list(names or example_flow_names(conditional=True))
+
+    @st.composite
+    def draw(draw_):
+        name = draw_(st.sampled_from(names))
+        dim = draw_(st.sampled_from([d for d in dims if d >= FLOW_EXAMPLES[name].min_dim]))
+        context_dim = draw_(st.sampled_from(list(context_dims)))
+        seed = draw_(st.integers(0, 2**16))
+        return name, example_flows(dim, seed, context_dim=context_dim)[name]
+
+    return draw()
+
+
 def transformers(names=None):
     """A hypothesis strategy of (name, transformer) pairs drawn from :func:`example_transformers`."""
     from hypothesis import strategies as st
