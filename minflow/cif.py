@@ -180,8 +180,12 @@ class ContinuouslyIndexedFlow(Module):
 
     A model, like ``NormalizingFlow`` (not a Flow: x -> z is random, not a bijection):
     ``elbo``, ``nll`` (what ``train.fit`` minimises), ``log_prob`` (the importance-weighted
-    estimate ``train.fit`` validates with), ``log_prob_estimate`` and ``sample``.
+    estimate ``train.fit`` validates with), ``log_prob_estimate`` and ``sample``. It is not
+    conditional: ``log_prob``, ``nll``, ``elbo`` and ``sample`` take ``context`` where a
+    ``NormalizingFlow``'s do, and refuse anything but None.
     """
+
+    context_dim = 0  # not conditional
 
     def __init__(self, layers, base=None, seed=None):
         layers = list(layers)
@@ -203,8 +207,15 @@ class ContinuouslyIndexedFlow(Module):
     def __call__(self, *args, **kwargs):
         raise TypeError(
             "a ContinuouslyIndexedFlow is not called like a layer: use model.elbo(x), model.nll(x), "
-            "model.log_prob(x, k) or model.sample(n)"
+            "model.log_prob(x, k=...) or model.sample(n)"
         )
+
+    def _check_context(self, context):
+        if context is not None:
+            raise ValueError(
+                "ContinuouslyIndexedFlow is not conditional: context must be None, got a "
+                f"{type(context).__name__} (pass k and seed by name: log_prob(x, k=..., seed=...))"
+            )
 
     def _generator(self, seed):
         return self.rng if seed is None else backend.rng(seed, self.array_module())
@@ -232,13 +243,14 @@ class ContinuouslyIndexedFlow(Module):
             terms.append(log_det + log_p - log_q)
         return self.base.log_prob(z) + ops.sum(ops.stack(terms, axis=0), axis=0)
 
-    def elbo(self, x, seed=None):
+    def elbo(self, x, context=None, seed=None):
         """One-draw estimate of the ELBO of each row of ``x`` (B, D): a (B,) Tensor, differentiable."""
+        self._check_context(context)
         return self._log_weight(self._check_x(x), self._generator(seed))
 
-    def nll(self, x):
+    def nll(self, x, context=None):
         """The training loss: minus the batch mean of the ELBO, an upper bound on the NLL (nats)."""
-        return -ops.mean(self.elbo(x))
+        return -ops.mean(self.elbo(x, context))
 
     def log_weights(self, x, k, seed=None, rows_per_pass=ROWS_PER_PASS):
         """log w_k for k independent draws per row of ``x`` (B, D): a (k, B) Tensor.
@@ -258,12 +270,13 @@ class ContinuouslyIndexedFlow(Module):
             done += m
         return chunks[0] if len(chunks) == 1 else ops.concatenate(chunks, axis=0)
 
-    def log_prob(self, x, k=DEFAULT_K, seed=None):
+    def log_prob(self, x, context=None, k=DEFAULT_K, seed=None):
         """The importance-weighted estimate log (1/k) sum_k w_k of log p(x), one per row: (B,).
 
         A lower bound in expectation (L_k), tighter as ``k`` grows; k = 1 is the ELBO. An
         evaluation, not a loss: it records no graph, so its memory stays bounded (train on
         ``nll``, or on ``log_weights`` for the importance-weighted objective)."""
+        self._check_context(context)
         k = check_int(k, "k", "ContinuouslyIndexedFlow.log_prob", minimum=1)
         with no_grad():
             return ops.logsumexp(self.log_weights(x, k, seed), axis=0) - math.log(k)
@@ -282,9 +295,10 @@ class ContinuouslyIndexedFlow(Module):
             estimates = ops.logsumexp(Tensor(log_w), axis=1).data - math.log(k)  # (repeats, B)
         return estimates.mean(axis=0), estimates.std(axis=0, ddof=1) / math.sqrt(repeats)
 
-    def sample(self, n, seed=None):
+    def sample(self, n, seed=None, context=None):
         """``n`` samples of x as an array of the model's backend: z_L ~ base, then for each layer
         from the top, u_l ~ p_l(. | z_l) and z_{l-1} = F_l^{-1}(z_l; u_l)."""
+        self._check_context(context)
         n = check_int(n, "n", "ContinuouslyIndexedFlow.sample", minimum=1)
         rng = self._generator(seed)
         with no_grad():

@@ -77,12 +77,10 @@ def _sequential(dim, rng, context_dim):
 
 
 def _inverse(dim, rng, context_dim):
-    """The inverse of a spline; conditioned, of a conditional spline MAF (a conditional spline IAF)."""
+    """The inverse of a spline; conditioned, of a conditional affine MAF (a conditional IAF)."""
     if context_dim:
         return Inverse(
-            autoregressive.SplineAutoregressive(
-                dim, bins=4, bound=3.0, hidden=(8,), activation="tanh", seed=rng, context_dim=context_dim
-            )
+            autoregressive.MaskedAutoregressive(dim, hidden=(8,), activation="tanh", seed=rng, context_dim=context_dim)
         )
     return Inverse(elementwise.RationalQuadraticSpline(dim, bins=4))
 

@@ -144,7 +144,8 @@ def check_flow(flow, x=None, n=8, seed=0, tolerance=None, inverse_tolerance=None
     batch = x.shape[0]
     c = None
     if flow.context_dim:
-        c = sample_contexts(flow, batch, seed + 2) if context is None else getattr(context, "data", context)
+        c = sample_contexts(flow, batch, seed + 2) if context is None else context
+        c = c.data if isinstance(c, Tensor) else c
 
     with no_grad():
         z, log_det = flow.forward(x, c)  # the first call also runs any data-dependent init
