@@ -307,6 +307,8 @@ FIT_DEFAULTS = {
     "seed": 0,
     "progress": True,
     "resume": None,
+    "context": None,
+    "val_context": None,
 }
 FIT_TO_DENSITY_DEFAULTS = {
     "steps": 2000,
