@@ -19,7 +19,7 @@ except (ValueError, ImportError) as _error:  # a bad MINFLOW_BACKEND, found whil
 from . import nn, optim, testing
 from .autodiff import Tensor, no_grad
 from .backend import get_default_dtype, set_backend, set_default_dtype, to_numpy
-from .distributions import StandardNormal
+from .distributions import DiagonalGaussian, GaussianMixture, StandardNormal
 from .flows import Flow, Inverse, Sequential
 from .models import NormalizingFlow
 

@@ -19,6 +19,21 @@ from .flows.base import REAL_LINE, Flow
 from .nn import Module
 
 
+def _check_base(base, flow):
+    """A base must have log_prob and sample, on the flow's latent shape; ValueError otherwise."""
+    missing = [name for name in ("log_prob", "sample") if not callable(getattr(base, name, None))]
+    if missing:
+        raise ValueError(
+            f"NormalizingFlow: base must have log_prob and sample methods, {type(base).__name__} lacks {missing}"
+        )
+    latent = getattr(flow, "latent_shape", flow.event_shape)
+    shape = getattr(base, "event_shape", None)
+    if latent is not None and shape is not None and tuple(shape) != tuple(latent):
+        raise ValueError(
+            f"NormalizingFlow: the base's event_shape {tuple(shape)} is not the flow's latent shape {tuple(latent)}"
+        )
+
+
 def _batch_size(x):
     """The number of rows of a batch (an array or a Tensor); 1 for something without a shape,
     so that the flow, which checks its input, is the one to raise."""
@@ -55,6 +70,7 @@ class NormalizingFlow(Module):
                     "Sigmoid, say) or pass a base distribution on that domain"
                 )
             base = StandardNormal(getattr(flow, "latent_shape", flow.event_shape))
+        _check_base(base, flow)
         self.flow, self.base = flow, base
 
     def __call__(self, *args, **kwargs):
