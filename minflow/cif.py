@@ -13,7 +13,7 @@ The model, generative direction (z_L is the latent, z_0 = x the data)::
         z_{l-1} = F_l^{-1}(z_l; u_l)
     x = z_0
 
-with the bijection of x, for each fixed u (Cornish et al. 2020, section 4)::
+with, for each fixed u, the bijection of x (the affine choice of Cornish et al. 2020)::
 
     F(x; u) = exp(-s(u)) * f(x) - t(u),        F^{-1}(z; u) = f^{-1}(exp(s(u)) * (z + t(u)))
 
@@ -55,8 +55,8 @@ w_k = p(x, u^(k)) / q(u^(k) | x), each with E_q[w_k] = p(x)::
 L_1 is the ELBO; L_K <= L_{K+1} (the mean of K+1 weights is an average of means of K of
 them); and L_K -> log p(x) as K -> infinity when the weights are bounded (the average
 converges to p(x) by the law of large numbers). The gap falls roughly like Var[w/p(x)] / 2K.
-``log_prob`` computes one draw of the bracket with logsumexp: log sum_k w_k, done as
-max + log sum exp(log w_k - max), never overflows.
+``log_prob`` returns one sample of the bracket, log sum_k w_k - log K, computed from the
+log-weights with logsumexp (max_k log w_k + log sum_k exp(log w_k - max)), which cannot overflow.
 
 Randomness: every random method takes ``seed`` (an int or a Generator); ``seed=None`` draws
 from the model's own Generator, ``model.rng``, seeded once at construction, so a training
@@ -79,7 +79,7 @@ from .flows.coupling import AffineCoupling, half_mask
 from .nn import MLP, Module
 
 DEFAULT_K = 100  # importance samples per point in log_prob: validation costs 100 ELBO passes
-ROWS_PER_PASS = 2**16  # log_prob evaluates at most this many (draw, point) rows at once
+ROWS_PER_PASS = 2**16  # log_weights evaluates at most this many (draw, point) rows at once
 
 
 def gaussian_log_prob(u, mean, log_scale):
@@ -136,7 +136,8 @@ class CIFLayer(Module):
         """z = exp(-s(u)) * f(x) - t(u) and log|det dz/dx| = log|det df/dx| - sum_i s_i(u), (B,)."""
         s, t = self.scale_and_shift(u)
         y, log_det = self.flow.forward(x)
-        return ops.affine(y, -t, -s), log_det - ops.sum(s, axis=1)  # affine(y, shift, log_scale) = y e^s' + shift
+        z = ops.affine(y, -t, -s)  # ops.affine(y, shift, log_scale) = y * exp(log_scale) + shift, fused
+        return z, log_det - ops.sum(s, axis=1)
 
     def inverse(self, z, u):
         """x = f^{-1}(exp(s(u)) * (z + t(u))) and log|det dx/dz| = log|det df^{-1}/dy| + sum_i s_i(u)."""
@@ -256,10 +257,12 @@ class ContinuouslyIndexedFlow(Module):
         """log w_k for k independent draws per row of ``x`` (B, D): a (k, B) Tensor.
 
         The k draws run as (draws * B) rows at a time, at most ``rows_per_pass`` rows (and
-        at least one draw) per pass, so that memory stays bounded whatever k is."""
+        at least one draw) per pass, so that without a graph (under ``no_grad``, as
+        ``log_prob`` runs it) memory stays bounded whatever k is. Differentiable otherwise:
+        ``-mean(logsumexp(log_weights) - log k)`` is the importance-weighted training loss."""
         x = self._check_x(x)
-        k = check_int(k, "k", "ContinuouslyIndexedFlow", minimum=1)
-        rows_per_pass = check_int(rows_per_pass, "rows_per_pass", "ContinuouslyIndexedFlow", minimum=1)
+        k = check_int(k, "k", "ContinuouslyIndexedFlow.log_weights", minimum=1)
+        rows_per_pass = check_int(rows_per_pass, "rows_per_pass", "ContinuouslyIndexedFlow.log_weights", minimum=1)
         rng, (batch, dim) = self._generator(seed), x.shape
         per_pass = max(1, min(k, rows_per_pass // batch))
         chunks, done = [], 0

@@ -43,7 +43,7 @@ from .autodiff.tensor import as_tensor
 
 
 # --- 1. toy densities in 2-D -----------------------------------------------------------------------------
-def moons(n, seed=None, noise=0.05):
+def moons(n, seed=None, noise=0.05, labels=False):
     """Two interleaving half circles of radius 1 (scikit-learn's ``make_moons`` shape).
 
     Recipe: each point picks a moon with probability 1/2 and an angle t ~ U[0, pi]:
@@ -54,13 +54,16 @@ def moons(n, seed=None, noise=0.05):
     then adds ``noise`` * N(0, I) (default 0.05).
     Statistics (tested): noise-free points lie on the two arcs, half on each; the mean is
     (1/2, 1/4), since an arc's mean is its centre plus (2/pi) times its outward direction.
+    ``labels=True`` also returns each point's moon, an int array (n,): 0 upper, 1 lower (the
+    same points: the labels are drawn as part of them).
     """
     rng, n, noise = _start(n, seed, noise)
     upper = rng.random(n) < 0.5
     t = rng.uniform(0.0, math.pi, n)
     x = numpy.where(upper, numpy.cos(t), 1.0 - numpy.cos(t))
     y = numpy.where(upper, numpy.sin(t), 0.5 - numpy.sin(t))
-    return _add_noise(rng, numpy.stack([x, y], axis=1), noise)
+    points = _add_noise(rng, numpy.stack([x, y], axis=1), noise)
+    return (points, (~upper).astype(numpy.int64)) if labels else points
 
 
 CIRCLE_RADII = (1.0, 0.5)
@@ -312,6 +315,21 @@ def toy_data(name, n_train=10_000, n_val=2_000, n_test=10_000, seed=0, noise=Non
     return Splits(*(standardizer.transform(part) for part in (train, val, test)), standardizer)
 
 
+LABELED_DATASETS = {"moons": 2}  # toy datasets whose points carry a label, and how many classes
+
+
+def toy_labels(name, n_train=10_000, n_val=2_000, n_test=10_000, seed=0, noise=None):
+    """The labels of the points ``toy_data`` returns with the same arguments, one-hot: (train,
+    val, test) float arrays (N, K), K the number of classes (``LABELED_DATASETS``); the
+    context of a class-conditional model p(x | label). Only for datasets with labels."""
+    if name not in LABELED_DATASETS:
+        raise ValueError(f"dataset {name!r} has no labels; labelled datasets: {sorted(LABELED_DATASETS)}")
+    options = {} if noise is None else {"noise": noise}
+    _, labels = TOY_DATASETS[name](n_train + n_val + n_test, seed=seed, labels=True, **options)
+    one_hot = numpy.eye(LABELED_DATASETS[name])[labels]
+    return one_hot[:n_train], one_hot[n_train : n_train + n_val], one_hot[n_train + n_val :]
+
+
 def split(x, fractions=(0.8, 0.1, 0.1), seed=0):
     """(train, val, test): the rows of x shuffled with ``seed``, then cut by ``fractions``.
 
@@ -352,6 +370,18 @@ def digit_pixels():
         ) from error
     images = load_digits().images
     return numpy.rint(images).astype(numpy.int64).reshape((-1,) + DIGIT_SHAPE)
+
+
+def digit_labels():
+    """The class (0..9) of each of the 1,797 digits of :func:`digit_pixels`, in the same order,
+    as an int64 array (1797,). Needs scikit-learn."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as error:
+        raise ImportError(
+            f"the digits come with scikit-learn: pip install 'minflow[digits]' (import failed: {error})"
+        ) from error
+    return load_digits().target.astype(numpy.int64)
 
 
 def dequantize(pixels, seed=None):

@@ -511,3 +511,36 @@ def test_energies_and_standardizer_on_cupy():
         assert np.allclose(cupy.asnumpy(standardizer.inverse_transform(y)), POINTS)
     finally:
         minflow.set_backend("numpy")
+
+
+# --- labels: the context of class-conditional models ---------------------------------------------
+def test_moon_labels_name_the_moon_each_point_is_on():
+    points, labels = data.moons(2000, seed=3, noise=0.0, labels=True)
+    assert np.array_equal(points, data.moons(2000, seed=3, noise=0.0))  # the same points as without labels
+    upper, lower = points[labels == 0], points[labels == 1]
+    # noise-free: the upper moon is the unit half circle about (0, 0), the lower about (1, 1/2)
+    assert np.allclose(np.hypot(upper[:, 0], upper[:, 1]), 1.0) and (upper[:, 1] >= 0).all()
+    assert np.allclose(np.hypot(lower[:, 0] - 1.0, lower[:, 1] - 0.5), 1.0) and (lower[:, 1] <= 0.5).all()
+    # half on each, within 5 binomial standard errors (sd of the fraction: 0.5 / sqrt(2000) = 0.011)
+    assert abs(labels.mean() - 0.5) < 5 * 0.5 / np.sqrt(2000)
+
+
+def test_toy_labels_follow_the_rows_of_toy_data():
+    splits = data.toy_data("moons", n_train=300, n_val=50, n_test=100, seed=5, standardize=False)
+    labels = data.toy_labels("moons", n_train=300, n_val=50, n_test=100, seed=5)
+    for part, one_hot in zip(splits[:3], labels):
+        assert one_hot.shape == (len(part), 2) and (one_hot.sum(axis=1) == 1).all()
+        upper = one_hot[:, 0] == 1
+        # with the default noise 0.05, the upper moon's points sit above y = -0.3 and the lower's below 0.8
+        assert (part[upper, 1] > -0.3).all() and (part[~upper, 1] < 0.8).all()
+    with pytest.raises(ValueError, match="dataset 'circles' has no labels"):
+        data.toy_labels("circles")
+
+
+def test_digit_labels_are_the_classes_of_the_digits():
+    pytest.importorskip("sklearn")
+    labels = data.digit_labels()
+    assert labels.shape == (len(data.digit_pixels()),) and sorted(set(labels.tolist())) == list(range(10))
+    # the class means differ: a 0 has a hole in the middle where a 1 has its stroke
+    pixels = data.digit_pixels().reshape(-1, 64)
+    assert pixels[labels == 0][:, 27:29].mean() < pixels[labels == 1][:, 27:29].mean()
