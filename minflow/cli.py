@@ -61,6 +61,7 @@ from .runs import (
     load_run,
     read_config,
     signals_blocked,
+    toy_contexts,
     toy_splits,
     use_run_settings,
     write_json,
@@ -108,6 +109,7 @@ _noise = _number(
     float, lambda value: value >= 0 and math.isfinite(value), "a finite number >= 0 (a standard deviation)"
 )
 _seed = _number(int, lambda value: 0 <= value <= MAX_SEED, f"an integer from 0 to {MAX_SEED}")
+_label = _number(int, lambda value: value >= 0, "an integer >= 0")
 
 
 def _add_debug(parser):
@@ -127,9 +129,27 @@ def _add_training_arguments(parser, defaults):
     )
     parser.add_argument(
         "--model",
-        choices=sorted(models.MODELS) + sorted(models.IMAGE_MODELS),
+        choices=sorted(models.MODELS) + sorted(models.IMAGE_MODELS) + list(models.INDEXED_MODELS),
         default=defaults.get("model"),
-        help="model family (default: realnvp for 2-D data, glow for digits)",
+        help="model family; cif: a continuously indexed RealNVP (default: realnvp for 2-D data, glow for digits)",
+    )
+    parser.add_argument(
+        "--base",
+        choices=models.BASES,
+        default="normal",
+        help="base distribution: N(0, I), a learnable diagonal Gaussian, or a learnable Gaussian mixture "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--components",
+        type=_positive_int,
+        default=None,
+        help="components of the mixture base (with --base mixture; default: 8)",
+    )
+    parser.add_argument(
+        "--conditional",
+        action="store_true",
+        help=f"learn p(x | label), conditioned on each point's label (datasets: {', '.join(data.LABELED_DATASETS)})",
     )
     parser.add_argument(
         "--steps",
@@ -250,6 +270,12 @@ def make_parser():
     sample.add_argument(
         "--force", action="store_true", help="replace an existing --out file (never one of the run's own)"
     )
+    sample.add_argument(
+        "--label",
+        type=_label,
+        default=None,
+        help="the label to sample, for a run trained with --conditional (0..K-1)",
+    )
     _add_debug(sample)
     return parser
 
@@ -270,6 +296,7 @@ def _new_config(args):
         )
     if args.scales is not None and not images:
         raise UsageError("--scales is for image models (--model glow)")
+    _check_model_choices(args, images)
     if not images and args.n_train < 2:
         raise UsageError(
             f"--n-train {args.n_train} is too few: the data are standardised by the training split's "
@@ -295,6 +322,13 @@ def _new_config(args):
         options["steps_per_scale" if images else "layers"] = args.layers
     if args.scales is not None:
         options["scales"] = args.scales
+    if args.base != "normal":
+        options["base"] = args.base
+    if args.components is not None:
+        options["components"] = args.components
+    if args.conditional:
+        config["conditional"] = True
+        options["context_dim"] = data.LABELED_DATASETS[args.data]
     if not images:
         config.update(
             {
@@ -307,6 +341,21 @@ def _new_config(args):
         )
     config["model_options"] = options
     return config
+
+
+def _check_model_choices(args, images):
+    """--base, --components and --conditional against the data and model; UsageError naming the fix."""
+    if args.base == "mixture" and images:
+        raise UsageError("--base mixture is for 2-D data; for digits use --base normal or --base diagonal")
+    if args.components is not None and args.base != "mixture":
+        raise UsageError("--components sets the mixture base's components; add --base mixture")
+    if args.model in models.INDEXED_MODELS and (args.base != "normal" or args.conditional):
+        raise UsageError(f"--model {args.model} has the normal base and no context; drop --base and --conditional")
+    if args.conditional and args.data not in data.LABELED_DATASETS:
+        raise UsageError(
+            f"--conditional needs data with labels ({', '.join(sorted(data.LABELED_DATASETS))}); "
+            f"--data {args.data} has none"
+        )
 
 
 def _resume_config(args):
@@ -366,7 +415,7 @@ def _figures_possible(args):
             raise UsageError("the figures need matplotlib: pip install 'minflow[plot]', or pass --no-figures")
 
 
-def _fit(args, config, model, train_data, val_data, state=None):
+def _fit(args, config, model, train_data, val_data, state=None, contexts=(None, None)):
     """``train.fit`` with the run's settings: (history, state, interrupted).
 
     A first Ctrl-C ends in ``train.TrainingInterrupted`` (the best parameters restored): say so
@@ -388,6 +437,8 @@ def _fit(args, config, model, train_data, val_data, state=None):
             val_every=max(steps // 20, 1),
             seed=config["seed"],
             progress=not args.no_progress,
+            context=contexts[0],
+            val_context=contexts[1],
             **options,
         )
         interrupted = bool(history.get("interrupted"))
@@ -447,7 +498,8 @@ def run_training(args):
                 "(Ctrl-C stops and saves)",
                 flush=True,
             )
-        history, state, interrupted = _fit(args, config, model, task["train"], task["val"], state)
+        contexts = task.get("contexts", (None, None, None))[:2]
+        history, state, interrupted = _fit(args, config, model, task["train"], task["val"], state, contexts)
         metrics = task["metrics"](model)
         bad = [key for key, value in metrics.items() if not math.isfinite(value)]
         if bad:
@@ -498,12 +550,23 @@ def _toy_task(config):
     """Data, metrics, figures and summary of a 2-D toy run (completing ``config`` with the standardizer)."""
     splits = toy_splits(config)
     config["standardizer"] = {k: v.tolist() for k, v in splits.standardizer.state_dict().items()}
+    contexts = toy_contexts(config)  # the labels, one-hot, of a class-conditional run
+
+    def figures(model, history, folder):
+        if contexts is None:
+            return write_figures(model, splits, history, folder, config["seed"])
+        return write_conditional_figures(model, splits, contexts, history, folder, config["seed"])
+
     return {
         "train": splits.train,
         "val": splits.val,
-        "metrics": lambda model: train.evaluate_splits(model, splits),
-        "figures": lambda model, history, folder: write_figures(model, splits, history, folder, config["seed"]),
-        "summary": lambda m: f"test NLL {m['test_nll']:.4f} nats (standardised data)",
+        "contexts": contexts or (None, None, None),
+        "metrics": lambda model: train.evaluate_splits(model, splits, contexts=contexts),
+        "figures": figures,
+        "summary": lambda m: (
+            f"test NLL {m['test_nll']:.4f} nats (standardised data"
+            + (", given the label)" if contexts is not None else ")")
+        ),
     }
 
 
@@ -511,14 +574,30 @@ def write_figures(model, splits, history, folder, seed=0):
     """The run's figures; returns their paths. (matplotlib is needed here, and only here.)"""
     from . import plot
 
-    paths = {
-        name: os.path.join(folder, f"{name}.png") for name in ("density", "samples", "warped_grid", "morph", "training")
-    }
+    # a model without one flow from data to latent (the continuously indexed flow) has no grid to warp
+    names = (
+        ("density", "samples", "warped_grid", "morph", "training")
+        if hasattr(model, "flow")
+        else ("density", "samples", "training")
+    )
+    paths = {name: os.path.join(folder, f"{name}.png") for name in names}
     shown = splits.test[:5000]
     plot.density(model, shown, path=paths["density"])
     plot.samples(model, shown, seed=seed, path=paths["samples"])
-    plot.warped_grid(model, path=paths["warped_grid"])
-    plot.morph(model, seed=seed, path=paths["morph"])
+    if "warped_grid" in paths:
+        plot.warped_grid(model, path=paths["warped_grid"])
+        plot.morph(model, seed=seed, path=paths["morph"])
+    _training_curve(history, paths["training"])
+    return list(paths.values())
+
+
+def write_conditional_figures(model, splits, contexts, history, folder, seed=0):
+    """samples_by_label.png (each label's samples beside its test points) and training.png of a
+    class-conditional run; returns their paths."""
+    from . import plot
+
+    paths = {name: os.path.join(folder, f"{name}.png") for name in ("samples_by_label", "training")}
+    plot.samples_by_label(model, splits.test[:5000], contexts[2][:5000], seed=seed, path=paths["samples_by_label"])
     _training_curve(history, paths["training"])
     return list(paths.values())
 
@@ -592,7 +671,8 @@ def run_evaluate(args):
         splits = data.digits(seed=config["seed"], alpha=config["alpha"])
     else:
         splits = toy_splits(config)
-    result = train.evaluate_splits(model, splits, names=("test", "val"))
+    contexts = None if config["data"] in IMAGE_DATASETS else toy_contexts(config)
+    result = train.evaluate_splits(model, splits, names=("test", "val"), contexts=contexts)
     result.pop("test_nll_original_units", None)  # evaluate prints the NLLs of the space the model sees
     bad = [key for key, value in result.items() if not math.isfinite(value)]
     if bad:
@@ -621,6 +701,24 @@ def _sample_out(args):
     return out
 
 
+def _sample_context(args, config, model):
+    """The one-hot row of ``--label`` for a conditional run (None otherwise), checked."""
+    classes = getattr(model, "context_dim", 0)
+    if not classes:
+        if args.label is not None:
+            raise UsageError(f"--label is for runs trained with --conditional; {args.run!r} was not")
+        return None
+    if args.label is None or args.label >= classes:
+        given = "none was given" if args.label is None else f"got {args.label}"
+        raise UsageError(
+            f"{args.run!r} was trained with --conditional: pass --label 0..{classes - 1} "
+            f"to choose what to sample ({given})"
+        )
+    row = numpy.zeros(classes)
+    row[args.label] = 1.0
+    return backend.to_device(row, dtype=model.float_dtype(), xp=model.array_module())
+
+
 def _csv_rows(values):
     return "".join(",".join(map(repr, row)) + "\n" for row in values.tolist())
 
@@ -630,6 +728,7 @@ def run_sample(args):
     file renamed into place at the end (``checkpoint.written_whole``): an interrupted or failed
     command leaves no file."""
     config, model, standardizer = load_run(args.run)
+    context = _sample_context(args, config, model)
     out = _sample_out(args)
     images = standardizer is None
     width = math.prod(config["shape"]) if images else 2
@@ -642,7 +741,7 @@ def run_sample(args):
             file.write(header + "\n")
             for start in range(0, args.n, SAMPLE_CHUNK):
                 count = min(SAMPLE_CHUNK, args.n - start)
-                drawn = model.sample(count, seed=rng)
+                drawn = model.sample(count, seed=rng, context=context)
                 if images:  # one row of grey levels (0..17, row by row) per sample
                     values = data.from_model_space(drawn, config["alpha"]).reshape(count, -1)
                 else:

@@ -327,16 +327,55 @@ IMAGE_MODELS = {
 }
 
 
-def build(name, dim, **options):
-    """``MODELS[name](dim, **options)``, with a clear error for an unknown name.
+# Models that are not a NormalizingFlow: the continuously indexed flow (minflow/cif.py) has a
+# latent index as well as a latent z, and a log-likelihood it estimates rather than computes.
+INDEXED_MODELS = ("cif",)
 
-    ``dim`` is the dimension of a vector model (``MODELS``), or the image shape (C, H, W)
-    of an image model (``IMAGE_MODELS``).
+BASES = ("normal", "diagonal", "mixture")
+
+
+def make_base(name, shape, components=8, seed=None):
+    """The base distribution ``name`` on events of ``shape``: "normal" N(0, I), "diagonal" a
+    Gaussian with learnable mean and scale, "mixture" a mixture of ``components`` learnable
+    diagonal Gaussians (vectors only; its means start apart, drawn with ``seed``)."""
+    from .distributions import DiagonalGaussian, GaussianMixture
+
+    if name not in BASES:
+        raise ValueError(f"unknown base {name!r}; choose one of {list(BASES)}")
+    shape = tuple(shape)
+    if name == "normal":
+        return StandardNormal(shape)
+    if name == "diagonal":
+        return DiagonalGaussian(shape)
+    if len(shape) != 1:
+        raise ValueError(f"the mixture base is for vectors, event shape (D,), not {shape}; use 'normal' or 'diagonal'")
+    return GaussianMixture(shape[0], components=components, seed=seed)
+
+
+def build(name, dim, base="normal", components=8, **options):
+    """``MODELS[name](dim, **options)`` with the base ``base`` (see :func:`make_base`), with a
+    clear error for an unknown name.
+
+    ``dim`` is the dimension of a vector model (``MODELS``, and "cif": ``cif.cif_realnvp``), or
+    the image shape (C, H, W) of an image model (``IMAGE_MODELS``). The base is seeded with
+    ``options["seed"]``.
     """
-    builders = {**MODELS, **IMAGE_MODELS}
+    builders = {**MODELS, **IMAGE_MODELS, **dict.fromkeys(INDEXED_MODELS)}
     if name not in builders:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(builders)}")
     if (name in IMAGE_MODELS) != isinstance(dim, (tuple, list)):
         kind = "an image shape (C, H, W)" if name in IMAGE_MODELS else "an int dimension"
         raise ValueError(f"model {name!r} is built for {kind}, got {dim!r}")
-    return builders[name](tuple(dim) if isinstance(dim, list) else dim, **options)
+    dim = tuple(dim) if isinstance(dim, list) else dim
+    if name == "cif":
+        from .cif import cif_realnvp
+
+        if base != "normal" or options.get("context_dim"):
+            raise ValueError("the continuously indexed flow is built with the normal base and no context")
+        options.pop("context_dim", None)
+        return cif_realnvp(dim, **options)
+    model = builders[name](dim, **options)
+    if base == "normal":
+        return model
+    shape = getattr(model.flow, "latent_shape", model.flow.event_shape)
+    return NormalizingFlow(model.flow, make_base(base, shape, components, options.get("seed")))

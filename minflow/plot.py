@@ -150,6 +150,41 @@ def samples(model, data=None, n=2000, seed=0, bounds=None, path=None):
     return _finish(figure, path)
 
 
+def samples_by_label(model, data, labels, n=1000, seed=0, bounds=None, path=None):
+    """One panel per label k of a class-conditional model: ``n`` samples of p(x | k) beside
+    the data points of label k.
+
+    What it teaches: one model, K densities. The context selects which one is sampled, and
+    each should sit on its own class's points only. ``labels`` (N, K) are the data's one-hot
+    contexts; the model's ``context_dim`` must be K.
+    """
+    where = "samples_by_label"
+    _check_model(model, where)
+    n = _check_count(n, "n", where, minimum=1)
+    data = _host_points(data, "data", where)
+    labels = numpy.asarray(backend.to_numpy(labels))
+    classes = getattr(model, "context_dim", 0)
+    if labels.ndim != 2 or labels.shape != (len(data), classes):
+        raise ValueError(
+            f"{where}: labels must be one-hot, shape (N, K) = ({len(data)}, {classes}) for this model, "
+            f"got {labels.shape}"
+        )
+    bounds = _check_bounds(bounds, where) if bounds is not None else _bounds_around(data, DEFAULT_BOUNDS)
+    figure, (axes,) = _figure(classes, sharex=True, sharey=True)
+    xp, dtype = model.array_module(), model.float_dtype()
+    for k, ax in enumerate(axes):
+        context = backend.to_device(numpy.eye(classes)[k], dtype=dtype, xp=xp)
+        x = backend.to_numpy(model.sample(n, seed=seed + k, context=context))
+        own = data[labels[:, k] == 1]
+        ax.scatter(own[:, 0], own[:, 1], s=3, alpha=0.3, color="C1", linewidths=0, label=f"data, label {k}")
+        ax.scatter(x[:, 0], x[:, 1], s=3, alpha=0.5, color="C0", linewidths=0, label="model samples")
+        ax.set_title(f"p(x | label {k}): {n} samples" + _outside_note(x, bounds))
+        ax.legend(loc="upper right", markerscale=3, fontsize="small")
+        _limits(ax, bounds)
+        _label(ax, "x")
+    return _finish(figure, path)
+
+
 def warped_grid(model, bounds=None, lines=15, points_per_line=200, data_grid=False, path=None):
     """How the flow bends space: a straight grid in latent space, and its image in data space.
 
@@ -489,10 +524,13 @@ def save(figure, path, dpi=DPI):
 
 # --- checks ------------------------------------------------------------------------------------
 def _check_model(model, where):
-    """Raise unless ``model`` is a flow model of 2-D points."""
-    if not hasattr(model, "flow") or not hasattr(model, "base"):
-        raise ValueError(f"{where}: expected a NormalizingFlow (with .flow and .base), got {type(model).__name__}")
-    shape = getattr(model.base, "event_shape", None) or model.flow.event_shape
+    """Raise unless ``model`` is a model of 2-D points (a NormalizingFlow, or another model with
+    ``log_prob``, ``sample`` and a ``base``, such as a ContinuouslyIndexedFlow)."""
+    if not all(hasattr(model, name) for name in ("log_prob", "sample", "base")):
+        raise ValueError(
+            f"{where}: expected a NormalizingFlow (with log_prob, sample and .base), got {type(model).__name__}"
+        )
+    shape = getattr(model.base, "event_shape", None) or getattr(getattr(model, "flow", None), "event_shape", None)
     if shape is None or tuple(shape) != (2,):
         raise ValueError(
             f"{where}: these figures are for models of 2-D points, event shape (2,); "

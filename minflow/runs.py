@@ -194,6 +194,21 @@ def toy_splits(config):
     )
 
 
+def toy_contexts(config):
+    """The (train, val, test) labels, one-hot, of a class-conditional toy run's splits (the rows
+    ``toy_splits`` returns); None for a run that is not conditional."""
+    if not config.get("conditional"):
+        return None
+    return data.toy_labels(
+        config["data"],
+        n_train=config["n_train"],
+        n_val=config["n_val"],
+        n_test=config["n_test"],
+        seed=config["seed"],
+        noise=config["noise"],
+    )
+
+
 def build_model(config):
     dim = tuple(config["shape"]) if "shape" in config else config["dim"]
     return models.build(config["model"], dim, seed=config["seed"], **config["model_options"])

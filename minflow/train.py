@@ -218,14 +218,15 @@ def evaluate_bits_per_dim(model, images, log_det, batch_size=4096):
     return bits_per_dim(log_probs(model, images, batch_size), log_det, dim=math.prod(tuple(images.shape[1:])))
 
 
-def evaluate_splits(model, splits, names=("train", "val", "test")):
+def evaluate_splits(model, splits, names=("train", "val", "test"), contexts=None):
     """The metrics of ``model`` on the parts ``names`` of a dataset's splits, as a dict.
 
     For 2-D toy data (a ``data.Splits``): ``<name>_nll`` in nats per sample of the
     standardised data, and with "test", ``test_nll_original_units``, which adds back the
     standardisation's log-determinant (the NLL in the data's own units). For the digits (a
     ``data.DigitsSplits``): ``<name>_bpd`` in bits per dimension of the dequantized pixels,
-    and with "test", ``test_nll`` (nats per image in model space).
+    and with "test", ``test_nll`` (nats per image in model space). ``contexts``: for a
+    conditional model, the (train, val, test) contexts of the splits' rows (``data.toy_labels``).
     """
     if isinstance(splits, DigitsSplits):
         metrics = {
@@ -235,7 +236,13 @@ def evaluate_splits(model, splits, names=("train", "val", "test")):
         if "test" in names:
             metrics["test_nll"] = evaluate_nll(model, splits.test)
         return metrics
-    metrics = {f"{name}_nll": evaluate_nll(model, getattr(splits, name)) for name in names}
+    position = {"train": 0, "val": 1, "test": 2}
+    metrics = {
+        f"{name}_nll": evaluate_nll(
+            model, getattr(splits, name), context=None if contexts is None else contexts[position[name]]
+        )
+        for name in names
+    }
     if "test" in names and splits.standardizer is not None:
         metrics["test_nll_original_units"] = metrics["test_nll"] - splits.standardizer.log_det
     return metrics
