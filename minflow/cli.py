@@ -741,7 +741,9 @@ def run_sample(args):
             file.write(header + "\n")
             for start in range(0, args.n, SAMPLE_CHUNK):
                 count = min(SAMPLE_CHUNK, args.n - start)
-                drawn = model.sample(count, seed=rng, context=context)
+                drawn = (
+                    model.sample(count, seed=rng) if context is None else model.sample(count, seed=rng, context=context)
+                )
                 if images:  # one row of grey levels (0..17, row by row) per sample
                     values = data.from_model_space(drawn, config["alpha"]).reshape(count, -1)
                 else:

@@ -15,7 +15,7 @@ pairs by the same maximum likelihood, and sampled for a chosen c.
 from . import backend
 from .autodiff import Tensor, no_grad, ops
 from .distributions import StandardNormal
-from .flows.base import REAL_LINE, Flow
+from .flows.base import REAL_LINE, Flow, call_with_context
 from .nn import Module
 
 
@@ -87,7 +87,7 @@ class NormalizingFlow(Module):
     def log_prob(self, x, context=None):
         """log p(x) (or log p(x | context)) for a batch, shape (B,): base log-density at
         z = f(x) plus the log-det."""
-        z, log_det = self.flow.forward(x, self._context_rows(context, _batch_size(x)))
+        z, log_det = call_with_context(self.flow.forward, x, self._context_rows(context, _batch_size(x)))
         return self.base.log_prob(z) + log_det
 
     def nll(self, x, context=None):
@@ -100,7 +100,7 @@ class NormalizingFlow(Module):
         context = self._context_rows(context, n)
         z = self.base.sample(n, seed=seed, dtype=self.float_dtype(), xp=self.array_module())
         with no_grad():
-            x, _ = self.flow.inverse(Tensor(z), context)
+            x, _ = call_with_context(self.flow.inverse, Tensor(z), context)
         return x.data
 
     def _context_rows(self, context, batch):

@@ -73,6 +73,7 @@ from . import backend
 from .autodiff import Tensor, no_grad, ops
 from .checkpoint import FORMAT_KEY, TRAINING_STATE_KEY, check_format, load_arrays, save_arrays
 from .data import DigitsSplits, bits_per_dim
+from .flows.base import call_with_context
 from .optim import FlatAdam, clip_grad_norm
 
 
@@ -185,7 +186,7 @@ def _chunked_log_probs(model, data, batch_size, caller, context=None):
             )
         )
         chunks = [
-            model.log_prob(data[start : start + batch_size], _rows(context, start, batch_size)).data
+            call_with_context(model.log_prob, data[start : start + batch_size], _rows(context, start, batch_size)).data
             for start in range(0, n, batch_size)
         ]
     return (chunks[0] if len(chunks) == 1 else backend.array_module(chunks[0]).concatenate(chunks)), checks

@@ -44,7 +44,7 @@ see c alone, carry it to theta_1 (``made_degrees``). So theta_i is a function of
 from .. import backend
 from ..autodiff import ops
 from ..nn import ACTIVATIONS, Buffer, Linear, Module
-from .base import Flow, Inverse, check_dim, check_int
+from .base import Flow, Inverse, call_with_context, check_dim, check_int
 from .splines import PiecewiseLinearTransformer, SplineTransformer
 from .transformers import AffineTransformer, Transformer
 
@@ -170,7 +170,7 @@ class MaskedAutoregressive(Flow):
     def forward(self, x, context=None):
         x = self._check_input(x)
         context = self._check_context(context, x.shape[0])
-        z, log_derivative = self.transformer.forward(x, self.made(x, context))
+        z, log_derivative = self.transformer.forward(x, call_with_context(self.made, x, context))
         return z, ops.sum(log_derivative, axis=1)
 
     def inverse(self, z, context=None, passes=None):
@@ -179,7 +179,7 @@ class MaskedAutoregressive(Flow):
         passes = self.event_shape[0] if passes is None else passes
         x = z * 0.0  # any start will do: pass k fixes the coordinates of degree k
         for _ in range(passes):
-            x, log_derivative = self.transformer.inverse(z, self.made(x, context))
+            x, log_derivative = self.transformer.inverse(z, call_with_context(self.made, x, context))
         return x, ops.sum(log_derivative, axis=1)
 
 

@@ -164,6 +164,12 @@ def common_context_dim(flows, owner):
     return widths[0] if widths else 0
 
 
+def call_with_context(method, h, context):
+    """``method(h, context)``, or ``method(h)`` when there is no context, so that a flow written
+    before the contract had a context (``def forward(self, x)``) still runs wherever none is given."""
+    return method(h) if context is None else method(h, context)
+
+
 def _add_all(log_dets):
     """The sum of K (B,) log-dets as two ops (stack, sum) instead of K - 1 additions."""
     return log_dets[0] if len(log_dets) == 1 else ops.sum(ops.stack(log_dets, axis=0), axis=0)
@@ -188,7 +194,7 @@ class Sequential(Flow):
         context = self._check_context(context, x.shape[0])
         log_dets = []
         for flow in self.flows:
-            x, log_det = flow.forward(x, context)
+            x, log_det = call_with_context(flow.forward, x, context)
             log_dets.append(log_det)
         return x, _add_all(log_dets)
 
@@ -197,7 +203,7 @@ class Sequential(Flow):
         context = self._check_context(context, z.shape[0])
         log_dets = []
         for flow in reversed(self.flows):
-            z, log_det = flow.inverse(z, context)
+            z, log_det = call_with_context(flow.inverse, z, context)
             log_dets.append(log_det)
         return z, _add_all(log_dets)
 
@@ -206,7 +212,7 @@ class Sequential(Flow):
         steps = [self._check_input(z, "z")]
         context = self._check_context(context, steps[0].shape[0])
         for flow in reversed(self.flows):
-            steps.append(flow.inverse(steps[-1], context)[0])
+            steps.append(call_with_context(flow.inverse, steps[-1], context)[0])
         return steps
 
     def __len__(self):
@@ -237,10 +243,10 @@ class Inverse(Flow):
         self.context_dim = flow.context_dim
 
     def forward(self, x, context=None):
-        return self.flow.inverse(x, context)
+        return call_with_context(self.flow.inverse, x, context)
 
     def inverse(self, z, context=None):
-        return self.flow.forward(z, context)
+        return call_with_context(self.flow.forward, z, context)
 
     def __repr__(self):
         return f"Inverse({self.flow!r})"

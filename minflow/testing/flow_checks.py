@@ -45,6 +45,7 @@ import math
 
 from .. import backend
 from ..autodiff import Tensor, no_grad, ops, reverse_topological_order
+from ..flows.base import call_with_context
 
 # (finite-difference step, tolerance for the log-det and gradient checks, round-trip tolerance)
 # Why each number (measured margins in the module docstring):
@@ -148,12 +149,12 @@ def check_flow(flow, x=None, n=8, seed=0, tolerance=None, inverse_tolerance=None
         c = c.data if isinstance(c, Tensor) else c
 
     with no_grad():
-        z, log_det = flow.forward(x, c)  # the first call also runs any data-dependent init
+        z, log_det = call_with_context(flow.forward, x, c)  # the first call also runs any data-dependent init
         if tuple(z.shape[:1]) != (batch,) or tuple(log_det.shape) != (batch,):
             raise AssertionError(
                 f"{type(flow).__name__}: shapes: got z {z.shape} and log_det {log_det.shape} for x {x.shape}"
             )
-        x_back, inverse_log_det = flow.inverse(z, c)
+        x_back, inverse_log_det = call_with_context(flow.inverse, z, c)
         _check_close("round trip inverse(forward(x)) == x", flow, x_back.data, x, inverse_tolerance)
         _check_close(
             "inverse log-det == -forward log-det", flow, inverse_log_det.data, -log_det.data, inverse_tolerance
@@ -161,21 +162,21 @@ def check_flow(flow, x=None, n=8, seed=0, tolerance=None, inverse_tolerance=None
 
         # The other way round, on latent points that are not the images of x themselves.
         other = sample_inputs(flow, batch, seed + 1) if flow.event_shape is not None else x[::-1]
-        z_other = flow.forward(other, c)[0]
-        x_other = flow.inverse(z_other, c)[0]
+        z_other = call_with_context(flow.forward, other, c)[0]
+        x_other = call_with_context(flow.inverse, z_other, c)[0]
         _check_close(
             "round trip forward(inverse(z)) == z",
             flow,
-            flow.forward(x_other, c)[0].data,
+            call_with_context(flow.forward, x_other, c)[0].data,
             z_other.data,
             inverse_tolerance,
         )
 
-        jacobian = numerical_jacobian(lambda a: flow.forward(a, c)[0].data, x)
+        jacobian = numerical_jacobian(lambda a: call_with_context(flow.forward, a, c)[0].data, x)
         numeric = backend.array_module(jacobian).linalg.slogdet(jacobian)[1]
         _check_close("log-det == log|det J| of finite differences", flow, log_det.data, numeric, tolerance)
 
-        reversed_z, reversed_log_det = flow.forward(x[::-1], None if c is None else c[::-1])
+        reversed_z, reversed_log_det = call_with_context(flow.forward, x[::-1], None if c is None else c[::-1])
         _check_close(
             "batch independence (forward of the reversed batch)", flow, reversed_z.data[::-1], z.data, inverse_tolerance
         )
@@ -186,14 +187,14 @@ def check_flow(flow, x=None, n=8, seed=0, tolerance=None, inverse_tolerance=None
             log_det.data,
             inverse_tolerance,
         )
-        single_z, _ = flow.forward(x[:1], None if c is None else c[:1])
+        single_z, _ = call_with_context(flow.forward, x[:1], None if c is None else c[:1])
         _check_close("batch independence (a batch of one)", flow, single_z.data, z.data[:1], inverse_tolerance)
 
     if gradients and flow.parameters():
         # 5. gradients of a flow loss: 0.5 |z|^2 - log-det, the NLL up to a constant
 
         def loss():
-            z, log_det = flow.forward(x, c_tensor)
+            z, log_det = call_with_context(flow.forward, x, c_tensor)
             flat = ops.reshape(z, (batch, -1))
             return ops.sum(0.5 * flat * flat) - ops.sum(log_det)
 
