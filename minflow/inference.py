@@ -66,7 +66,7 @@ class LinearGaussianSimulator:
     sigma^2, mu = K x). Cost: O(d^3) once, then O(n d m) for n observations.
     """
 
-    def __init__(self, d, m, sigma=0.5, seed=0):
+    def __init__(self, d, m, sigma=0.1, seed=0):
         self.d, self.m = _check_int(d, "d"), _check_int(m, "m")
         valid = isinstance(sigma, numbers.Real) and not isinstance(sigma, bool) and math.isfinite(sigma)
         if not valid or sigma <= 0:

@@ -92,7 +92,7 @@ class NormalizingFlow(Module):
 
     def nll(self, x, context=None):
         """The training loss: mean negative log-likelihood (in nats) of the batch."""
-        return -ops.mean(self.log_prob(x, context))
+        return -ops.mean(call_with_context(self.log_prob, x, context))
 
     def sample(self, n, seed=None, context=None):
         """``n`` samples x = f^{-1}(z), z ~ base (given ``context``: n rows, or one row for all),
