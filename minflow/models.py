@@ -55,7 +55,8 @@ class NormalizingFlow(Module):
 
     Conditional models (a flow with ``context_dim`` C > 0): every method takes ``context``, a
     (B, C) array or Tensor with one row per sample, or a single row (C,) or (1, C) for all of
-    them. Giving a context to a model that is not conditional is an error, not ignored."""
+    them (a list such as ``[0.0, 1.0]`` is put on the model's device). Giving a context to a
+    model that is not conditional is an error, not ignored."""
 
     def __init__(self, flow, base=None):
         if not isinstance(flow, Flow):
@@ -114,6 +115,8 @@ class NormalizingFlow(Module):
                 "this model is not conditional (its flow reads no context), but a context was given; "
                 "build the flow with context_dim=C to condition it"
             )
+        if isinstance(context, (list, tuple)):  # a row written out, [0.0, 1.0]: on the model's device
+            context = backend.to_device(context, dtype=self.float_dtype(), xp=self.array_module())
         context = context if isinstance(context, Tensor) else Tensor(context)
         if context.ndim == 1:
             context = ops.reshape(context, (1, -1))
