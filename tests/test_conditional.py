@@ -16,7 +16,7 @@ from helpers import assert_close, device, host
 from hypothesis import given, settings
 
 from minflow import backend, models, testing, train
-from minflow.autodiff import Tensor
+from minflow.autodiff import Tensor, ops
 from minflow.flows import (
     AffineCoupling,
     MaskedAutoregressive,
@@ -355,3 +355,29 @@ def test_conditional_layers_concatenate_the_context_to_the_conditioner_input():
     # The coupling's MLP reads [h1, c]: its first layer has D1 + C inputs.
     flow = AffineCoupling(half_mask(5), hidden=(8,), context_dim=3)
     assert flow.conditioner.layers[0].weight.shape[0] == 2 + 3
+
+
+# --- a flow written before the contract had a context still works where none is given ---------------
+class _OldStyleShift(Flow):
+    """A flow as students wrote them before contexts: forward(self, x), inverse(self, z)."""
+
+    def __init__(self, dim):
+        self.event_shape = (dim,)
+
+    def forward(self, x):
+        x = self._check_input(x)
+        return x + 1.5, ops.sum(x * 0.0, axis=1)
+
+    def inverse(self, z):
+        z = self._check_input(z, "z")
+        return z - 1.5, ops.sum(z * 0.0, axis=1)
+
+
+def test_a_flow_without_a_context_argument_runs_unconditioned_everywhere():
+    old = _OldStyleShift(2)
+    testing.check_flow(old)
+    model = models.NormalizingFlow(Sequential([old, AffineCoupling(half_mask(2), hidden=(4,))]))
+    x = device(np.zeros((3, 2)))
+    assert_close(model.log_prob(x).data, host(model.base.log_prob(x + 1.5).data))  # log-dets 0: a pure shift
+    assert model.sample(4, seed=0).shape == (4, 2)
+    assert np.isfinite(train.evaluate_nll(model, x))
