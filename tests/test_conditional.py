@@ -381,3 +381,15 @@ def test_a_flow_without_a_context_argument_runs_unconditioned_everywhere():
     assert_close(model.log_prob(x).data, host(model.base.log_prob(x + 1.5).data))  # log-dets 0: a pure shift
     assert model.sample(4, seed=0).shape == (4, 2)
     assert np.isfinite(train.evaluate_nll(model, x))
+
+
+def test_a_conditional_run_resumed_ends_where_an_uninterrupted_one_does():
+    x, c = _two_class_data(n=256)
+    whole = _conditional_model(seed=3)
+    train.fit(whole, device(x), steps=12, batch_size=64, context=device(c), progress=False, seed=1)
+    part = _conditional_model(seed=3)
+    state = train.fit(part, device(x), steps=5, batch_size=64, context=device(c), progress=False, seed=1)["state"]
+    resumed = _conditional_model(seed=3)
+    train.fit(resumed, device(x), steps=12, batch_size=64, context=device(c), progress=False, seed=None, resume=state)
+    for (name, a), (_, b) in zip(whole.named_parameters(), resumed.named_parameters()):
+        assert_close(b.data, host(a.data), atol=1e-12, err_msg=name)  # the same batches, with their contexts
