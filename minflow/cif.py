@@ -13,7 +13,9 @@ The model, generative direction (z_L is the latent, z_0 = x the data)::
         z_{l-1} = F_l^{-1}(z_l; u_l)
     x = z_0
 
-with, for each fixed u, the bijection of x (the affine choice of Cornish et al. 2020)::
+with, for each fixed u, the bijection of x (an affine map of f(x) whose scale and shift depend
+on u, the choice of Cornish et al. 2020; their code writes it (f(x) + t'(u)) exp(s'(u)), the
+same family with s' = -s and t' = -t exp(s))::
 
     F(x; u) = exp(-s(u)) * f(x) - t(u),        F^{-1}(z; u) = f^{-1}(exp(s(u)) * (z + t(u)))
 
