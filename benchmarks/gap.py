@@ -98,23 +98,9 @@ def in_gap(x):
     return np.abs(x[:, 0]) < GAP
 
 
-def distance_to_arc(x, centre, upper):
-    """Distance from points x (N, 2) to the half circle of radius 1 around ``centre``
-    (the half with y >= centre_y if ``upper``, else y <= centre_y)."""
-    d = x - np.asarray(centre)
-    on_side = d[:, 1] >= 0 if upper else d[:, 1] <= 0
-    to_circle = np.abs(np.linalg.norm(d, axis=1) - 1.0)
-    to_ends = np.minimum(np.linalg.norm(d - [1.0, 0.0], axis=1), np.linalg.norm(d + [1.0, 0.0], axis=1))
-    return np.where(on_side, to_circle, to_ends)
-
-
-def moon_distance(x):
-    return np.minimum(distance_to_arc(x, (0.0, 0.0), True), distance_to_arc(x, (1.0, 0.5), False))
-
-
 def off_moons(x):
     """True where x (original units) is more than MOON_GAP from both moons' arcs."""
-    return moon_distance(x) > MOON_GAP
+    return data.distance_to_moons(x) > MOON_GAP
 
 
 def gauss_gap_exact():
@@ -275,7 +261,7 @@ def outline_gap(ax, setting):
     else:
         xs, ys = np.linspace(x0, x1, 300), np.linspace(y0, y1, 200)
         grid = np.stack(np.meshgrid(xs, ys), axis=-1)
-        distance = moon_distance(grid.reshape(-1, 2)).reshape(grid.shape[:2])
+        distance = data.distance_to_moons(grid.reshape(-1, 2)).reshape(grid.shape[:2])
         ax.contour(xs, ys, distance, levels=[MOON_GAP], colors="w", linewidths=0.8, linestyles=":")
 
 

@@ -111,20 +111,10 @@ assert data_gap_gauss < 1e-4  # "almost no mass": a 4-sigma tail on each side
 MOON_NOISE, MOON_GAP = 0.05, 0.25
 
 
-def distance_to_arc(x, centre, upper):
-    """Distance from points x (N, 2) to the half circle of radius 1 around ``centre``
-    (the half with y >= centre_y if ``upper``, else y <= centre_y)."""
-    d = x - np.asarray(centre)
-    on_side = d[:, 1] >= 0 if upper else d[:, 1] <= 0
-    to_circle = np.abs(np.linalg.norm(d, axis=1) - 1.0)
-    to_ends = np.minimum(np.linalg.norm(d - [1.0, 0.0], axis=1), np.linalg.norm(d + [1.0, 0.0], axis=1))
-    return np.where(on_side, to_circle, to_ends)
-
-
 def off_moons(x):
-    """True where x (original units) is more than MOON_GAP from both moons' arcs."""
-    distance = np.minimum(distance_to_arc(x, (0.0, 0.0), True), distance_to_arc(x, (1.0, 0.5), False))
-    return distance > MOON_GAP
+    """True where x (original units) is more than MOON_GAP from both moons' arcs
+    (``data.distance_to_moons``: the distance to the nearer noise-free half circle)."""
+    return data.distance_to_moons(x) > MOON_GAP
 
 
 moons = data.toy_data("moons", n_train=budget(10_000, 4_000), n_val=500, n_test=500, seed=0)

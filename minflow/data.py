@@ -66,6 +66,29 @@ def moons(n, seed=None, noise=0.05, labels=False):
     return (points, (~upper).astype(numpy.int64)) if labels else points
 
 
+def distance_to_moons(x):
+    """The distance from each point of x (N, 2), in the moons' own units, to the nearer of the two
+    noise-free arcs of :func:`moons` (a host array (N,)): how far a point is off the data's support.
+
+    For the half circle of radius 1 around centre c (the half above c for the upper moon, below
+    for the lower): a point d = x - c on the arc's side is |(|d| - 1)| from it (the nearest
+    point of the full circle lies on the half); a point on the other side is nearest to one of
+    the arc's two ends, c +- (1, 0).
+    """
+    x = numpy.asarray(backend.to_numpy(x), dtype=numpy.float64)
+    if x.ndim != 2 or x.shape[1] != 2:
+        raise ValueError(f"x must be 2-D points, shape (N, 2), got {x.shape}")
+
+    def to_arc(centre, upper):
+        d = x - numpy.asarray(centre)
+        on_side = d[:, 1] >= 0 if upper else d[:, 1] <= 0
+        to_circle = numpy.abs(numpy.linalg.norm(d, axis=1) - 1.0)
+        to_ends = numpy.minimum(numpy.linalg.norm(d - [1.0, 0.0], axis=1), numpy.linalg.norm(d + [1.0, 0.0], axis=1))
+        return numpy.where(on_side, to_circle, to_ends)
+
+    return numpy.minimum(to_arc((0.0, 0.0), True), to_arc((1.0, 0.5), False))
+
+
 CIRCLE_RADII = (1.0, 0.5)
 RING_RADII = (0.5, 1.0, 1.5, 2.0)
 

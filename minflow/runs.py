@@ -183,15 +183,12 @@ def finite_or_none(value):
 
 
 # --- runs ---------------------------------------------------------------------------------------
+def _toy_arguments(config):
+    return {key: config[key] for key in ("n_train", "n_val", "n_test", "seed", "noise")}
+
+
 def toy_splits(config):
-    return data.toy_data(
-        config["data"],
-        n_train=config["n_train"],
-        n_val=config["n_val"],
-        n_test=config["n_test"],
-        seed=config["seed"],
-        noise=config["noise"],
-    )
+    return data.toy_data(config["data"], **_toy_arguments(config))
 
 
 def toy_contexts(config):
@@ -199,14 +196,7 @@ def toy_contexts(config):
     ``toy_splits`` returns); None for a run that is not conditional."""
     if not config.get("conditional"):
         return None
-    return data.toy_labels(
-        config["data"],
-        n_train=config["n_train"],
-        n_val=config["n_val"],
-        n_test=config["n_test"],
-        seed=config["seed"],
-        noise=config["noise"],
-    )
+    return data.toy_labels(config["data"], **_toy_arguments(config))
 
 
 def build_model(config):

@@ -544,3 +544,17 @@ def test_digit_labels_are_the_classes_of_the_digits():
     # the class means differ: a 0 has a hole in the middle where a 1 has its stroke
     pixels = data.digit_pixels().reshape(-1, 64)
     assert pixels[labels == 0][:, 27:29].mean() < pixels[labels == 1][:, 27:29].mean()
+
+
+def test_distance_to_moons_is_zero_on_the_arcs_and_the_offset_off_them():
+    on_arcs = data.moons(500, seed=1, noise=0.0)
+    assert np.abs(data.distance_to_moons(on_arcs)).max() < 1e-12
+    # straight up from the top of the upper moon (0, 1): the distance is the height above it
+    above = np.array([[0.0, 1.0 + r] for r in (0.1, 0.3, 2.0)])
+    assert np.allclose(data.distance_to_moons(above), [0.1, 0.3, 2.0])
+    # left of the upper moon's left end (-1, 0), below the arc's side: the distance to that end
+    assert np.allclose(data.distance_to_moons(np.array([[-1.5, -0.2]])), [np.hypot(0.5, 0.2)])
+    # (0, 0), the upper moon's centre, is 1 from its arc but |(1, 0.5)| - 1 from the lower one
+    assert np.allclose(data.distance_to_moons(np.zeros((1, 2))), [np.hypot(1.0, 0.5) - 1.0])
+    with pytest.raises(ValueError, match=r"x must be 2-D points, shape \(N, 2\), got \(3,\)"):
+        data.distance_to_moons(np.zeros(3))
