@@ -393,3 +393,19 @@ def test_a_conditional_run_resumed_ends_where_an_uninterrupted_one_does():
     train.fit(resumed, device(x), steps=12, batch_size=64, context=device(c), progress=False, seed=None, resume=state)
     for (name, a), (_, b) in zip(whole.named_parameters(), resumed.named_parameters()):
         assert_close(b.data, host(a.data), atol=1e-12, err_msg=name)  # the same batches, with their contexts
+
+
+def test_a_base_of_another_shape_or_without_its_methods_is_refused():
+    flow = models.realnvp(2, layers=1, hidden=4).flow
+    with pytest.raises(ValueError, match=r"the base's event_shape \(3,\) is not the flow's latent shape \(2,\)"):
+        models.NormalizingFlow(flow, base=models.make_base("mixture", (3,), components=2, seed=0))
+    with pytest.raises(
+        ValueError, match=r"base must have log_prob and sample methods, object lacks \['log_prob', 'sample'\]"
+    ):
+        models.NormalizingFlow(flow, base=object())
+    with pytest.raises(ValueError, match="unknown base 'laplace'"):
+        models.build("realnvp", 2, base="laplace")
+    with pytest.raises(ValueError, match=r"the mixture base is for vectors, event shape \(D,\), not \(1, 8, 8\)"):
+        models.build("glow", (1, 8, 8), base="mixture")
+    model = models.build("realnvp", 2, base="mixture", components=3, layers=1, hidden=4, seed=0)
+    assert model.base.components == 3 and any(name == "base.means" for name, _ in model.named_parameters())
