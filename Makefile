@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 INSTALLED = $(VENV)/.installed
 
-.PHONY: install demo test test-cupy test-all lint format lectures bench gpu-check mutation clean
+.PHONY: install demo test test-cupy test-all lint format lectures book bench gpu-check mutation clean
 
 install: $(INSTALLED)
 
@@ -44,9 +44,18 @@ format: install
 test-all: install
 	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q
 
-# The course as executed notebooks (with their figures) in build/lectures; not committed.
+# The course as notebooks in build/lectures (not committed): instructor/, executed, with the solutions and
+# figures; student/, every exercise's solution replaced by nbgrader's stub (lectures/editions.py).
 lectures: install
 	$(BIN)/python lectures/build.py
+
+# The course as a website, build/book/html/index.html (it needs no network): the lectures executed (instructor
+# edition) and an API reference from minflow's docstrings, by Sphinx and MyST-NB (docs/build.py). It runs every
+# lecture first; BOOK_ARGS=--quick with their small budgets (about 2 minutes), BOOK_ARGS="--notebooks build/lectures"
+# renders what `make lectures` ran (under a minute).
+BOOK_ARGS ?=
+book: install
+	$(BIN)/python docs/build.py $(BOOK_ARGS)
 
 # Timings (after a correctness check): a RealNVP train step in minflow, PyTorch, autograd and hand-written NumPy,
 # then minflow's MAF and digits models, then a train step's memory over 1,000 steps. About 20 minutes.
