@@ -13,6 +13,12 @@
 # %% [markdown]
 # # Lecture 0 — Autodiff from scratch
 #
+# *Optional: how minflow computes gradients. No later lecture needs it: a reader of UDL ch. 16
+# starts at lecture 1.*
+#
+# *Run time on 2 CPU cores: quick mode (`MINFLOW_QUICK=1`, what the tests run) about 2 s;
+# full about 2 s.*
+#
 # A normalizing flow is trained by gradient descent on its negative log-likelihood, a
 # scalar that depends on thousands of parameters through hundreds of array operations.
 # minflow computes those gradients with a small **reverse-mode automatic differentiation**
@@ -137,7 +143,6 @@ def draw_graph():
 
 fig = draw_graph()
 show(fig, "00_graph.png")
-plt.close(fig)
 
 # %% [markdown]
 # ## 2. Vector-Jacobian products
@@ -424,7 +429,6 @@ ax.set(
 )
 ax.legend(fontsize=8)
 show(fig, "00_finite_difference_error.png")
-plt.close(fig)
 
 # %% [markdown]
 # The V shapes are the lesson: to the right of the minimum, truncation (slope 2 for
@@ -436,7 +440,12 @@ plt.close(fig)
 # $\varepsilon = 2 \times 10^{-6}$ in float64 for the same reason (read its docstring).
 
 # %%
-assert minflow.testing._TOLERANCES["float64"][0] == 2e-6  # the step check_flow uses in float64
+# The step check_flow uses is numerical_jacobian's default: in float64 it gives exactly what the
+# step 2e-6 gives (the truncation error eps^2 f'''/6 of a cube tells steps apart), not what 3e-6 gives.
+cube, x_cube = (lambda x: x**3), np.array([[0.7]])
+default_step = minflow.testing.numerical_jacobian(cube, x_cube)
+assert np.array_equal(default_step, minflow.testing.numerical_jacobian(cube, x_cube, eps=2e-6))
+assert not np.array_equal(default_step, minflow.testing.numerical_jacobian(cube, x_cube, eps=3e-6))
 
 # %% [markdown]
 # ## Exercises
@@ -450,28 +459,19 @@ assert minflow.testing._TOLERANCES["float64"][0] == 2e-6  # the step check_flow 
 # central differences.
 
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "ex0_1_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def swish_vjp(g, x):
-    return None  # your code here
-
-
-# %% [markdown]
-# #### Solution (try it yourself first)
-#
-# Product rule: $f'(x) = \sigma(x) + x\,\sigma(x)(1 - \sigma(x))$; the VJP of an
-# elementwise map multiplies the cotangent by the derivative.
-
-
-# %%
-def swish_vjp(g, x):  # noqa: F811 - the solution replaces the stub
+    ### BEGIN SOLUTION
+    # Product rule: f'(x) = s(x) + x s(x) (1 - s(x)), with s the sigmoid; the VJP of an
+    # elementwise map multiplies the cotangent by the derivative.
     s = 1 / (1 + np.exp(-x))
     return g * (s + x * s * (1 - s))
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "ex0_1", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 xs = np.linspace(-6, 6, 25)
 g_bar = np.random.default_rng(2).standard_normal(xs.shape)
-answer = swish_vjp(g_bar, xs)
 xt = Tensor(xs, requires_grad=True)
 (xt * ops.sigmoid(xt)).backward(g_bar)  # the engine, through mul and sigmoid
 
@@ -480,12 +480,13 @@ def swish(x):
     return x / (1 + np.exp(-x))
 
 
-numeric = g_bar * (swish(xs + 1e-6) - swish(xs - 1e-6)) / 2e-6
-check(
-    "Exercise 0.1",
-    answer is not None and np.allclose(answer, xt.grad, atol=1e-12) and np.allclose(answer, numeric, atol=1e-8),
-    "differentiate x * sigmoid(x) with the product rule, then multiply by g",
-)
+def swish_vjp_is_right():
+    answer = swish_vjp(g_bar, xs)
+    numeric = g_bar * (swish(xs + 1e-6) - swish(xs - 1e-6)) / 2e-6
+    return answer is not None and np.allclose(answer, xt.grad, atol=1e-12) and np.allclose(answer, numeric, atol=1e-8)
+
+
+check("Exercise 0.1", swish_vjp_is_right, "differentiate x * sigmoid(x) with the product rule, then multiply by g")
 
 # %% [markdown]
 # In minflow, making swish a primitive would be one registration in `ops.py`:
@@ -501,36 +502,38 @@ check(
 # against it.
 
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "ex0_2_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def my_unbroadcast(grad, shape):
-    return None  # your code here
-
-
-# %% [markdown]
-# #### Solution (try it yourself first)
-
-
-# %%
-def my_unbroadcast(grad, shape):  # noqa: F811 - the solution replaces the stub
+    ### BEGIN SOLUTION
     extra = grad.ndim - len(shape)  # broadcasting prepends axes: sum them away
     grad = grad.sum(axis=tuple(range(extra)))
     size_one = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
     return grad.sum(axis=size_one, keepdims=True)  # axes stretched from size 1
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "ex0_2", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 cases = [((4, 3, 5), (3, 1)), ((2, 3), ()), ((5, 1, 4), (1, 4)), ((6, 2), (6, 1)), ((3, 3), (3, 3))]
-ok = True
-for grad_shape, shape in cases:
-    grad = np.random.default_rng(3).standard_normal(grad_shape)
-    answer = my_unbroadcast(grad, shape)
-    ok = ok and answer is not None and np.shape(answer) == shape and np.allclose(answer, unbroadcast(grad, shape))
-# and the engine agrees: the gradient of sum(x * w) with w broadcast from (3, 1)
+# and the engine must agree: the gradient of sum(x * w) with w broadcast from (3, 1)
 w = Tensor(np.ones((3, 1)), requires_grad=True)
 x_big = np.random.default_rng(4).standard_normal((4, 3, 5))
 ops.sum(Tensor(x_big) * w).backward()
-ok = ok and np.allclose(my_unbroadcast(x_big, (3, 1)), w.grad)
-check("Exercise 0.2", ok, "sum over the leading axes broadcasting added, then over axes where shape has 1 (keepdims)")
+
+
+def my_unbroadcast_is_right():
+    for grad_shape, shape in cases:
+        grad = np.random.default_rng(3).standard_normal(grad_shape)
+        answer = my_unbroadcast(grad, shape)
+        if answer is None or np.shape(answer) != shape or not np.allclose(answer, unbroadcast(grad, shape)):
+            return False
+    return np.allclose(my_unbroadcast(x_big, (3, 1)), w.grad)
+
+
+check(
+    "Exercise 0.2",
+    my_unbroadcast_is_right,
+    "sum over the leading axes broadcasting added, then over axes where shape has 1 (keepdims)",
+)
 
 # %% [markdown]
 # ### Exercise 0.3 — a topological order without recursion
@@ -542,22 +545,12 @@ check("Exercise 0.2", ok, "sum over the leading axes broadcasting added, then ov
 # `requires_grad == False`: skip those). It must work on the 10,000-deep chain.
 
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "ex0_3_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def topo_order(root):
-    return None  # your code here
-
-
-# %% [markdown]
-# #### Solution (try it yourself first)
-#
-# One way (minflow's): push `(tensor, False)` to expand a tensor and `(tensor, True)` to
-# emit it once its inputs are done; the emitted list has inputs first, so reverse it.
-# Another (Kahn's algorithm): count each tensor's consumers, and emit a tensor when its
-# count drops to zero.
-
-
-# %%
-def topo_order(root):  # noqa: F811 - the solution replaces the stub
+    ### BEGIN SOLUTION
+    # One way (minflow's): push (tensor, False) to expand a tensor and (tensor, True) to emit it
+    # once its inputs are done; the emitted list has inputs first, so reverse it. Another
+    # (Kahn's algorithm): count each tensor's consumers, and emit a tensor when its count drops to zero.
     order, visited, stack = [], set(), [(root, False)]
     while stack:
         tensor, inputs_done = stack.pop()
@@ -573,9 +566,10 @@ def topo_order(root):  # noqa: F811 - the solution replaces the stub
                 if parent is not None and parent.requires_grad and id(parent) not in visited:
                     stack.append((parent, False))
     return order[::-1]
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "ex0_3", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 def is_reverse_topological(order, root):
     """Every tensor once, root first, each before all of its inputs."""
     if order is None or order[0] is not root:
@@ -599,7 +593,7 @@ diamond = s * (1 - s) + ops.exp(a) * s  # shared nodes, several paths from a to 
 _, deep = chain(depth)
 check(
     "Exercise 0.3",
-    is_reverse_topological(topo_order(diamond), diamond) and is_reverse_topological(topo_order(deep), deep),
+    lambda: is_reverse_topological(topo_order(diamond), diamond) and is_reverse_topological(topo_order(deep), deep),
     "use a list as a stack; emit a tensor only after all its inputs, then reverse the list",
 )
 

@@ -13,6 +13,9 @@
 # %% [markdown]
 # # Lecture 2 — Linear and elementwise flows
 #
+# *Run time on 2 CPU cores: quick mode (`MINFLOW_QUICK=1`, what the tests run) about 3 s;
+# full about 5 s.*
+#
 # A normalizing flow is an invertible map $f$ from data $x$ to a latent $z = f(x)$ whose
 # density we know, usually $p_Z = \mathcal{N}(0, I)$. The change of variables gives the
 # density of the data:
@@ -42,7 +45,7 @@ import time
 
 import matplotlib.pyplot as plt
 import numpy as np
-from _common import QUICK, budget, check, passes_check_flow, show
+from _common import QUICK, budget, check, show
 
 from minflow import NormalizingFlow, Sequential
 from minflow.autodiff import Tensor, no_grad, ops
@@ -50,7 +53,6 @@ from minflow.backend import to_device, to_numpy
 from minflow.flows import (
     DenseLinear,
     ElementwiseAffine,
-    Flow,
     LULinear,
     PiecewiseLinear,
     RationalQuadraticSpline,
@@ -62,7 +64,6 @@ from minflow.flows.splines import (
     rational_quadratic_spline,
     rational_quadratic_spline_inverse,
 )
-from minflow.nn import Parameter
 from minflow.testing import check_flow
 
 rng = np.random.default_rng(0)
@@ -147,7 +148,6 @@ for ax, points, mean, cov, title in (
     ax.set_aspect("equal", adjustable="datalim")
 axes[0].legend(loc="lower right", fontsize=8)
 fig.tight_layout()
-plt.close(fig)  # free pyplot's reference; the returned figure still displays in a notebook
 show(fig, "02_linear_gaussian.png")
 
 # %% [markdown]
@@ -287,7 +287,6 @@ ax.set_ylabel("time per log-det (microseconds)")
 ax.set_title("cost of log|det W| per forward pass")
 ax.legend(fontsize=8)
 fig.tight_layout()
-plt.close(fig)  # free pyplot's reference; the returned figure still displays in a notebook
 show(fig, "02_logdet_cost.png")
 
 # %% [markdown]
@@ -359,6 +358,30 @@ assert np.all(np.diff(y) > 0)  # strictly increasing
 assert np.allclose(h_back, h, atol=1e-14)  # the analytic inverse undoes f
 
 # %% [markdown]
+# **A note on the printed equation.** UDL's own notebook 16.2 warns that the book's first
+# printing has a mistake in eq. 16.12 (its comment: check the errata "or figure it out
+# yourself!"). The slide of the course lecture `004_…` copies UDL's formula with the second
+# term as $(hK - b)\,\phi_b$, without the $+1$, and that version is wrong. Figure it out: with
+# $b = \lfloor hK \rfloor + 1$, the number $hK - b$ lies in $[-1, 0)$, so the printed map is the
+# correct one minus $\phi_b$. It starts at $f(0) = -\phi_1 < 0$, climbs through each bin only to
+# the cumulative mass *before* that bin, jumps by $\phi_b - \phi_{b+1}$ at the knot after bin $b$
+# (down wherever the next bin is heavier) and ends at $1 - \phi_K$: not continuous, not
+# increasing, not onto $[0, 1]$, so not a flow. The $+1$ makes $hK - b + 1 \in [0, 1)$, the
+# fraction of the way through bin $b$, which is what the sentence after the equation says the
+# second term is. Use the form above; the cell checks the printed one against it.
+
+# %%
+bins = np.minimum(np.floor(h * K).astype(int) + 1, K)  # b for each h (h = 1 in the last bin)
+printed = cumulative[bins - 1] + (h * K - bins) * phi[bins - 1]  # eq. 16.12 without the + 1
+print(
+    f"printed form: f(0) = {printed[0]:.2f}, range [{printed.min():.2f}, {printed.max():.2f}], "
+    f"largest drop {-np.diff(printed).min():.2f}"
+)
+assert np.allclose(printed, y - phi[bins - 1], atol=1e-15)  # the correct map minus phi_b
+assert printed[0] == -phi[0] and np.any(np.diff(printed) < 0)  # negative at 0, and not increasing
+assert abs(printed[-1] - (1 - phi[-1])) < 1e-15  # and it ends short of 1
+
+# %% [markdown]
 # A flow's density view makes this map memorable. Take a **uniform** base on $[0,1]$ in
 # the normalizing direction, $z = f(x)$: then $p_X(x) = p_Z(f(x))\,f'(x) = K\phi_b$ in bin
 # $b$ — the piecewise-linear flow is a histogram with bar heights $K\phi_b$. Sampling is the
@@ -401,7 +424,6 @@ axes[3].legend(fontsize=8)
 for ax in axes[1:3]:
     ax.set_aspect("equal")
 fig.tight_layout()
-plt.close(fig)  # free pyplot's reference; the returned figure still displays in a notebook
 show(fig, "02_piecewise_linear.png")
 
 # %% [markdown]
@@ -482,7 +504,6 @@ axes[1].plot(knot_x, derivatives, "ko", ms=4, label="$d_k$ at the knots")
 axes[1].set(title="its derivative: positive, continuous, 1 in the tails", xlabel="x", ylabel="g'(x)")
 axes[1].legend(fontsize=8)
 fig.tight_layout()
-plt.close(fig)  # free pyplot's reference; the returned figure still displays in a notebook
 show(fig, "02_rq_spline.png")
 
 # %% [markdown]
@@ -525,25 +546,23 @@ for name, flow in {
 #
 # With $\phi = (0.2, 0.1, 0.4, 0.05, 0.25)$ and $K = 5$, compute $f(0.5)$ from eq. 16.12 with
 # pen and paper: which bin $b$ is $h = 0.5$ in, what is $hK - b + 1$, and what is the sum?
-# Put your number in `f_half`.
+# Return your number from `f_half()`.
 
-# %%
-f_half = None  # your number here
 
-# %% [markdown]
-# #### Solution (try it yourself first)
-#
-# $hK = 2.5$, so $b = \lfloor 2.5 \rfloor + 1 = 3$ and $hK - b + 1 = 0.5$:
-# $f(0.5) = \phi_1 + \phi_2 + 0.5\,\phi_3 = 0.2 + 0.1 + 0.2 = 0.5$.
-# (A coincidence of these masses: the map crosses the diagonal at $h = 0.5$.)
+# %% nbgrader={"grade": false, "grade_id": "ex2_1_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def f_half():
+    ### BEGIN SOLUTION
+    # hK = 2.5, so b = floor(2.5) + 1 = 3 and hK - b + 1 = 0.5:
+    # f(0.5) = phi_1 + phi_2 + 0.5 phi_3 = 0.2 + 0.1 + 0.2 = 0.5.
+    # (A coincidence of these masses: the map crosses the diagonal at h = 0.5.)
+    return 0.2 + 0.1 + (0.5 * 5 - 3 + 1) * 0.4
+    ### END SOLUTION
 
-# %%
-f_half = 0.2 + 0.1 + (0.5 * 5 - 3 + 1) * 0.4
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "ex2_1", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check(
     "Exercise 2.1",
-    f_half is not None and abs(f_half - piecewise_linear(np.array([0.5]), phi)[0].data[0]) < 1e-12,
+    lambda: f_half() is not None and abs(f_half() - piecewise_linear(np.array([0.5]), phi)[0].data[0]) < 1e-12,
     "find the bin b = floor(hK) + 1 first, then add the masses of the bins before it and the fraction hK - b + 1 of phi_b",
 )
 
@@ -555,100 +574,98 @@ check(
 # only (not minflow).
 
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "ex2_2_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def inverse_in_bin(y, b, phi):
-    return None  # your code here
-
-
-# %% [markdown]
-# #### Solution (try it yourself first)
-#
-# In bin $b$, $y = C_{b-1} + (hK - b + 1)\phi_b$ with $C_{b-1} = \phi_1 + \dots + \phi_{b-1}$.
-# Solve for $h$: $h = \big(b - 1 + (y - C_{b-1})/\phi_b\big)/K$.
-
-
-# %%
-def inverse_in_bin(y, b, phi):
-    below = np.sum(phi[: b - 1])  # C_{b-1}
+    ### BEGIN SOLUTION
+    # In bin b, y = C_(b-1) + (hK - b + 1) phi_b with C_(b-1) = phi_1 + ... + phi_(b-1).
+    # Solve for h: h = (b - 1 + (y - C_(b-1)) / phi_b) / K.
+    below = np.sum(phi[: b - 1])  # C_(b-1)
     return (b - 1 + (y - below) / phi[b - 1]) / len(phi)
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "ex2_2", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 y_in_bin_3 = np.linspace(0.3, 0.7, 9, endpoint=False)  # C_2 = 0.3 <= y < C_3 = 0.7
-answer = inverse_in_bin(y_in_bin_3, 3, phi)
+
+
+def inverse_in_bin_is_right():
+    answer = inverse_in_bin(y_in_bin_3, 3, phi)
+    return (
+        answer is not None
+        and np.allclose(answer, piecewise_linear_inverse(y_in_bin_3, phi)[0].data, atol=1e-12)
+        and np.allclose(piecewise_linear(np.asarray(answer), phi)[0].data, y_in_bin_3, atol=1e-12)
+    )
+
+
 check(
     "Exercise 2.2",
-    answer is not None
-    and np.allclose(answer, piecewise_linear_inverse(y_in_bin_3, phi)[0].data, atol=1e-12)
-    and np.allclose(piecewise_linear(np.asarray(answer), phi)[0].data, y_in_bin_3, atol=1e-12),
+    inverse_in_bin_is_right,
     "h = (b - 1 + (y - C_{b-1}) / phi_b) / K, with C_{b-1} the mass of the bins before b",
 )
 
 # %% [markdown]
-# ### Exercise 2.3 — your own elementwise flow
+# ### Exercise 2.3 — eq. 16.12, its log-derivative and its inverse, for a whole array
 #
-# Write a flow `ScaledSinh(dim)` (a subclass of `minflow.flows.Flow`) with one trainable
-# log-scale per dimension, $a$ (a `Parameter` of shape `(dim,)`), and
+# Write UDL's piecewise-linear map for an array `h` of any shape with values in $[0, 1]$, in NumPy
+# and without a Python loop over the points (a loop over the $K$ bins is fine, none is needed):
 #
-# $$z_i = e^{a_i}\sinh(x_i), \qquad x_i = \operatorname{asinh}(e^{-a_i} z_i).$$
+# - `my_piecewise_linear(h, phi)` returns `(y, log_derivative)`: $y = f(h)$ from eq. 16.12 and
+#   $\log f'(h) = \log(K\phi_b)$, both of the shape of `h` (a point $h = 1$ lies in the last bin);
+# - `my_piecewise_linear_inverse(y, phi)` returns `(h, log_derivative)`: $h = f^{-1}(y)$ and
+#   $\log\lvert dh/dy\rvert = -\log(K\phi_b)$, where $b$ is the bin whose cumulative masses bracket
+#   $y$, $C_{b-1} \le y < C_b$.
 #
-# Derive its log-determinant (diagonal Jacobian!), implement `forward(x) -> (z, log_det)` and
-# `inverse(z) -> (x, log_det)` with `minflow.autodiff.ops` (there is no `ops.sinh`: build it
-# from `ops.exp`; and $\operatorname{asinh}(u) = \log(u + \sqrt{u^2 + 1})$), set
-# `self.event_shape = (dim,)`, and return an instance with non-zero $a$ from `make_flow`.
-# `check_flow` will then test it like any flow in minflow. Hints: copy the shape of
-# `Elementwise` in `minflow/flows/elementwise.py`; $\log\cosh x$ is
-# $\log\frac{e^x + e^{-x}}{2}$.
+# The check compares both with minflow's `piecewise_linear` and `piecewise_linear_inverse` on
+# random masses and 1,000 random points, and runs the round trip. Hints: `np.floor`, `np.cumsum`,
+# fancy indexing `phi[b - 1]`; for the inverse, `np.searchsorted` on the cumulative masses.
 
 
-# %%
-def make_flow(dim):
-    return None  # your code here
+# %% nbgrader={"grade": false, "grade_id": "ex2_3_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def my_piecewise_linear(h, phi):
+    ### BEGIN SOLUTION
+    bins = len(phi)
+    b = np.minimum(np.floor(h * bins).astype(int) + 1, bins)  # the bin of each h; h = 1 is in the last one
+    below = np.concatenate([[0.0], np.cumsum(phi)])[b - 1]  # C_(b-1): the mass of the bins before b
+    return below + (h * bins - b + 1) * phi[b - 1], np.log(bins * phi[b - 1])
+    ### END SOLUTION
 
 
-# %% [markdown]
-# #### Solution (try it yourself first)
-#
-# $\partial z_i / \partial x_i = e^{a_i}\cosh x_i > 0$, so
-# $\log\lvert\det J\rvert = \sum_i \big(a_i + \log\cosh x_i\big)$, and the inverse's
-# log-determinant is minus that at the matching point. For negative $u$,
-# $\log(u + \sqrt{u^2+1})$ subtracts nearly equal numbers; using the odd symmetry
-# $\operatorname{asinh}(u) = \operatorname{sign}(u)\operatorname{asinh}(\lvert u\rvert)$ avoids it.
+def my_piecewise_linear_inverse(y, phi):
+    ### BEGIN SOLUTION
+    bins = len(phi)
+    cumulative = np.concatenate([[0.0], np.cumsum(phi)])  # C_0, ..., C_K
+    b = np.clip(np.searchsorted(cumulative, y, side="right"), 1, bins)  # C_(b-1) <= y < C_b
+    return (b - 1 + (y - cumulative[b - 1]) / phi[b - 1]) / bins, -np.log(bins * phi[b - 1])
+    ### END SOLUTION
 
 
-# %%
-class ScaledSinh(Flow):
-    """z = exp(a) * sinh(x), elementwise; log|det dz/dx| = sum_i (a_i + log cosh x_i)."""
-
-    def __init__(self, dim):
-        self.event_shape = (dim,)
-        self.log_scale = Parameter(to_device(np.zeros(dim)))
-
-    def forward(self, x):
-        x = self._check_input(x)
-        sinh = 0.5 * (ops.exp(x) - ops.exp(-x))
-        log_cosh = ops.log(0.5 * (ops.exp(x) + ops.exp(-x)))
-        return ops.exp(self.log_scale) * sinh, ops.sum(self.log_scale + log_cosh, axis=1)
-
-    def inverse(self, z):
-        z = self._check_input(z, "z")
-        u = z * ops.exp(-self.log_scale)
-        magnitude = ops.absolute(u)
-        x = ops.where(u.data >= 0, 1.0, -1.0) * ops.log(magnitude + ops.sqrt(magnitude * magnitude + 1.0))
-        log_cosh = ops.log(0.5 * (ops.exp(x) + ops.exp(-x)))
-        return x, -ops.sum(self.log_scale + log_cosh, axis=1)
+# %% nbgrader={"grade": true, "grade_id": "ex2_3", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+masses = np.random.default_rng(7).dirichlet(np.ones(6))  # K = 6 random bin masses summing to 1
+h_points = np.concatenate([[0.0, 1.0], np.random.default_rng(8).random(1000)])
+y_points = np.random.default_rng(9).random(1000)
+y_reference, forward_log_reference = (to_numpy(v.data) for v in piecewise_linear(h_points, masses))
+h_reference, inverse_log_reference = (to_numpy(v.data) for v in piecewise_linear_inverse(y_points, masses))
 
 
-def make_flow(dim):
-    flow = ScaledSinh(dim)
-    flow.log_scale.data = to_device(np.linspace(-0.5, 0.5, dim))
-    return flow
+def piecewise_linear_is_right():
+    y_mine, forward_log_mine = my_piecewise_linear(h_points, masses)
+    h_mine, inverse_log_mine = my_piecewise_linear_inverse(y_points, masses)
+    return (
+        np.shape(y_mine) == h_points.shape
+        and np.allclose(y_mine, y_reference, atol=1e-12)
+        and np.allclose(forward_log_mine, forward_log_reference, atol=1e-12)
+        and np.shape(h_mine) == y_points.shape
+        and np.allclose(h_mine, h_reference, atol=1e-12)
+        and np.allclose(inverse_log_mine, inverse_log_reference, atol=1e-12)
+        and np.allclose(my_piecewise_linear(h_mine, masses)[0], y_points, atol=1e-12)  # the round trip
+    )
 
 
 check(
     "Exercise 2.3",
-    passes_check_flow(make_flow(4)),
-    "check_flow names the property that fails; the log-det of an elementwise map is a sum of log-derivatives",
+    piecewise_linear_is_right,
+    "b = min(floor(hK) + 1, K), then C_(b-1) + (hK - b + 1) phi_b; the inverse finds b with np.searchsorted "
+    "(side='right') on C_0..C_K and solves the line, as in Exercise 2.2",
 )
 
 # %% [markdown]

@@ -13,6 +13,9 @@
 # %% [markdown]
 # # Lecture 3 — Coupling flows
 #
+# *Run time on 2 CPU cores: quick mode (`MINFLOW_QUICK=1`, what the tests run) about 8 s;
+# full about 1 min.*
+#
 # Lecture 2 left us with two half-tools: linear layers mix coordinates but cannot bend,
 # elementwise layers bend but cannot let one coordinate depend on another. A **coupling
 # layer** (Dinh et al. 2014, NICE; Dinh et al. 2017, RealNVP) does both, and keeps the two
@@ -197,7 +200,6 @@ for ax, (J, order, title) in zip(axes, panels):
     ax.set_title(title, fontsize=10)
 axes[0].set_xlabel(r"input coordinate (column $j$): $\partial z_i / \partial x_j$")
 fig.colorbar(image, ax=list(axes), shrink=0.8, label="Jacobian entry")
-plt.close(fig)  # free pyplot's reference; the returned figure still displays in a notebook
 show(fig, "03_coupling_jacobian.png")
 
 # %% [markdown]
@@ -245,7 +247,6 @@ for k, (name, mask) in enumerate(image_masks.items()):
     ax.set_yticks([])
     ax.set_title(name, fontsize=10)
 fig.tight_layout()
-plt.close(fig)  # free pyplot's reference; the returned figure still displays in a notebook
 show(fig, "03_masks.png")
 
 # %% [markdown]
@@ -400,7 +401,6 @@ ax.set(
 )
 ax.legend(fontsize=8)
 fig.tight_layout()
-plt.close(fig)  # free pyplot's reference; the returned figure still displays in a notebook
 show(fig, "03_spline_per_key.png")
 
 # %% [markdown]
@@ -412,28 +412,14 @@ show(fig, "03_spline_per_key.png")
 # the first $d_1 = \lfloor D/2 \rfloor$ coordinates and adds a shift $t(h_1)$ to the rest, with
 # $t$ a `minflow.nn.MLP([d1, hidden, dim - d1], activation="tanh", seed=seed)` (smooth, so
 # finite differences are accurate; not zero-initialised, so the layer is not the identity).
-# Return the right log-determinant from both directions (what is it for NICE?). Set
-# `self.event_shape = (dim,)`. `make_additive(dim)` should return an instance; `check_flow`
-# tests it. Slicing (`x[:, :d1]`) and `ops.concatenate` work on minflow Tensors.
+# Return the right log-determinant from both directions (what is it for NICE?). The class's
+# `__init__` is written (the split $d_1$ and the MLP `self.shift`): write `forward` and `inverse`.
+# `check_flow` tests it. Slicing (`x[:, :d1]`) and `ops.concatenate` work on minflow Tensors.
 
 
-# %%
-def make_additive(dim):
-    return None  # your code here
-
-
-# %% [markdown]
-# #### Solution (try it yourself first)
-#
-# The Jacobian is $\begin{pmatrix} I & 0 \\ \partial t/\partial h_1 & I\end{pmatrix}$, whose
-# determinant is 1: log-det $= 0$ in both directions (`zero_log_det` from
-# `minflow/flows/base.py` makes the $(B,)$ zeros). The inverse subtracts the same shift,
-# recomputed from $z_1 = h_1$.
-
-
-# %%
+# %% nbgrader={"grade": false, "grade_id": "ex3_1_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
 class MyAdditiveCoupling(Flow):
-    """z1 = h1, z2 = h2 + t(h1); log|det| = 0 (NICE)."""
+    """z1 = h1, z2 = h2 + t(h1)."""
 
     def __init__(self, dim, hidden=16, seed=None):
         self.event_shape = (dim,)
@@ -441,27 +427,37 @@ class MyAdditiveCoupling(Flow):
         self.shift = MLP([self.split, hidden, dim - self.split], activation="tanh", seed=seed)
 
     def forward(self, x):
+        ### BEGIN SOLUTION
+        # The Jacobian is [[I, 0], [dt/dh1, I]], whose determinant is 1: log-det = 0 in both
+        # directions (zero_log_det from minflow/flows/base.py makes the (B,) zeros).
         x = self._check_input(x)
         h1, h2 = x[:, : self.split], x[:, self.split :]
         return ops.concatenate([h1, h2 + self.shift(h1)], axis=1), zero_log_det(x)
+        ### END SOLUTION
 
     def inverse(self, z):
+        ### BEGIN SOLUTION
+        # The inverse subtracts the same shift, recomputed from z1 = h1.
         z = self._check_input(z, "z")
         z1, z2 = z[:, : self.split], z[:, self.split :]
         return ops.concatenate([z1, z2 - self.shift(z1)], axis=1), zero_log_det(z)
+        ### END SOLUTION
 
 
 def make_additive(dim):
     return MyAdditiveCoupling(dim, hidden=16, seed=0)
 
 
-additive = make_additive(5)
-moved = additive is not None and not np.allclose(
-    to_numpy(additive.forward(to_device(rng.normal(size=(4, 5))))[0])[:, 2:], 0
-)
+# %% nbgrader={"grade": true, "grade_id": "ex3_1", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+def additive_coupling_is_right():
+    additive = make_additive(5)
+    moved = not np.allclose(to_numpy(additive.forward(to_device(rng.normal(size=(4, 5))))[0])[:, 2:], 0)
+    return passes_check_flow(additive) and moved
+
+
 check(
     "Exercise 3.1",
-    passes_check_flow(additive) and moved,
+    additive_coupling_is_right,
     "keep h1, add t(h1) to h2 in forward and subtract it in inverse; the log-det is zeros of shape (B,)",
 )
 
@@ -469,34 +465,37 @@ check(
 # ### Exercise 3.2 — half the coordinates never change
 #
 # For the layer `alternating_layer` of section 2 (an `AffineCoupling` on $D = 6$ with
-# `alternating_mask(6)`), compute `unchanged`: a boolean array of length 6, `True` for each
-# coordinate $i$ with $z_i = x_i$ *exactly* for every sample of a batch `probe` of 100 random
-# points. Then do the same for `two_layers`, the layer followed by a second coupling with the
-# complementary mask, and store it in `unchanged_after_two`.
+# `alternating_mask(6)`), write `unchanged_coordinates(flow, probe)`: a boolean array of length 6,
+# `True` for each coordinate $i$ with $z_i = x_i$ *exactly* for every sample of the batch `probe`
+# (100 random points, a NumPy array). The check applies it to that layer, and to `two_layers`, the
+# layer followed by a second coupling with the complementary mask.
 
-# %%
+
+# %% nbgrader={"grade": false, "grade_id": "ex3_2_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def unchanged_coordinates(flow, probe):
+    ### BEGIN SOLUTION
+    with no_grad():
+        z = to_numpy(flow.forward(to_device(probe))[0])
+    return np.all(z == probe, axis=0)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "ex3_2", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 probe = rng.normal(size=(100, D))  # on the host; to_device(probe) is the same points where the layers live
 two_layers = Sequential([alternating_layer, random_coupling(alternating_mask(D, even=False), seed=3)])
-unchanged = None  # your code here
-unchanged_after_two = None  # your code here
 
-# %% [markdown]
-# #### Solution (try it yourself first)
 
-# %%
-with no_grad():
-    unchanged = np.all(to_numpy(alternating_layer.forward(to_device(probe))[0]) == probe, axis=0)
-    unchanged_after_two = np.all(to_numpy(two_layers.forward(to_device(probe))[0]) == probe, axis=0)
-print("unchanged by one layer: ", unchanged)
-print("unchanged by two layers:", unchanged_after_two)
+def unchanged_coordinates_is_right():
+    unchanged = unchanged_coordinates(alternating_layer, probe)
+    unchanged_after_two = unchanged_coordinates(two_layers, probe)
+    print("unchanged by one layer: ", unchanged)
+    print("unchanged by two layers:", unchanged_after_two)
+    return np.array_equal(unchanged, alternating_mask(D)) and not np.any(unchanged_after_two)
 
-# %%
+
 check(
     "Exercise 3.2",
-    unchanged is not None
-    and unchanged_after_two is not None
-    and np.array_equal(unchanged, alternating_mask(D))
-    and not np.any(unchanged_after_two),
+    unchanged_coordinates_is_right,
     "compare forward(probe) with probe coordinate by coordinate (==, then all over the batch axis)",
 )
 
@@ -511,41 +510,165 @@ check(
 # building a model. Careful with odd $D$: `half_mask(D)` keeps $\max(\lfloor D/2\rfloor, 1)$.
 
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "ex3_3_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def realnvp_parameters(D, H, L):
-    return None  # your code here
-
-
-# %% [markdown]
-# #### Solution (try it yourself first)
-#
-# A linear layer $n_\text{in} \to n_\text{out}$ has $(n_\text{in} + 1)\,n_\text{out}$
-# parameters, so one coupling has $(D_1 + 1)H + (H + 1)H + (H + 1)\,2D_2$. For odd $D$ the
-# layers with `first=False` swap $D_1$ and $D_2$.
-
-
-# %%
-def realnvp_parameters(D, H, L):
+    ### BEGIN SOLUTION
+    # A linear layer n_in -> n_out has (n_in + 1) n_out parameters, so one coupling has
+    # (D1 + 1) H + (H + 1) H + (H + 1) 2 D2. For odd D the layers with first=False swap D1 and D2.
     total = 0
     for layer_index in range(L):
         kept = max(D // 2, 1) if layer_index % 2 == 0 else D - max(D // 2, 1)
         changed = D - kept
         total += (kept + 1) * H + (H + 1) * H + (H + 1) * 2 * changed
     return total
+    ### END SOLUTION
 
 
-# %%
-cases = [(2, 64, 8), (5, 16, 3), (7, 32, 4), (10, 8, 1)]
-check(
-    "Exercise 3.3",
-    all(
+# %% nbgrader={"grade": true, "grade_id": "ex3_3", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+def realnvp_parameters_is_right():
+    cases = [(2, 64, 8), (5, 16, 3), (7, 32, 4), (10, 8, 1)]
+    right = all(
         realnvp_parameters(D_, H_, L_) == models.realnvp(D_, layers=L_, hidden=H_).num_parameters()
         for D_, H_, L_ in cases
-    ),
+    )
+    print("the RealNVP trained above has", realnvp_parameters(2, 64, 8), "parameters")
+    return right and realnvp_parameters(2, 64, 8) == count["RealNVP"]
+
+
+check(
+    "Exercise 3.3",
+    realnvp_parameters_is_right,
     "count (n_in + 1) * n_out for each of the three linear layers of every conditioner, with D1 and D2 swapping",
 )
-print("the RealNVP trained above has", realnvp_parameters(2, 64, 8), "parameters")
-assert realnvp_parameters(2, 64, 8) == count["RealNVP"]
+
+# %% [markdown]
+# ### Exercise 3.4 — an affine coupling in mask form
+#
+# RealNVP (Dinh et al. 2017, eq. 9) writes a coupling without splitting the vector: with a binary
+# mask $b$ (1 on the kept coordinates),
+#
+# $$z = b \odot h + (1 - b) \odot \big(h \odot e^{s(b \odot h)} + t(b \odot h)\big),$$
+#
+# where $s$ and $t$ map $\mathbb{R}^D \to \mathbb{R}^D$ and only see the kept coordinates. Write
+# `forward(x) -> (z, log_det)` and `inverse(z) -> (x, log_det)` of `MaskedAffineCoupling` below (its
+# `__init__` makes the mask and the two MLPs): derive the inverse (what does $b \odot z$ equal?) and
+# the log-determinant (which entries of $s$ count?). `check_flow` tests it; the check also asserts
+# that the kept coordinates pass unchanged, bit for bit.
+
+
+# %% nbgrader={"grade": false, "grade_id": "ex3_4_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
+class MaskedAffineCoupling(Flow):
+    """z = b * h + (1 - b) * (h * exp(s(b * h)) + t(b * h)): RealNVP's coupling in mask form."""
+
+    def __init__(self, mask, hidden=16, seed=0):
+        dim = len(mask)
+        self.event_shape = (dim,)
+        self.mask = to_device(np.asarray(mask, dtype=float))  # b
+        self.scale = MLP([dim, hidden, dim], activation="tanh", seed=seed)  # s
+        self.shift = MLP([dim, hidden, dim], activation="tanh", seed=seed + 1)  # t
+
+    def forward(self, x):
+        ### BEGIN SOLUTION
+        # dz/dh is triangular once the kept coordinates come first: 1 on the kept ones, e^(s_i) on the
+        # others, so log|det| = sum_i (1 - b_i) s_i (the entries of s on kept coordinates do not count).
+        x = self._check_input(x)
+        kept = self.mask * x
+        s, t = self.scale(kept), self.shift(kept)
+        z = kept + (1 - self.mask) * (x * ops.exp(s) + t)
+        return z, ops.sum((1 - self.mask) * s, axis=1)
+        ### END SOLUTION
+
+    def inverse(self, z):
+        ### BEGIN SOLUTION
+        # b * z = b * h: the conditioner's input is known from z, so s and t are recomputed exactly.
+        z = self._check_input(z, "z")
+        kept = self.mask * z
+        s, t = self.scale(kept), self.shift(kept)
+        x = kept + (1 - self.mask) * (z - t) * ops.exp(-s)
+        return x, -ops.sum((1 - self.mask) * s, axis=1)
+        ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "ex3_4", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+def masked_coupling_is_right():
+    layer = MaskedAffineCoupling(alternating_mask(5), hidden=16, seed=0)
+    x = rng.normal(size=(8, 5))
+    with no_grad():
+        z, log_det = layer.forward(to_device(x))
+    kept = np.asarray(alternating_mask(5), dtype=bool)
+    unchanged = np.array_equal(to_numpy(z.data)[:, kept], x[:, kept])
+    moved = not np.allclose(to_numpy(z.data)[:, ~kept], x[:, ~kept])
+    return passes_check_flow(layer) and unchanged and moved and not np.allclose(to_numpy(log_det.data), 0)
+
+
+check(
+    "Exercise 3.4",
+    masked_coupling_is_right,
+    "z = b x + (1 - b)(x e^s + t) with s, t of b x; inverse x = b z + (1 - b)(z - t) e^(-s); "
+    "log-det = sum of (1 - b) s over each row",
+)
+
+# %% [markdown]
+# ### Exercise 3.5 — a training step with Adam, by hand
+#
+# `train.fit` hides one loop: the NLL of a batch, its gradient, an Adam step. Write it. `adam_by_hand(model,
+# batch, steps, lr)` takes `steps` steps on the same whole `batch` and returns the list of losses: each step
+# zeroes the gradients (`model.zero_grad()`), computes `loss = model.nll(batch)`, calls `loss.backward()`, and
+# updates every parameter `p` of `model.parameters()` from its gradient `g = p.grad` by Adam
+# (Kingma and Ba 2015), with $\beta_1 = 0.9$, $\beta_2 = 0.999$, $\varepsilon = 10^{-8}$ and $m, v$ starting at 0:
+#
+# $$m \leftarrow \beta_1 m + (1 - \beta_1) g,\quad v \leftarrow \beta_2 v + (1 - \beta_2) g^2,\quad
+#   p \leftarrow p - \mathrm{lr}\,\frac{m / (1 - \beta_1^t)}{\sqrt{v / (1 - \beta_2^t)} + \varepsilon}$$
+#
+# at step $t = 1, 2, \dots$ (assign a new array to `p.data`). The check trains a twin of the model with
+# `train.fit` on the same batch (`batch_size` = the whole batch, so each of its steps sees the same points)
+# and compares the losses and the parameters.
+
+
+# %% nbgrader={"grade": false, "grade_id": "ex3_5_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def adam_by_hand(model, batch, steps, lr=1e-2, betas=(0.9, 0.999), eps=1e-8):
+    ### BEGIN SOLUTION
+    beta1, beta2 = betas
+    parameters = model.parameters()
+    m = [0.0 * p.data for p in parameters]
+    v = [0.0 * p.data for p in parameters]
+    losses = []
+    for t in range(1, steps + 1):
+        model.zero_grad()
+        loss = model.nll(batch)
+        loss.backward()
+        for i, p in enumerate(parameters):
+            g = p.grad
+            m[i] = beta1 * m[i] + (1 - beta1) * g
+            v[i] = beta2 * v[i] + (1 - beta2) * g * g
+            m_hat, v_hat = m[i] / (1 - beta1**t), v[i] / (1 - beta2**t)
+            p.data = p.data - lr * m_hat / (v_hat**0.5 + eps)
+        losses.append(float(loss.data))
+    return losses
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "ex3_5", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+def adam_by_hand_is_right():
+    batch = to_device(moons.train[:256])  # where the models' parameters live
+    mine, theirs = (models.realnvp(2, layers=2, hidden=8, seed=0) for _ in range(2))
+    losses = adam_by_hand(mine, batch, steps=5, lr=1e-2)
+    history = train.fit(theirs, batch, steps=5, batch_size=256, lr=1e-2, seed=0, progress=False)
+    print("by hand:", np.round(losses, 6), "\ntrain.fit:", np.round(history["loss"], 6))
+    same_parameters = all(
+        np.allclose(to_numpy(a.data), to_numpy(b.data), atol=1e-9)
+        for a, b in zip(mine.parameters(), theirs.parameters())
+    )
+    # the two sum the same numbers in other orders (fit's batch is shuffled, its Adam works on one flat array)
+    return len(losses) == 5 and np.allclose(losses, history["loss"], atol=1e-9) and same_parameters
+
+
+check(
+    "Exercise 3.5",
+    adam_by_hand_is_right,
+    "zero_grad, nll, backward, then per parameter m and v updated from p.grad, bias-corrected by 1 - beta^t, "
+    "and p.data = p.data - lr * m_hat / (sqrt(v_hat) + eps)",
+)
 
 # %% [markdown]
 # ## Summary

@@ -13,6 +13,9 @@
 # %% [markdown]
 # # Lecture 6 — Multi-scale flows and images
 #
+# *Run time on 2 CPU cores: quick mode (`MINFLOW_QUICK=1`, what the tests run) about 3 s;
+# full about 20 s.*
+#
 # So far every flow worked on vectors $x \in \mathbb{R}^D$. An image is also a vector — the
 # $8 \times 8$ digits of this lecture have $D = 64$ numbers — but it has a *layout*: pixels
 # have neighbours, and channels sit on top of each other. This lecture builds the pieces that
@@ -110,9 +113,42 @@ print("squeeze: a permutation of the 16 numbers, log-det 0, inverted exactly")
 
 # %% [markdown]
 # After a squeeze, the 4 channels of a pixel are 4 neighbouring pixels of the original image, so
-# a channel-wise coupling now conditions pixels on their neighbours, and a layer that mixes
-# channels (the $1 \times 1$ convolution of §4) mixes a $2 \times 2$ neighbourhood.
+# a layer that mixes channels (the $1 \times 1$ convolution of §4) mixes a $2 \times 2$
+# neighbourhood, and a channel-wise coupling transforms some pixels of each neighbourhood.
 #
+# What a coupling *conditions on* depends on its conditioner, not on the squeeze. RealNVP and
+# Glow compute $s, t$ with convolutional networks of small ($3 \times 3$) kernels: an output
+# sees only a patch of the kept channels, and each squeeze doubles that patch in original
+# pixels. That is the locality argument of the papers, and it holds for such conditioners.
+# minflow's conditioner is an MLP on the flattened kept half (see the module docstring of
+# `multiscale.py`), so every transformed number depends on every kept number of the whole
+# image, at every scale, squeezed or not. Checked on one coupling after one squeeze, moved away
+# from the identity it starts as: every entry of its Jacobian from a kept to a transformed
+# number is nonzero, the corner-to-corner one included.
+
+# %%
+from minflow.flows import AffineCoupling
+from minflow.flows.coupling import channel_mask
+
+squeezed_shape = (4, 4, 4)  # an 8 x 8 digit after one squeeze
+coupling = AffineCoupling(channel_mask(*squeezed_shape), hidden=(16,), seed=0)  # keeps channels 0, 1
+rng_local = numpy.random.default_rng(5)
+for parameter in coupling.parameters():  # the last layer starts at zero (the identity): move it
+    noise = 0.3 * rng_local.standard_normal(parameter.shape)
+    parameter.data = parameter.data + backend.to_device(noise, parameter.dtype)
+x_local = backend.to_device(rng_local.standard_normal((1, *squeezed_shape)))
+with no_grad():
+    jacobian_local = backend.to_numpy(testing.numerical_jacobian(lambda a: coupling.forward(a)[0].data, x_local))[0]
+kept_to_transformed = jacobian_local[32:, :32]  # rows: channels 2, 3 (transformed); columns: channels 0, 1 (kept)
+top_left, bottom_right = (numpy.ravel_multi_index(index, squeezed_shape) for index in [(2, 0, 0), (0, 3, 3)])
+corner = jacobian_local[top_left, bottom_right]  # d z[2, 0, 0] / d x[0, 3, 3]
+print(
+    f"nonzero kept -> transformed entries: {numpy.mean(numpy.abs(kept_to_transformed) > 1e-8):.0%}; "
+    f"d z[2, 0, 0] / d x[0, 3, 3] (opposite corners) = {corner:.4f}"
+)
+assert numpy.all(numpy.abs(kept_to_transformed) > 1e-8)  # an MLP conditioner: no locality at all
+
+# %% [markdown]
 # ## 3. Factor-out: not every number needs the whole depth
 #
 # A flow keeps the dimension: a plain stack of $L$ layers on $D$ numbers costs $\propto L D$.
@@ -122,9 +158,12 @@ print("squeeze: a permutation of the 16 numbers, log-det 0, inverted exactly")
 #
 # * **compute and memory**: scale $s$ works on $D / 2^{s-1}$ numbers, so the whole pass costs
 #   $K D (1 + \tfrac12 + \tfrac14 + \dots) < 2 K D$ however many scales there are;
-# * **a hierarchy**: the coordinates factored out early model local detail; those that went
+# * **a hierarchy**, with convolutional conditioners: the coordinates factored out early were
+#   transformed only by layers that see small patches and model local detail; those that went
 #   through every scale (after repeated squeezing, each of their pixels sees the whole image)
-#   model the coarse, global structure.
+#   model the coarse, global structure. With minflow's MLP conditioners every layer sees the
+#   whole image, so here the difference is one of depth only: the early coordinates went
+#   through fewer layers.
 #
 # Because a factored-out $z_s$ never meets another layer, the map $x \mapsto (z_1, \dots, z_S)$ is
 # still a bijection with a block-triangular Jacobian, and with $p_Z = N(0, I)$
@@ -266,12 +305,25 @@ assert all(a > b for a, b in zip(on_dequantized, on_dequantized[1:]))  # the spi
 # $$\log P(k) \ge \mathbb{E}_u[\log p(k + u)],$$
 #
 # so the continuous log-likelihood of dequantized data is a *lower bound* on an honest discrete
-# log-likelihood. Models are then trained in **model space**: RealNVP's logit trick
+# log-likelihood. Models are then trained in **model space**: RealNVP's logit preprocessing
 # (`data.to_model_space`, read its docstring) maps $y \in [0, 17]$ to
 # $h = \operatorname{logit}(\alpha + (1 - 2\alpha) y / 17)$ on the real line, and returns the
 # log-determinant $\log\lvert dh/dy\rvert$ that converts a model-space density back:
 # $\log p_y(y) = \log p_h(h) + \log\lvert dh/dy\rvert$.
 #
+# Whose formula is that? The RealNVP paper (Dinh et al. 2017, §4.1) prints
+# $\operatorname{logit}(\alpha + (1 - \alpha) x)$, which moves only the dark end away from the
+# logit's infinity; the symmetric form above is what RealNVP's released code computes
+# ($0.05 + 0.9x$) and how the MAF paper (Papamakarios et al. 2017) writes "the same
+# preprocessing as by Dinh et al.". Symmetric means the two ends of the grey scale land at
+# $\pm\operatorname{logit}(1 - \alpha)$:
+
+# %%
+ends, _ = data.to_model_space(numpy.array([[0.0, data.LEVELS]]))  # the darkest and the brightest value
+print(f"alpha = 0.05: h(0) = {ends[0, 0]:.3f}, h(17) = {ends[0, 1]:.3f}")
+assert numpy.isclose(ends[0, 0], -ends[0, 1])  # with the printed (1 - alpha), h(17) = logit(1) = +infinity
+
+# %% [markdown]
 # ## 7. Bits per dimension
 #
 # An NLL in nats per image depends on the number of pixels and on the preprocessing. Image models
@@ -386,28 +438,20 @@ show(fig, "06_interpolations.png")
 # ($4c + 2 d_i + d_j$). Compare it with `Squeeze` on random images with 3 channels.
 
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "ex6_1_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def my_squeeze(x):
-    return None  # your code here
-
-
-# %% [markdown]
-# #### Solution (try it yourself first)
-
-
-# %%
-def my_squeeze(x):
+    ### BEGIN SOLUTION
     b, c, h, w = x.shape
     blocks = x.reshape(b, c, h // 2, 2, w // 2, 2)  # axes (b, c, i, d_i, j, d_j)
     return blocks.transpose(0, 1, 3, 5, 2, 4).reshape(b, 4 * c, h // 2, w // 2)  # (b, c, d_i, d_j, i, j)
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "ex6_1", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 x_test = numpy.random.default_rng(3).standard_normal((2, 3, 6, 4))
-mine = my_squeeze(x_test)
 check(
     "Exercise 6.1",
-    mine is not None and numpy.array_equal(mine, Squeeze((3, 6, 4)).forward(x_test)[0].data),
+    lambda: numpy.array_equal(my_squeeze(x_test), Squeeze((3, 6, 4)).forward(x_test)[0].data),
     "reshape to (B, C, H/2, 2, W/2, 2), move the two block axes next to C, reshape to (B, 4C, H/2, W/2)",
 )
 
@@ -417,24 +461,24 @@ check(
 # The uniform density on $[0, 17)^{64}$ gives every dequantized image $p_y(y) = 17^{-64}$. Compute
 # the model-space log-density $\log p_h(h)$ it implies for each test image (use
 # `splits.test_log_det`, the $\log\lvert dh/dy\rvert$ of each image), pass it to
-# `data.bits_per_dim`, and confirm that the answer is $\log_2 17$.
+# `data.bits_per_dim`, and confirm that the answer is $\log_2 17$. `uniform_log_prob_h()` returns
+# those log-densities, an array $(N,)$.
 
-# %%
-uniform_log_prob_h = None  # your code here: an array (N,)
 
-# %% [markdown]
-# #### Solution (try it yourself first)
+# %% nbgrader={"grade": false, "grade_id": "ex6_2_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def uniform_log_prob_h():
+    ### BEGIN SOLUTION
+    # log p_y(y) = log p_h(h) + log|dh/dy|, so log p_h(h) = -64 log 17 - log|dh/dy|.
+    return -data.DIGIT_DIM * math.log(data.LEVELS) - splits.test_log_det
+    ### END SOLUTION
 
-# %%
-# log p_y(y) = log p_h(h) + log|dh/dy|, so log p_h(h) = -64 log 17 - log|dh/dy|.
-uniform_log_prob_h = -data.DIGIT_DIM * math.log(data.LEVELS) - splits.test_log_det
 
-# %%
-ok = (
-    uniform_log_prob_h is not None
-    and abs(data.bits_per_dim(uniform_log_prob_h, splits.test_log_det) - math.log2(17)) < 1e-12
+# %% nbgrader={"grade": true, "grade_id": "ex6_2", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+check(
+    "Exercise 6.2",
+    lambda: abs(data.bits_per_dim(uniform_log_prob_h(), splits.test_log_det) - math.log2(17)) < 1e-12,
+    "bits_per_dim adds log_det back: pass log p_h = log p_y - log_det, with log p_y = -64 log 17",
 )
-check("Exercise 6.2", ok, "bits_per_dim adds log_det back: pass log p_h = log p_y - log_det, with log p_y = -64 log 17")
 
 # %% [markdown]
 # ### Exercise 6.3 — the Jacobian of a $1 \times 1$ convolution
@@ -442,26 +486,32 @@ check("Exercise 6.2", ok, "bits_per_dim adds log_det back: pass log p_h = log p_
 # In minflow's channel-first layout, coordinate $(c, p)$ of an image ($p$ = pixel index, $HW$ of
 # them) is number $c \cdot HW + p$ of the flattened vector. Write the $D \times D$ Jacobian of
 # `conv` (from §4: $C = 4$, $H W = 6$) explicitly with `numpy.kron`, check it equals the
-# finite-difference `jacobian` from §4, and that its log-determinant is $HW \log\lvert\det W\rvert$.
+# finite-difference `jacobian` from §4, and that its log-determinant is $HW \log\lvert\det W\rvert$:
+# `conv_jacobian()` returns it, a $(24, 24)$ array.
 
-# %%
-my_jacobian = None  # your code here: a (24, 24) array
 
-# %% [markdown]
-# #### Solution (try it yourself first)
+# %% nbgrader={"grade": false, "grade_id": "ex6_3_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def conv_jacobian():
+    ### BEGIN SOLUTION
+    # z[c, p] = sum_c' W[c, c'] x[c', p]: the block (c, c') of the Jacobian is W[c, c'] times I_HW.
+    return numpy.kron(weight, numpy.eye(3 * 2))
+    ### END SOLUTION
 
-# %%
-# z[c, p] = sum_c' W[c, c'] x[c', p]: the block (c, c') of the Jacobian is W[c, c'] times I_{HW}.
-my_jacobian = numpy.kron(weight, numpy.eye(3 * 2))
 
-# %%
-ok = (
-    my_jacobian is not None
-    and numpy.allclose(my_jacobian, jacobian[0], atol=1e-6)
-    and abs(numpy.linalg.slogdet(my_jacobian)[1] - 3 * 2 * numpy.linalg.slogdet(weight)[1]) < 1e-9
-)
+# %% nbgrader={"grade": true, "grade_id": "ex6_3", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+def conv_jacobian_is_right():
+    my_jacobian = conv_jacobian()
+    return (
+        my_jacobian is not None
+        and numpy.allclose(my_jacobian, jacobian[0], atol=1e-6)
+        and abs(numpy.linalg.slogdet(my_jacobian)[1] - 3 * 2 * numpy.linalg.slogdet(weight)[1]) < 1e-9
+    )
+
+
 check(
-    "Exercise 6.3", ok, "the block for output channel c and input channel c' is W[c, c'] times the identity on pixels"
+    "Exercise 6.3",
+    conv_jacobian_is_right,
+    "the block for output channel c and input channel c' is W[c, c'] times the identity on pixels",
 )
 
 # %% [markdown]

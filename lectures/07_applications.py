@@ -13,6 +13,9 @@
 # %% [markdown]
 # # Lecture 7 — Applications
 #
+# *Run time on 2 CPU cores: quick mode (`MINFLOW_QUICK=1`, what the tests run) about 9 s;
+# full about 1 to 2 min.*
+#
 # A normalizing flow gives two things no other generative model gives so cheaply: the **exact
 # density** $p(x)$ of any point, and **samples with their density** attached. This lecture uses
 # each once:
@@ -123,7 +126,6 @@ ax.set_ylabel("$x_2$ = printable-string fraction")
 ax.set_title("synthetic program features; lines: stuffing paths r = 0..2")
 ax.legend(loc="upper right", fontsize=8, markerscale=2)
 show(fig, "07_features.png")
-plt.close(fig)
 
 # %% [markdown]
 # ### Fit a flow to benign programs only
@@ -285,7 +287,6 @@ right.set_ylabel("detection rate")
 right.set_title("ROC curves, computed by hand")
 right.legend(loc="lower right", fontsize=8)
 show(fig, "07_anomaly_density_roc.png")
-plt.close(fig)
 
 # %% [markdown]
 # ### Exercise 7.1 — a threshold for a target false-positive rate
@@ -295,31 +296,28 @@ plt.close(fig)
 # the calibration scores; the check measures the rate on the held-out benign test scores.
 
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "ex7_1_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def threshold_for(benign_scores, fpr):
-    return None  # your code here
-
-
-# %% [markdown]
-# #### Solution (try it yourself first)
-
-
-# %%
-def threshold_for(benign_scores, fpr):
+    ### BEGIN SOLUTION
     return float(numpy.quantile(benign_scores, fpr))  # a fraction fpr of the scores lie below
+    ### END SOLUTION
 
 
-# %%
-tau = threshold_for(flow_score(benign_calibration), 0.05)
-realised = None if tau is None else float(numpy.mean(scores["benign"] < tau))
+# %% nbgrader={"grade": true, "grade_id": "ex7_1", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+def threshold_for_is_right():
+    tau = threshold_for(flow_score(benign_calibration), 0.05)
+    realised = float(numpy.mean(scores["benign"] < tau))
+    print(
+        f"5% target: {realised:.2%} of held-out benign flagged, "
+        f"{numpy.mean(scores['stuffed'] < tau):.1%} of stuffed malware detected"
+    )
+    return abs(realised - 0.05) < 0.015
+
+
 check(
     "Exercise 7.1",
-    realised is not None and abs(realised - 0.05) < 0.015,
+    threshold_for_is_right,
     "the threshold is a quantile of the benign scores: numpy.quantile(scores, fpr)",
-)
-print(
-    f"5% target: {realised:.2%} of held-out benign flagged, "
-    f"{numpy.mean(scores['stuffed'] < tau):.1%} of stuffed malware detected"
 )
 
 # %% [markdown]
@@ -345,10 +343,13 @@ print(
 # has $\mathrm{KL} = \log 2$: loss $= -\log Z + \log 2$.
 #
 # The targets are the four energies U1–U4 of Rezende & Mohamed (2015) (`data.log_density`, read
-# its docstring). U1 is a ring heavier at its two ends on the $z_1$ axis, and symmetric under
-# $z_1 \to -z_1$: its two halves carry exactly half the mass each. The flows: 16 planar layers,
-# 16 radial layers (`minflow/flows/planar.py`, the paper's own flows, written there in the
-# paper's generative direction) and RealNVP couplings.
+# its docstring). Rezende & Mohamed write them as $U(z)$, and so do `data.energy_u1` and
+# Exercise 7.2: in their paper $z$ is the variable of the target density. Here that variable is
+# what the flow *samples*, $x = f^{-1}(z)$, and $z$ keeps its meaning of this course (the base
+# sample), so we write $U(x)$ with coordinates $x_1, x_2$. U1 is a ring heavier at its two ends
+# on the $x_1$ axis, and symmetric under $x_1 \to -x_1$: its two halves carry exactly half the
+# mass each. The flows: 16 planar layers, 16 radial layers (`minflow/flows/planar.py`, the
+# paper's own flows, written there in the paper's generative direction) and RealNVP couplings.
 
 # %%
 u1 = data.log_density("u1")
@@ -407,10 +408,10 @@ print(f"log Z of U1 ~ {log_z:.4f}: floor -log Z = {-log_z:.3f}, one mode exactly
 
 planar_samples = backend.to_numpy(u1_models["planar"].sample(4000, seed=3))
 planar_right = float(numpy.mean(planar_samples[:, 0] > 0))
-print(f"planar: loss {final_loss(u1_histories['planar']):.3f}; {planar_right:.1%} of its samples have z1 > 0")
+print(f"planar: loss {final_loss(u1_histories['planar']):.3f}; {planar_right:.1%} of its samples have x1 > 0")
 print(
     f"realnvp: loss {final_loss(u1_histories['realnvp']):.3f}; "
-    f"{numpy.mean(backend.to_numpy(u1_models['realnvp'].sample(4000, seed=3))[:, 0] > 0):.1%} have z1 > 0"
+    f"{numpy.mean(backend.to_numpy(u1_models['realnvp'].sample(4000, seed=3))[:, 0] > 0):.1%} have x1 > 0"
 )
 assert max(planar_right, 1 - planar_right) > 0.95  # planar sits on one of the two modes ...
 assert abs(final_loss(u1_histories["planar"]) - one_mode) < 0.1  # ... and pays KL = log 2 for it
@@ -436,7 +437,6 @@ ax.set_ylabel("reverse-KL loss (KL - log Z)")
 ax.set_title("U1: reverse-KL training")
 ax.legend(fontsize=8)
 show(fig, "07_u1_losses.png")
-plt.close(fig)
 
 for name, model in u1_models.items():
     fig = plot.energy(u1, samples=backend.to_numpy(model.sample(2000, seed=4)))
@@ -446,9 +446,9 @@ for name, model in u1_models.items():
 # %% [markdown]
 # ### U2–U4: not normalisable, so only a qualitative comparison
 #
-# U2–U4 are sine-shaped ridges that do not decay along $z_1$: $\int e^{-U} = \infty$, there is no
+# U2–U4 are sine-shaped ridges that do not decay along $x_1$: $\int e^{-U} = \infty$, there is no
 # $p = e^{-U}/Z$, and the reverse-KL loss has no floor — a flow trained long enough keeps
-# spreading along $z_1$ to lower it (see the docstring of `data.log_density`). The paper draws
+# spreading along $x_1$ to lower it (see the docstring of `data.log_density`). The paper draws
 # them on the box $[-4, 4]^2$. So we compare the flows by eye on that box, with a short budget, and
 # print how many samples have left it. (The $\log Z$ in these figures' titles is that of the box
 # only: `plot.energy` normalises over the grid it draws.)
@@ -479,17 +479,9 @@ for energy_name in ("u2", "u3", "u4"):
 # estimate `log_z` above.
 
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "ex7_2_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def log_z_on_grid(resolution=801):
-    return None  # your code here
-
-
-# %% [markdown]
-# #### Solution (try it yourself first)
-
-
-# %%
-def log_z_on_grid(resolution=801):
+    ### BEGIN SOLUTION
     axis = numpy.linspace(-5, 5, resolution)
     z1, z2 = numpy.meshgrid(axis, axis)
     radius = numpy.sqrt(z1**2 + z2**2)
@@ -498,14 +490,19 @@ def log_z_on_grid(resolution=801):
     )
     cell = (axis[1] - axis[0]) ** 2
     return float(numpy.log(numpy.sum(numpy.exp(-energy)) * cell))
+    ### END SOLUTION
 
 
-# %%
-grid_log_z = log_z_on_grid()
-print(f"log Z of U1: grid {grid_log_z}, importance sampling {log_z:.4f}")
+# %% nbgrader={"grade": true, "grade_id": "ex7_2", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+def log_z_on_grid_is_right():
+    grid_log_z = log_z_on_grid()
+    print(f"log Z of U1: grid {grid_log_z}, importance sampling {log_z:.4f}")
+    return grid_log_z is not None and abs(grid_log_z - log_z) < 0.05
+
+
 check(
     "Exercise 7.2",
-    grid_log_z is not None and abs(grid_log_z - log_z) < 0.05,
+    log_z_on_grid_is_right,
     "sum exp(-U1) over the grid points, times the area of one cell, then take the log",
 )
 
@@ -519,17 +516,9 @@ check(
 # `train.reverse_kl` for the same seed.
 
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "ex7_3_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def my_reverse_kl(model, log_density, n, seed):
-    return None  # your code here
-
-
-# %% [markdown]
-# #### Solution (try it yourself first)
-
-
-# %%
-def my_reverse_kl(model, log_density, n, seed):
+    ### BEGIN SOLUTION
     z = backend.to_numpy(model.base.sample(n, seed=seed))
     with no_grad():
         x, inverse_log_det = model.flow.inverse(Tensor(backend.to_device(z)))
@@ -537,15 +526,22 @@ def my_reverse_kl(model, log_density, n, seed):
     log_base = -0.5 * numpy.sum(z**2, axis=1) - 0.5 * z.shape[1] * math.log(2 * math.pi)
     log_q = log_base - backend.to_numpy(inverse_log_det.data)
     return float(numpy.mean(log_q - log_p_tilde))
+    ### END SOLUTION
 
 
-# %%
-mine = my_reverse_kl(u1_models["radial"], u1, 1000, seed=7)
+# %% nbgrader={"grade": true, "grade_id": "ex7_3", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 reference = float(train.reverse_kl(u1_models["radial"], u1, 1000, seed=7).data)
-print(f"by hand {mine}, train.reverse_kl {reference}")
+
+
+def my_reverse_kl_is_right():
+    mine = my_reverse_kl(u1_models["radial"], u1, 1000, seed=7)
+    print(f"by hand {mine}, train.reverse_kl {reference}")
+    return mine is not None and abs(mine - reference) < 1e-9
+
+
 check(
     "Exercise 7.3",
-    mine is not None and abs(mine - reference) < 1e-9,
+    my_reverse_kl_is_right,
     "log q(x) = -|z|^2/2 - (D/2) log(2 pi) - (inverse log-det); average log q - log p~ over the samples",
 )
 

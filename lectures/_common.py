@@ -1,13 +1,14 @@
 """Shared set-up for the lectures: quick mode, where figures go, and the exercise checker.
 
 MINFLOW_QUICK=1 (what the test suite sets) shrinks every training budget so that a lecture
-runs in seconds; the full mode is what a student runs. Figures are shown inline in a
-notebook and, when run as a script, saved under MINFLOW_LECTURE_OUT (default
-build/lectures/figures).
+runs in seconds; the full mode is what a student runs. Every figure goes through ``show``:
+it is saved under MINFLOW_LECTURE_OUT (default build/lectures/figures) and, in a notebook,
+displayed where it is shown.
 """
 
 import os
 import pathlib
+import sys
 
 QUICK = os.environ.get("MINFLOW_QUICK") == "1"
 OUT = pathlib.Path(os.environ.get("MINFLOW_LECTURE_OUT", pathlib.Path("build") / "lectures" / "figures"))
@@ -25,16 +26,69 @@ def figure_path(name):
 
 
 def show(figure, name):
-    """Save ``figure`` to ``figure_path(name)`` and return it (a notebook then displays it)."""
-    figure.savefig(figure_path(name), dpi=110, bbox_inches="tight")
-    return figure
+    """Save ``figure`` to ``figure_path(name)``, display that file in a notebook, and close the figure.
+
+    One call does all three, so it may stand anywhere in a cell: mid-cell, in a loop, several
+    times in one cell. In a Jupyter kernel the saved PNG is displayed at once with
+    ``IPython.display``, so a notebook holds exactly one image per call, the image that was
+    saved, whatever the matplotlib backend (a figure returned as a cell's value shows only if it
+    is the cell's last value, and as text ``<Figure ...>`` unless the inline backend has been
+    set up); run as a script, nothing is displayed. The figure is then closed: pyplot keeps every
+    figure it made alive until it is closed, and its inline backend would draw it a second time
+    at the end of the cell. Returns None, so a cell that ends with ``show(...)`` does not display
+    anything twice.
+    """
+    path = figure_path(name)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    pyplot = sys.modules.get("matplotlib.pyplot")  # not imported: then it made no figure
+    if pyplot is not None:
+        pyplot.close(figure)
+    if _in_notebook():
+        from IPython.display import Image, display
+
+        display(Image(filename=path))
+
+
+def _in_notebook():
+    """True in a Jupyter kernel (which can display images), False in a script or a terminal IPython."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return getattr(shell, "kernel", None) is not None
 
 
 def check(exercise, condition, hint):
-    """Tell the student whether an exercise is right; raises AssertionError with a hint if not."""
-    if not condition:
+    """Tell the student whether an exercise is right: print "correct", or "not yet" with ``hint``.
+
+    ``condition`` is a bool, or a function of no arguments that returns one; a function is
+    called here, so the student's code runs inside the check. An exercise's answer cell holds
+    nbgrader's stub until the student replaces it, ``raise NotImplementedError()``: then the
+    check prints "not yet" with the hint and returns, so that Run All goes on to the rest of
+    the lecture. A wrong answer raises AssertionError with the hint. Under nbgrader's
+    autograder or validator (it sets NBGRADER_EXECUTION), an untouched stub raises too, so
+    that it earns no points. Returns None: a check cell that ends with ``check(...)`` then has
+    no value to display, which nbgrader would try to read as a partial grade.
+    """
+    try:
+        passed = condition() if callable(condition) else condition
+    except NotImplementedError as error:
+        if not _raised_by_the_notebook(error):
+            raise  # a library's NotImplementedError is an error of the answer, not an untouched stub
+        message = f"{exercise}: not yet - replace the stub's `raise NotImplementedError()` with your code. Hint: {hint}"
+        if os.environ.get("NBGRADER_EXECUTION"):
+            raise AssertionError(message) from None
+        print(message)
+        return
+    if not passed:
         raise AssertionError(f"{exercise}: not yet - {hint}")
     print(f"{exercise}: correct")
+
+
+def _raised_by_the_notebook(error):
+    """True if ``error`` was raised by the notebook's (or script's) own code, where the stubs are."""
+    traceback = error.__traceback__
+    while traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    return traceback.tb_frame.f_globals.get("__name__") == "__main__"
 
 
 def passes_check_flow(flow):

@@ -21,7 +21,7 @@ What is here, in the order a course meets it:
    original units.
 3. **The 8x8 digits** (``digits``): scikit-learn's 1,797 images with 17 grey levels, which
    ship inside its package (so they load offline), turned into a continuous density problem
-   with uniform dequantization and the logit trick of RealNVP, plus ``bits_per_dim``, the
+   with uniform dequantization and RealNVP's logit preprocessing, plus ``bits_per_dim``, the
    unit in which image models are compared.
 4. **Energies** (``ENERGIES``, ``log_density``): the four unnormalised 2-D densities of
    Rezende & Mohamed (2015), written with minflow ops so that reverse-KL training
@@ -427,11 +427,18 @@ def dequantize(pixels, seed=None):
 
 
 def to_model_space(y, alpha=0.05):
-    """The logit trick of RealNVP (Dinh et al. 2017, section 4.1), elementwise on y in [0, 17]:
+    """RealNVP's logit preprocessing, in its symmetric form, elementwise on y in [0, 17]:
 
         p = y / 17                   in [0, 1]
         q = alpha + (1 - 2 alpha) p  in [alpha, 1 - alpha]   (away from 0 and 1, where logit is infinite)
         h = logit(q) = log q - log(1 - q)
+
+    Whose formula. The RealNVP paper (Dinh, Sohl-Dickstein & Bengio 2017, section 4.1) prints
+    logit(alpha + (1 - alpha) x), which keeps only the bottom of the range away from 0; its
+    released code (tensorflow/models, research/real_nvp, ``data_constraint`` = 0.9 = 1 - 2 alpha)
+    computes the symmetric 0.05 + 0.9 x used here, and Papamakarios, Pavlakou & Murray 2017
+    ("Masked autoregressive flow") write it as logit(lambda + (1 - 2 lambda) x), calling it
+    Dinh et al.'s preprocessing. So: RealNVP's preprocessing as run, MAF's as written.
 
     Returns (h, log_det) with log_det (N,) = log|det dh/dy| summed over each image's pixels.
     Each pixel's derivative is a product of the three steps',

@@ -11,16 +11,18 @@ numbers, so cost grows with depth times D. But not every number needs the whole 
 After a few layers, half of the coordinates are *factored out*: they are declared part of
 the latent z and leave the computation, and the remaining half goes on through more
 layers. With a factor-out after every scale of K layers, the total work is
-K D (1 + 1/2 + 1/4 + ...) < 2 K D however many scales there are, and the coordinates that
-went deepest model the coarse, global structure, the early ones the local detail.
+K D (1 + 1/2 + 1/4 + ...) < 2 K D however many scales there are. With convolutional
+conditioners (RealNVP's, Glow's) the coordinates that went deepest also model the coarse,
+global structure and the early ones the local detail, because each squeeze widens what a
+small kernel sees; minflow's MLP conditioners see the whole image at every scale.
 
 The pieces::
 
     Squeeze            (C, H, W) -> (4C, H/2, W/2): each 2x2 block of pixels becomes 4 channels
                        of one pixel (space to depth). A permutation: log-det 0. It trades
-                       resolution for channels, so the layers after it see a wider neighbourhood
-                       in each pixel, and channel-wise layers (coupling on a channel mask,
-                       1x1 convolution) can mix neighbouring pixels.
+                       resolution for channels, so convolutional layers after it see a wider
+                       neighbourhood in each pixel, and channel-wise layers (coupling on a
+                       channel mask, 1x1 convolution) can mix neighbouring pixels.
     ActNormImage       per-channel affine map, initialised from the first batch (Glow's actnorm).
     InvertibleConv1x1  the same C x C matrix applied at every pixel: a learned channel
                        permutation (Glow's invertible 1x1 convolution).

@@ -18,7 +18,8 @@ References: Gomez, Ren, Urtasun, Grosse (2017), "The Reversible Residual Network
 Behrmann, Grathwohl, Chen, Duvenaud, Jacobsen (2019), "Invertible Residual Networks";
 Chen, Behrmann, Duvenaud, Jacobsen (2019), "Residual Flows for Invertible Generative
 Modeling"; Miyato et al. (2018), "Spectral Normalization for GANs"; Prince (2023),
-"Understanding Deep Learning", section 16.3.5.
+"Understanding Deep Learning", sections 16.3.6 (residual flows: iRevNet, the partition) and
+16.3.7 (residual flows and contraction mappings: iResNet).
 """
 
 import itertools
@@ -50,7 +51,9 @@ class AdditiveResidualCoupling(Flow):
 
     with J_f1 = df1/dh2 at h2 and J_f2 = df2/dz1 at z1. Each factor is unit triangular
     (determinant 1), so det dz/dx = 1 and log|det dz/dx| = 0 exactly: the block preserves
-    volume, like NICE, however complicated f1 and f2 are.
+    volume, like NICE, however complicated f1 and f2 are. (UDL section 16.3.6 says that for
+    general f1, f2 "there is no efficient way to compute the Jacobian": true of the dense
+    matrix above, but a flow needs only its determinant, and that is 1.)
 
     The last layers of f1 and f2 start at zero (as in coupling.py), so a new block is the
     identity map and a deep stack starts well conditioned; training moves it away. f1 and f2

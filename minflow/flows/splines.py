@@ -51,7 +51,10 @@ def piecewise_linear(x, bin_masses):
         f(h) = sum_{k<b} phi_k + (hK - b + 1) phi_b
 
     so f sends the knot k/K to the cumulative mass phi_1 + ... + phi_k: the bins of equal
-    width 1/K are stretched to widths phi_b. Within a bin f is linear, with
+    width 1/K are stretched to widths phi_b. (UDL's notebook 16.2 warns that the book's first
+    printing has a mistake in eq. 16.12; the copy in one of the course's founding documents
+    reads (hK - b) phi_b, without the + 1, which is this map minus phi_b: negative at 0 and not
+    monotonic. Lecture 2 checks it.) Within a bin f is linear, with
 
         f'(h) = K phi_b,        log f'(h) = log K + log phi_b.
 
