@@ -201,6 +201,12 @@ tv_noise = 0.5 * np.sqrt(2 * q_exact / (math.pi * n_samples)).sum()
 print(f"total variation histogram vs density: {tv:.4f} (sampling noise alone: about {tv_noise:.4f})")
 assert tv < 2 * tv_noise
 
+# %% [markdown]
+# **Predict before you run.** The next cell draws $p_X$. Before you run it, sketch it: the base
+# density $p_Z$ is a single bell, and section 2 printed where $g'$ is smallest and largest. Is
+# $p_X$ one bump or several? Where are its peaks, and is it symmetric? (Recall
+# $p_X(g(z)) = p_Z(z)/g'(z)$: small $g'$ piles density up.) Then run the cell and compare.
+
 # %%
 fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
 axes[0].plot(z_grid, x_grid, "C0")
@@ -321,6 +327,34 @@ axes[2].set(title="training", xlabel="step", ylabel="nats", ylim=(entropy_x - 0.
 axes[2].legend(fontsize=8)
 fig.tight_layout()
 show(fig, "01_learned_flow.png")
+
+# %% [markdown]
+# ## 7. Why flows: the likelihood is exact
+#
+# Flows are one of three families of deep generative models (UDL 16.5.1 compares them; so do
+# the course's founding documents: the internship call `002_…` sets flows beside GANs, the
+# blog `003_…` walks from GANs through VAEs to flows, and the lecture `004_…` asks "why GANs
+# and VAEs can't" model densities).
+#
+# | | normalizing flow | VAE | GAN |
+# |---|---|---|---|
+# | likelihood $p(x)$ | **exact**: $p_Z(f(x))\,\lvert\det J_f(x)\rvert$ | a lower bound only (the ELBO) | none: the model has no density to evaluate |
+# | training | maximum likelihood, directly | maximise the ELBO | adversarial game against a discriminator |
+# | sampling | exact, one pass $x = f^{-1}(z)$ | exact (decoder), one pass | exact (generator), one pass |
+# | latent $z$ of a given $x$ | exact, $z = f(x)$ (invertible) | approximate (encoder) | none (no encoder) |
+# | price | $f$ invertible, $\dim z = \dim x$, cheap $\det J_f$ | blurry samples, a bound | unstable training, mode collapse |
+#
+# "Exact" is a checkable claim: the trained flow's density integrates to one, to the
+# accuracy of the quadrature — there is no gap as there is for a bound. A VAE's ELBO,
+# integrated the same way, would give less than one.
+
+# %%
+x_mass = np.linspace(-12, 12, 24001)
+with minflow.no_grad():
+    learned_density = np.exp(model.log_prob(to_device(x_mass[:, None])).numpy())
+learned_mass = np.trapezoid(learned_density, x_mass)
+print(f"integral of the trained flow's p(x) over [-12, 12]: {learned_mass:.8f}")
+assert abs(learned_mass - 1) < 1e-6
 
 # %% [markdown]
 # ## Exercises

@@ -139,6 +139,12 @@ assert nonzero.all()  # a full matrix there, at every point; yet its determinant
 #
 # Then it solves a genuine residual problem, $y = x + g(x)$ with $g(x) = -0.3 + 0.5x + 0.02\sin 15x$
 # and $y = 0.8$, from $x_0 = 0.2$.
+#
+# **Predict before you run.** Look only at the $F'$ column of the table. For each of (a), (b)
+# and (c): will the iteration converge, diverge, or oscillate? If it converges, does it approach
+# the fixed point from one side or alternately from both? Banach's theorem decides (a); what, if
+# anything, does it say about (b), whose $|F_b'|$ exceeds one in places? Write your three answers
+# down, then run the next cell and compare with the printed iterates.
 
 
 # %%

@@ -44,11 +44,12 @@
 # %%
 import math
 
+import matplotlib.pyplot as plt
 import numpy
 from _common import QUICK, budget, check, show
 
 from minflow import backend, data, models, plot, testing, train
-from minflow.autodiff import no_grad
+from minflow.autodiff import Tensor, no_grad
 from minflow.flows.multiscale import ActNormImage, InvertibleConv1x1, MultiScale, Squeeze
 
 print("quick mode" if QUICK else "full mode")
@@ -416,6 +417,71 @@ show(fig, "06_samples.png")
 assert samples.shape == (64, 1, 8, 8) and numpy.all(numpy.isfinite(samples))
 
 # %% [markdown]
+# **Temperature** (UDL 16.5.2; Glow shows its samples this way). Draw $z \sim N(0, T^2 I)$ with
+# $T < 1$ instead of $N(0, I)$ and map it back with $f^{-1}$: the samples come from closer to the
+# model's densest region, cleaner and less varied. Below, the same base draw $\varepsilon$ at
+# $T = 1$ and $T = 0.7$ ($z = T\varepsilon$), so each tile on the right is its twin on the left
+# pulled toward the mode. The check: the model gives the $T = 0.7$ samples a higher mean
+# log-likelihood (in model space) than the $T = 1$ samples.
+
+# %%
+epsilon = model.base.sample(32, seed=2, dtype=model.float_dtype(), xp=model.array_module())
+tempered, tempered_log_lik = {}, {}
+with no_grad():
+    for T in (1.0, 0.7):
+        h_T = model.flow.inverse(Tensor(T * epsilon))[0].data
+        tempered[T] = data.from_model_space(h_T, splits.alpha)
+        tempered_log_lik[T] = float(backend.to_numpy(model.log_prob(h_T).data).mean())
+fig, axes = plt.subplots(1, 2, figsize=(9, 5))
+for ax, T in zip(axes, (1.0, 0.7)):
+    padded = numpy.pad(backend.to_numpy(tempered[T])[:, 0], ((0, 0), (1, 1), (1, 1)), constant_values=numpy.nan)
+    tiles = padded.reshape(4, 8, 10, 10).transpose(0, 2, 1, 3).reshape(40, 80)  # 4 rows of 8 digits, 1-pixel gaps
+    ax.imshow(tiles, cmap=plt.get_cmap("gray").with_extremes(bad="white"), vmin=grey[0], vmax=grey[1])
+    ax.set_title(f"T = {T}: mean log p = {tempered_log_lik[T]:.1f} nats")
+    ax.axis("off")
+show(fig, "06_temperature.png")
+print(
+    f"mean model-space log-likelihood of 32 samples: "
+    f"T = 1 {tempered_log_lik[1.0]:.1f}, T = 0.7 {tempered_log_lik[0.7]:.1f}"
+)
+assert tempered_log_lik[0.7] > tempered_log_lik[1.0]
+
+# %% [markdown]
+# **The mode is not a typical digit.** Turned all the way down, $T = 0$ decodes $z = 0$, the
+# latent's densest point. It is also where the model's density is high: its log-likelihood beats
+# the average test digit's by far. Yet no test digit maps anywhere near it: their latents have
+# norms around $\sqrt{64} = 8$, a thin shell, as samples of $N(0, I)$ in 64 dimensions do
+# (Lecture 7 works that out). High likelihood and "looks like the data" are different things.
+
+# %%
+with no_grad():
+    z_digits = backend.to_numpy(model.flow.forward(Tensor(splits.test))[0].data).reshape(len(splits.test), -1)
+    test_log_lik = backend.to_numpy(model.log_prob(splits.test).data)
+    h_mode = model.flow.inverse(Tensor(0 * epsilon[:1]))[0].data
+    mode_log_lik = float(backend.to_numpy(model.log_prob(h_mode).data)[0])
+digit_norms = numpy.linalg.norm(z_digits, axis=1)
+print(
+    f"|z| of the {len(digit_norms)} test digits: {digit_norms.min():.2f} .. {digit_norms.max():.2f}; "
+    f"log-likelihood of the decoded z = 0: {mode_log_lik:.1f}, of test digits: mean {test_log_lik.mean():.1f}, "
+    f"best {test_log_lik.max():.1f}"
+)
+assert digit_norms.min() > 5  # no test digit anywhere near the latent's mode
+assert mode_log_lik > test_log_lik.mean() + 10  # though the mode is far more likely than a typical digit
+
+fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2), gridspec_kw={"width_ratios": [2.5, 1]})
+left.hist(digit_norms, bins=30, color="C0")
+left.axvline(0, color="C3", linewidth=2, label="z = 0, the mode")
+left.axvline(8, color="k", linestyle="--", label="sqrt(64) = 8")
+left.set_xlabel("|f(x)| of the test digits")
+left.legend(fontsize=8)
+right.imshow(
+    backend.to_numpy(data.from_model_space(h_mode, splits.alpha))[0, 0], cmap="gray", vmin=grey[0], vmax=grey[1]
+)
+right.set_title(f"z = 0 decoded\nlog p = {mode_log_lik:.1f}", fontsize=10)
+right.axis("off")
+show(fig, "06_mode_not_typical.png")
+
+# %% [markdown]
 # **Latent interpolations.** Map two test digits to $z_a = f(x_a)$, $z_b = f(x_b)$, walk the straight
 # line $z_t = (1 - t) z_a + t z_b$, and decode each point with $f^{-1}$ (`plot.interpolations`).
 # The first and last tile of each row are the digits themselves (the round trip); in between is
@@ -512,6 +578,41 @@ check(
     "Exercise 6.3",
     conv_jacobian_is_right,
     "the block for output channel c and input channel c' is W[c, c'] times the identity on pixels",
+)
+
+# %% [markdown]
+# ### Exercise 6.4 — temperature sampling
+#
+# Write `sample_with_temperature(model, n, T, seed)`: draw $\varepsilon$ with
+# `model.base.sample(n, seed=seed, dtype=model.float_dtype(), xp=model.array_module())`, and
+# return the array $f^{-1}(T\varepsilon)$ (use `model.flow.inverse`, under `no_grad`). At
+# $T = 1$ it must equal `model.sample(n, seed=seed)` exactly.
+
+
+# %% nbgrader={"grade": false, "grade_id": "ex6_4_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def sample_with_temperature(model, n, T, seed):
+    ### BEGIN SOLUTION
+    epsilon = model.base.sample(n, seed=seed, dtype=model.float_dtype(), xp=model.array_module())
+    with no_grad():
+        x, _ = model.flow.inverse(Tensor(T * epsilon))
+    return x.data
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "ex6_4", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+def temperature_is_right():
+    at_one = backend.to_numpy(sample_with_temperature(model, 8, 1.0, seed=4))
+    at_07 = backend.to_numpy(sample_with_temperature(model, 8, 0.7, seed=4))
+    epsilon = model.base.sample(8, seed=4, dtype=model.float_dtype(), xp=model.array_module())
+    with no_grad():
+        expected = backend.to_numpy(model.flow.inverse(Tensor(0.7 * epsilon))[0].data)
+    return numpy.array_equal(at_one, backend.to_numpy(model.sample(8, seed=4))) and numpy.array_equal(at_07, expected)
+
+
+check(
+    "Exercise 6.4",
+    temperature_is_right,
+    "scale the base draw by T (not T^2: T is a standard deviation), then map it back with model.flow.inverse",
 )
 
 # %% [markdown]

@@ -13,7 +13,7 @@
 # %% [markdown]
 # # Lecture 7 — Applications
 #
-# *Run time on 2 CPU cores: quick mode (`MINFLOW_QUICK=1`, what the tests run) about 9 s;
+# *Run time on 2 CPU cores: quick mode (`MINFLOW_QUICK=1`, what the tests run) about 11 s;
 # full about 1 to 2 min.*
 #
 # A normalizing flow gives two things no other generative model gives so cheaply: the **exact
@@ -321,6 +321,48 @@ check(
 )
 
 # %% [markdown]
+# ### Likelihood is not typicality
+#
+# Flagging what the model finds improbable assumes that normal data sit where the density is high.
+# In high dimension that is false (UDL 16.5.1's caveat; Nalisnick et al. 2019 found flows trained on
+# one image set giving *higher* likelihood to another). Take $z \sim N(0, I)$ in $D = 64$ (the size
+# of the digits of Lecture 6). The densest point is the origin, $\log p(0) = -\tfrac{D}{2}\log 2\pi$,
+# yet no sample comes near it: $\lVert z\rVert^2$ is a sum of 64 squares, with mean $D$ and standard
+# deviation $\sqrt{2D}$, so $\lVert z\rVert$ concentrates at $\sqrt{D} = 8$ (give or take $1/\sqrt2$),
+# and $\log p(z) = \log p(0) - \lVert z\rVert^2 / 2$ sits about 32 nats below the peak. The typical set is a
+# thin shell; the mode is not in it. A likelihood threshold alone would call the origin the most
+# normal input there is, though the model never produces anything like it. Lecture 6 (§8, "the
+# mode is not a typical digit") shows the same on its trained digits model: no test digit maps
+# near $z = 0$, whose decoded image outscores the average test digit by about 17 nats.
+
+# %%
+typical_dim = 64
+z_typical = numpy.random.default_rng(7).standard_normal((10_000, typical_dim))
+typical_norms = numpy.linalg.norm(z_typical, axis=1)
+log_p_origin = -0.5 * typical_dim * math.log(2 * math.pi)
+log_p_typical = log_p_origin - 0.5 * typical_norms**2
+print(
+    f"|z| of 10,000 samples: {typical_norms.min():.2f} .. {typical_norms.max():.2f} (mean {typical_norms.mean():.2f}); "
+    f"log p(0) = {log_p_origin:.1f}, samples' log p at most {log_p_typical.max():.1f} (mean {log_p_typical.mean():.1f})"
+)
+assert numpy.all(numpy.abs(typical_norms - math.sqrt(typical_dim)) < 3)  # every sample in the shell 8 +- 3
+assert numpy.all(log_p_typical < log_p_origin - 10)  # and every one far less likely than the origin
+
+fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
+left.hist(typical_norms, bins=60, color="C0")
+left.axvline(0, color="C3", linewidth=2, label="the origin (the densest point)")
+left.axvline(math.sqrt(typical_dim), color="k", linestyle="--", label="sqrt(D) = 8")
+left.set_xlabel("|z|")
+left.set_title("norms of 10,000 samples of N(0, I), D = 64")
+left.legend(fontsize=8)
+right.hist(log_p_typical, bins=60, color="C0")
+right.axvline(log_p_origin, color="C3", linewidth=2, label="log p(0)")
+right.set_xlabel("log p(z)")
+right.set_title("their log-densities: none near the peak")
+right.legend(fontsize=8)
+show(fig, "07_typicality.png")
+
+# %% [markdown]
 # ## Part 2 — Approximating a density known up to a constant
 #
 # Now there is no data, only an energy $U(x)$: the target is $p(x) = e^{-U(x)} / Z$, and the
@@ -466,6 +508,56 @@ for energy_name in ("u2", "u3", "u4"):
         fig = plot.energy(target, samples=shown)
         fig.suptitle(f"{energy_name.upper()} with {name} samples")
         show(fig, f"07_{energy_name}_{name}.png")
+
+# %% [markdown]
+# ### Distillation: a MAF teaches an IAF
+#
+# The target of reverse KL need not be a formula: any density we can evaluate will do, another
+# flow's included. A MAF (Lecture 4) has a one-pass density but samples in $D$ sequential passes;
+# an IAF is the mirror, one-pass sampling and a $D$-pass density. So fit a MAF to data by maximum
+# likelihood, then train an IAF on the MAF's `log_prob` with `fit_to_density`: reverse KL needs only
+# the student's samples with their densities (what an IAF computes in one pass) and the teacher's
+# density at those samples (what a MAF computes in one pass). The student samples as fast as an
+# IAF, and its samples are ones the teacher finds likely. This is how Parallel WaveNet was trained
+# (van den Oord et al. 2018; UDL 16.3.5 and 16.5.3). The first check: the teacher's mean
+# log-density of the student's samples is within a margin of that of its own samples.
+#
+# But reverse KL is **mode-seeking** (the planar flow on U1 above): it punishes the student for
+# putting mass where the teacher has none, not for missing mass the teacher has. Look at the
+# figure: the student covers mostly one moon. The second check measures it the other way round:
+# the student's mean log-density of the *teacher's* samples is far below the teacher's own, as a
+# forward KL would see. (Parallel WaveNet adds extra losses to the distillation for this reason.)
+
+# %%
+moons_data = data.moons(4000, seed=0)
+distill_steps, distill_lr = budget(2000, 300), budget(3e-3, 1e-2)  # quick: fewer, larger steps
+teacher = models.maf(2, layers=4, hidden=32, seed=0)
+train.fit(teacher, moons_data, steps=distill_steps, batch_size=256, lr=distill_lr, seed=0, progress=False)
+student = models.iaf(2, layers=4, hidden=32, seed=1)
+train.fit_to_density(
+    student, teacher.log_prob, steps=distill_steps, batch_size=256, lr=distill_lr, seed=0, progress=False
+)
+with no_grad():
+    teacher_samples, student_samples = (backend.to_numpy(m.sample(2000, seed=5)) for m in (teacher, student))
+    on_own, on_student = (
+        float(backend.to_numpy(teacher.log_prob(x).data).mean()) for x in (teacher_samples, student_samples)
+    )
+print(f"teacher's mean log-density of its own samples {on_own:.3f}, of the student's samples {on_student:.3f}")
+assert on_student > on_own - budget(0.2, 0.5)  # measured gaps: full run 0.03 nats, quick 0.19
+with no_grad():
+    student_on_teacher = float(backend.to_numpy(student.log_prob(teacher_samples).data).mean())
+print(f"the student's mean log-density of the teacher's samples: {student_on_teacher:.1f} (a moon is missing)")
+assert student_on_teacher < on_own - 5  # measured: full run -225.5, quick -9.9, against about -0.4 and -0.8
+
+fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), sharex=True, sharey=True)
+for ax, points, title in zip(
+    axes,
+    (moons_data[:2000], teacher_samples, student_samples),
+    ("two moons (the data)", "MAF teacher: D passes per layer to sample", "IAF student: one pass per layer"),
+):
+    ax.scatter(*points.T, s=2, alpha=0.5)
+    ax.set_title(title, fontsize=10)
+show(fig, "07_distillation.png")
 
 # %% [markdown]
 # ### Exercise 7.2 — $\log Z$ of U1 on a grid

@@ -138,6 +138,12 @@ assert data_gap_moons <= 3 * bound_moons  # a Monte-Carlo fraction under the exp
 #
 # $$\hat m = \frac1N \sum_{n} \mathbb 1[x_n \in \text{gap}], \qquad
 #   \text{standard error } \sqrt{\hat m(1-\hat m)/N}.$$
+#
+# **Predict before you run.** Doubling the depth doubles the couplings that can bend the plane.
+# As $L$ grows, will the model's mass in the gap fall to the data's (closing the gap), level
+# off above it, or fall but never reach it? And roughly how far above the data's gap mass do
+# you expect the deepest flow to stay: 10%, 2×, 100×? Write your guess down before running the
+# depth sweep below; section 2's topology argument is the clue.
 
 
 # %%
