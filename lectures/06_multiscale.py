@@ -455,8 +455,9 @@ assert tempered_log_lik[0.7] > tempered_log_lik[1.0]
 
 # %%
 with no_grad():
-    z_digits = backend.to_numpy(model.flow.forward(Tensor(splits.test))[0].data).reshape(len(splits.test), -1)
-    test_log_lik = backend.to_numpy(model.log_prob(splits.test).data)
+    test_on_device = backend.to_device(splits.test, dtype=model.float_dtype(), xp=model.array_module())
+    z_digits = backend.to_numpy(model.flow.forward(Tensor(test_on_device))[0].data).reshape(len(splits.test), -1)
+    test_log_lik = backend.to_numpy(model.log_prob(test_on_device).data)
     h_mode = model.flow.inverse(Tensor(0 * epsilon[:1]))[0].data
     mode_log_lik = float(backend.to_numpy(model.log_prob(h_mode).data)[0])
 digit_norms = numpy.linalg.norm(z_digits, axis=1)
