@@ -27,8 +27,8 @@
 # 3. Glow's **invertible $1 \times 1$ convolution** and **actnorm** (Kingma & Dhariwal 2018, §3);
 # 4. **dequantization** and **bits per dimension**: how to fit a *continuous* density to
 #    *discrete* pixels, and the unit image models are compared in;
-# 5. a multi-scale model trained on the digits: its test bits/dim, its samples, and straight
-#    lines in its latent space.
+# 5. a multi-scale model trained on the digits: its test bits/dim, its samples at two
+#    temperatures, what each scale's latents decide, and straight lines in its latent space.
 #
 # Notation, as in every lecture: $x$ is data, $z$ latent, and $f: x \mapsto z$ is the
 # *normalizing* direction (minflow's `forward`), so
@@ -113,6 +113,33 @@ assert numpy.allclose(numpy.sort(jacobian, axis=1)[:, -1], 1) and numpy.allclose
 print("squeeze: a permutation of the 16 numbers, log-det 0, inverted exactly")
 
 # %% [markdown]
+# The same on a real digit: one squeeze turns the $8 \times 8$ image into four $4 \times 4$
+# channel images, each a subsampled copy of the digit, shifted by one pixel: channel
+# $2 d_i + d_j$ holds the pixels $x[2i + d_i, 2j + d_j]$. Every channel still shows the digit,
+# so whichever channels a coupling keeps, it sees a coarse version of the whole image.
+
+# %%
+digit = pixels[:1].astype(float)  # the first digit, (1, 1, 8, 8)
+channels, _ = Squeeze((1, 8, 8)).forward(digit)
+channels = channels.data[0]  # (4, 4, 4)
+fig, axes = plt.subplots(1, 5, figsize=(11, 2.6))
+axes[0].imshow(digit[0, 0], cmap="gray", vmin=0, vmax=16)
+axes[0].set_title("the digit, 8 x 8")
+for k, ax in enumerate(axes[1:]):
+    d_i, d_j = divmod(k, 2)
+    ax.imshow(channels[k], cmap="gray", vmin=0, vmax=16)
+    ax.set_title(f"channel {k}: x[2i+{d_i}, 2j+{d_j}]", fontsize=9)
+for ax in axes:
+    ax.set_xticks([])
+    ax.set_yticks([])
+fig.suptitle("squeeze: one 8 x 8 grey image -> four 4 x 4 channels", y=1.02)
+show(fig, "06_squeeze_digit.png")
+for k in range(4):
+    d_i, d_j = divmod(k, 2)
+    assert numpy.array_equal(channels[k], digit[0, 0, d_i::2, d_j::2])  # a subsampled copy of the digit
+print("each channel is the digit subsampled by 2 in each direction, shifted by (d_i, d_j)")
+
+# %% [markdown]
 # After a squeeze, the 4 channels of a pixel are 4 neighbouring pixels of the original image, so
 # a layer that mixes channels (the $1 \times 1$ convolution of §4) mixes a $2 \times 2$
 # neighbourhood, and a channel-wise coupling transforms some pixels of each neighbourhood.
@@ -191,6 +218,38 @@ print(
 assert flow.part_shapes == [(2, 4, 4), (8, 2, 2)] and sum(map(math.prod, flow.part_shapes)) == 64
 assert per_scale == [64, 32] and work_multiscale / work_plain == 0.75  # (64 + 32) / (64 + 64)
 assert work_multiscale < 2 * steps_per_scale * 64  # the bound K D (1 + 1/2 + ...) < 2 K D
+
+# %% [markdown]
+# Where the 64 numbers of a digit go, drawn with the squeezes and the split alone (the steps
+# between them would mix the values, not move them): scale 1 squeezes the digit into four
+# channels, and factors out channels 2 and 3, which become $z_1$, shape $(2, 4, 4)$; channels
+# 0 and 1 go on, are squeezed again into eight $2 \times 2$ channels, and the last scale keeps
+# them all: $z_2$, shape $(8, 2, 2)$. In the trained model each box holds the output of the
+# scale's steps, not raw pixels, but the shapes and the routing are exactly these.
+
+# %%
+scale_1 = Squeeze((1, 8, 8)).forward(digit)[0].data  # (1, 4, 4, 4)
+kept, factored_out = scale_1[:, :2], scale_1[:, 2:]  # MultiScale keeps the first half of the channels
+scale_2 = Squeeze((2, 4, 4)).forward(kept)[0].data  # (1, 8, 2, 2): the last scale keeps everything
+rows = [
+    ("z_1: channels 2, 3 of scale 1", factored_out[0], 2),
+    ("kept: channels 0, 1", kept[0], 2),
+    ("z_2: the kept half, squeezed", scale_2[0], 8),
+]
+fig, axes = plt.subplots(3, 8, figsize=(11, 4.6))
+for row, (label, images, count) in zip(axes, rows):
+    for k, ax in enumerate(row):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if k < count:
+            ax.imshow(images[k], cmap="gray", vmin=0, vmax=16)
+        else:
+            ax.axis("off")
+    row[0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+fig.suptitle("factor-out on the digit above: 32 numbers leave after scale 1, 32 go through scale 2")
+show(fig, "06_factor_out_digit.png")
+assert [factored_out.shape[1:], scale_2.shape[1:]] == flow.part_shapes  # the model's z_1 and z_2 have these shapes
+assert sorted(numpy.concatenate([factored_out.ravel(), scale_2.ravel()])) == sorted(digit.ravel())  # all 64, once
 
 # %% [markdown]
 # With only two scales the saving is $1 - 96/128 = 25\%$; with $S$ scales the work is
@@ -335,9 +394,10 @@ assert numpy.isclose(ends[0, 0], -ends[0, 1])  # with the printed (1 - alpha), h
 # (`data.bits_per_dim`): per pixel, so images of any size compare; in bits, so it reads as a code
 # length — by the bound above, an upper bound on the bits per pixel a lossless compressor built
 # from the model would need. It has a reference point: the uniform density on $[0, 17)^D$ has
-# $p_y = 17^{-D}$, i.e. $\log_2 17 \approx 4.09$ bits/dim (Exercise 6.2 derives it through
-# `bits_per_dim`). A second baseline is a per-pixel Gaussian in model space (independent pixels,
-# no structure at all):
+# $p_y = 17^{-D}$, i.e. $\log_2 17 \approx 4.09$ bits/dim; in model space that density is
+# $\log p_h(h) = \log p_y(y) - \log\lvert dh/dy\rvert$, and `bits_per_dim`, which adds the
+# log-determinant back, must return $\log_2 17$ for it. A second baseline is a per-pixel Gaussian
+# in model space (independent pixels, no structure at all):
 
 # %%
 splits = data.digits(seed=0)
@@ -352,6 +412,8 @@ gaussian_log_prob = (
 gaussian_bpd = data.bits_per_dim(gaussian_log_prob, splits.test_log_det)
 print(f"uniform over the 17 levels: {uniform_bpd:.3f} bits/dim; per-pixel Gaussian: {gaussian_bpd:.3f} bits/dim")
 assert abs(uniform_bpd - 4.09) < 0.005 and abs(gaussian_bpd - 2.90) < 0.01
+uniform_log_prob_h = -data.DIGIT_DIM * math.log(data.LEVELS) - splits.test_log_det  # log p_y - log|dh/dy|
+assert abs(data.bits_per_dim(uniform_log_prob_h, splits.test_log_det) - uniform_bpd) < 1e-12
 
 # %% [markdown]
 # ## 8. Training a multi-scale model on the digits
@@ -483,6 +545,65 @@ right.axis("off")
 show(fig, "06_mode_not_typical.png")
 
 # %% [markdown]
+# **What lives at each scale.** The latent is $z = (z_1, z_2)$: $z_1$ (32 numbers) left after the
+# first scale's 8 steps, $z_2$ (32 numbers) went through all 16. Fix one part and resample the
+# other: in each row of the left grid below, $z_2$ is the same and $z_1$ is drawn afresh for
+# every tile; on the right, $z_1$ is fixed along a row and $z_2$ resampled. How much a row
+# varies shows how much of the digit the resampled part decides. Predict before you run: which
+# grid has rows of near-twins?
+#
+# After the full training, the left rows are variations of one digit: the 32 numbers that went
+# through all 16 steps fix which digit it is and its shape, and the 32 factored out early change
+# its strokes. On the right, rows change digit. The hierarchy is weaker than in RealNVP's and
+# Glow's figures, whose convolutional conditioners make early scales local by construction; here
+# it comes from depth alone (§3). Under the quick run's 50 steps the two grids look alike.
+
+# %%
+size_1, size_2 = (math.prod(shape) for shape in flow.part_shapes)  # z is packed z_1 first, then z_2
+rows, columns = 4, 8
+rng_scales = numpy.random.default_rng(6)
+fixed = rng_scales.standard_normal((rows, 1, size_1 + size_2)).repeat(columns, axis=1)  # one draw per row
+fresh = rng_scales.standard_normal((rows, columns, size_1 + size_2))  # one draw per tile
+first, last = slice(0, size_1), slice(size_1, None)
+resample_first, resample_last = fixed.copy(), fixed.copy()
+resample_first[..., first] = fresh[..., first]  # z_2 fixed along a row, z_1 new in every tile
+resample_last[..., last] = fresh[..., last]  # z_1 fixed along a row, z_2 new in every tile
+
+
+def decode(z_grid):
+    """Map a (rows, columns, 64) grid of latents to grey-level images (rows, columns, 8, 8)."""
+    z_device = backend.to_device(z_grid.reshape(-1, 1, 8, 8), dtype=model.float_dtype(), xp=model.array_module())
+    with no_grad():
+        h = model.flow.inverse(Tensor(z_device))[0].data
+    return backend.to_numpy(data.from_model_space(h, splits.alpha)).reshape(rows, columns, 8, 8)
+
+
+grids = {
+    "resample z_1 (z_2 fixed per row)": decode(resample_first),
+    "resample z_2 (z_1 fixed per row)": decode(resample_last),
+}
+row_spread = {name: float(grid.std(axis=1).mean()) for name, grid in grids.items()}  # grey levels, within a row
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+for ax, (name, grid) in zip(axes, grids.items()):
+    padded = numpy.pad(grid, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=numpy.nan)
+    ax.imshow(
+        padded.transpose(0, 2, 1, 3).reshape(rows * 10, columns * 10),
+        cmap=plt.get_cmap("gray").with_extremes(bad="white"),
+        vmin=grey[0],
+        vmax=grey[1],
+    )
+    ax.set_title(f"{name}\nspread within a row {row_spread[name]:.2f} grey levels", fontsize=9)
+    ax.axis("off")
+show(fig, "06_scales.png")
+print(", ".join(f"{name}: {spread:.2f}" for name, spread in row_spread.items()))
+with no_grad():  # the slices above are the model's parts: what latent_parts calls z_2 is fixed along each row
+    z_1_and_2 = model.flow.latent_parts(Tensor(backend.to_device(resample_first.reshape(-1, 1, 8, 8))))
+assert numpy.array_equal(backend.to_numpy(z_1_and_2[1].data).reshape(rows, columns, -1), fixed[..., last])
+spread_first, spread_last = row_spread.values()
+if not QUICK:  # after 1,000 steps: about 1.2 against 2.6 grey levels; after the quick run's 50, 1.85 against 1.91
+    assert spread_first < 0.7 * spread_last
+
+# %% [markdown]
 # **Latent interpolations.** Map two test digits to $z_a = f(x_a)$, $z_b = f(x_b)$, walk the straight
 # line $z_t = (1 - t) z_a + t z_b$, and decode each point with $f^{-1}$ (`plot.interpolations`).
 # The first and last tile of each row are the digits themselves (the round trip); in between is
@@ -523,28 +644,66 @@ check(
 )
 
 # %% [markdown]
-# ### Exercise 6.2 — the uniform model in bits/dim
+# ### Exercise 6.2 — factor-out, written by hand
 #
-# The uniform density on $[0, 17)^{64}$ gives every dequantized image $p_y(y) = 17^{-64}$. Compute
-# the model-space log-density $\log p_h(h)$ it implies for each test image (use
-# `splits.test_log_det`, the $\log\lvert dh/dy\rvert$ of each image), pass it to
-# `data.bits_per_dim`, and confirm that the answer is $\log_2 17$. `uniform_log_prob_h()` returns
-# those log-densities, an array $(N,)$.
+# Write the forward pass of a `MultiScale` flow from its parts: `flow.squeezes[s]` and
+# `flow.steps[s]` are the squeeze and the $K$ steps of scale $s$, each a flow whose
+# `forward(h)` returns `(h, log_det)`. After every scale but the last, factor out the **second**
+# half of the channels ($z_s$ = `h[:, C//2:]`) and send the first half on; the last scale keeps
+# everything. `my_multiscale_forward(flow, x)` returns `(parts, log_det)`: the list
+# $[z_1, \dots, z_S]$, unpacked, each of shape $(B, *\text{part shape})$, and the log-det
+# $(B,)$ summed over the steps. A Tensor `h` can be sliced like an array, `h[:, :half]`, and
+# fed back to the next squeeze; its array is `h.data`. The check runs a randomised 3-scale flow on
+# $1 \times 8 \times 8$ images and compares with `flow.latent_parts(flow.forward(x)[0])`.
 
 
 # %% nbgrader={"grade": false, "grade_id": "ex6_2_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def uniform_log_prob_h():
+def my_multiscale_forward(flow, x):
     ### BEGIN SOLUTION
-    # log p_y(y) = log p_h(h) + log|dh/dy|, so log p_h(h) = -64 log 17 - log|dh/dy|.
-    return -data.DIGIT_DIM * math.log(data.LEVELS) - splits.test_log_det
+    h, log_det, parts = x, 0.0, []
+    for scale, (squeeze, steps) in enumerate(zip(flow.squeezes, flow.steps)):
+        h, _ = squeeze.forward(h)  # a permutation: log-det 0
+        h, step_log_det = steps.forward(h)
+        log_det = log_det + step_log_det.data
+        if scale < len(flow.steps) - 1:
+            half = h.shape[1] // 2
+            parts.append(h.data[:, half:])  # z_s leaves the computation
+            h = h[:, :half]
+    parts.append(h.data)  # the last scale keeps all its channels
+    return parts, log_det
     ### END SOLUTION
 
 
 # %% nbgrader={"grade": true, "grade_id": "ex6_2", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+three_scales = MultiScale((1, 8, 8), scales=3, steps_per_scale=1, hidden=(8,), seed=1)
+rng_exercise = numpy.random.default_rng(11)
+for parameter in three_scales.parameters():  # move every coupling away from the identity it starts as
+    parameter.data = parameter.data + backend.to_device(
+        0.2 * rng_exercise.standard_normal(parameter.shape), parameter.dtype
+    )
+x_scales = backend.to_device(rng_exercise.standard_normal((3, 1, 8, 8)))
+with no_grad():
+    z_scales, log_det_scales = three_scales.forward(Tensor(x_scales))
+    parts_expected = [backend.to_numpy(part.data) for part in three_scales.latent_parts(z_scales)]
+log_det_expected = backend.to_numpy(log_det_scales.data)
+
+
+def factor_out_is_right():
+    with no_grad():
+        parts, log_det = my_multiscale_forward(three_scales, Tensor(x_scales))
+    parts = [backend.to_numpy(getattr(part, "data", part)) for part in parts]
+    return (
+        len(parts) == len(parts_expected)
+        and all(a.shape == b.shape and numpy.allclose(a, b, atol=1e-12) for a, b in zip(parts, parts_expected))
+        and numpy.allclose(backend.to_numpy(getattr(log_det, "data", log_det)), log_det_expected, atol=1e-12)
+    )
+
+
 check(
     "Exercise 6.2",
-    lambda: abs(data.bits_per_dim(uniform_log_prob_h(), splits.test_log_det) - math.log2(17)) < 1e-12,
-    "bits_per_dim adds log_det back: pass log p_h = log p_y - log_det, with log p_y = -64 log 17",
+    factor_out_is_right,
+    "squeeze, run the scale's steps and add their log-det; then keep h[:, :C//2] and send h[:, C//2:] to the "
+    "latent; after the loop the last h is z_S",
 )
 
 # %% [markdown]
@@ -621,6 +780,8 @@ check(
 #
 # * Squeeze is a free permutation that turns neighbouring pixels into channels; factor-out sends
 #   half the channels to the latent after each scale, so a pass costs $< 2KD$ for any depth.
+#   The latents that go through every scale decide which digit is drawn; those factored out
+#   early, its details.
 # * The $1 \times 1$ convolution is a learned channel mixing with $\log\lvert\det\rvert = HW\log\lvert\det W\rvert$,
 #   $O(C)$ with an LU parametrisation; actnorm is its per-channel affine partner.
 # * Dequantize discrete data, or the likelihood is unbounded; report bits/dim of the dequantized
