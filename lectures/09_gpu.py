@@ -137,8 +137,8 @@ if not HAS_CUPY:
 # `backend.to_device(array)` copies a host array onto the default backend (a plain copy on
 # NumPy); `backend.to_numpy(array_or_tensor)` copies anything back to the host. Both are
 # **host ↔ device copies** over the PCIe bus, slow compared with GPU arithmetic: a training
-# loop should copy the data set once (minflow's `train.fit` does, in `_on_device`) and never
-# per step.
+# loop should copy the data set once (minflow's `train.fit` does, before its first step) and
+# never per step.
 #
 # Mixing a NumPy and a CuPy array in one op is an error, not a silent copy:
 # `array_module(numpy_array, cupy_array)` raises a `ValueError` that names the fix. (NumPy
@@ -385,85 +385,116 @@ check(
 )
 
 # %% [markdown]
-# ### Exercise 9.2 — where does this loop wait for the GPU?
+# ### Exercise 9.2 — a loop that waits for the GPU once every $k$ steps
 #
-# In the loop below, which line (give its number) forces a device synchronisation **on every
-# step**? Line 6 runs only every 100 steps.
+# This loop waits for the device on every step, at line 5: `float()` needs the loss on the
+# host, so Python stops queueing kernels until the GPU has computed it.
 #
 # ```
-# 1  for step in range(steps):
+# 1  for batch in batches:
 # 2      optimizer.zero_grad()
 # 3      loss = model.nll(batch)
 # 4      loss.backward()
-# 5      optimizer.step()
-# 6      if step % 100 == 0: print("step", step)
-# 7      history.append(float(loss.data))
+# 5      optimizer.step(); history.append(float(loss.data))
 # ```
 #
-# Then: minflow's own `train.fit` — open `minflow/train.py` and read `step` (its `check`),
-# `_train_loop` and `_read_step` — synchronises once per step too, but only once: the loss, a finiteness check
-# of every gradient and the layers' value checks (a spline's input inside its interval, say),
-# which wait in `backend.deferred_checks()`, travel to the host in one small array
-# (`backend.read_scalars`). Why is one synchronisation worth it there? (Not checked; the
-# answer is in the docstring of `minflow/train.py`: every step is checked, so training stops
-# at the first NaN, with the parameters of the last good step.)
-#
-# `sync_line()` returns your answer to the first question, an int.
+# Write `train_with_deferred_reads(model, optimizer, batches, every)`: one `train.step(model,
+# optimizer, batch)` per batch (lines 2 to 5 without the `float`), the losses kept **on the
+# device** (`loss.data`, a 0-d array), and brought to the host `every` steps at a time: stack
+# the waiting ones with `xp.stack` (`xp = backend.array_module(loss.data)`) and copy them in one
+# `backend.to_numpy`, so that 10 steps with `every=4` make 3 copies (4, 4 and the last 2). Return
+# all the losses as one NumPy array. The check trains two identical models, one with the loop
+# above, and counts your calls to `backend.to_numpy`. The price of the pattern: a NaN is noticed
+# up to `every` steps late. (minflow's `train.fit` synchronises on every step, but only once,
+# reading the loss and all its checks together, because it stops at the first NaN with the
+# parameters of the last good step: the docstring of `minflow/train.py` explains it.)
 
 
 # %% nbgrader={"grade": false, "grade_id": "ex9_2_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def sync_line():
+def train_with_deferred_reads(model, optimizer, batches, every):
     ### BEGIN SOLUTION
-    return 7  # float() needs the value on the host: Python waits until the GPU has computed the loss
+    losses, waiting = [], []
+    for batch in batches:
+        waiting.append(train.step(model, optimizer, batch).data)  # stays on the device
+        if len(waiting) == every:
+            xp = backend.array_module(waiting[0])
+            losses.extend(backend.to_numpy(xp.stack(waiting)))  # one copy, one wait, for `every` steps
+            waiting = []
+    if waiting:
+        xp = backend.array_module(waiting[0])
+        losses.extend(backend.to_numpy(xp.stack(waiting)))
+    return np.array(losses)
     ### END SOLUTION
 
 
 # %% nbgrader={"grade": true, "grade_id": "ex9_2", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+def deferred_reads_are_right():
+    batches = [backend.to_device(host_points[i : i + 64]) for i in range(0, 640, 64)]  # 10 steps
+    _, reference_step = make_step(seed=3)
+    reference = np.array([float(reference_step(batch).data) for batch in batches])  # a wait per step
+    model, _ = make_step(seed=3)  # the same initial parameters
+    optimizer = FlatAdam(model.parameters(), lr=1e-3)
+    with mock.patch.object(backend, "to_numpy", wraps=backend.to_numpy) as copies:
+        losses = train_with_deferred_reads(model, optimizer, batches, every=4)
+    source = inspect.getsource(train_with_deferred_reads)
+    print(f"{copies.call_count} copies to the host for {len(batches)} steps")
+    return (
+        isinstance(losses, np.ndarray)
+        and losses.shape == (10,)
+        and np.allclose(losses, reference, rtol=1e-12)  # the same training, step for step
+        and copies.call_count == 3
+        and "float(" not in source
+        and ".item(" not in source
+    )
+
+
 check(
     "Exercise 9.2",
-    lambda: sync_line() == 7,
-    "a line that turns a device value into a Python number: float(...), .item(), to_numpy(...)",
+    deferred_reads_are_right,
+    "append train.step(...).data to a list; when it holds `every` losses, "
+    "backend.to_numpy(xp.stack(list)) once and start a new list; after the loop, copy what is left",
 )
 
 # %% [markdown]
-# A cheaper pattern keeps the losses on the device and brings them back in one copy every
-# $k$ steps (`xp.stack(losses)` then one `to_numpy`), at the price of noticing a NaN up to $k$
-# steps late.
+# ### Exercise 9.3 — a cost model for a step
 #
-# ### Exercise 9.3 — throughput
-#
-# From the NumPy timings above (`BATCHES` and `timings["numpy"]`, seconds per step), compute
-# the throughput in samples per second at each batch size, and the batch size where it is
-# largest. Return `(throughputs, best_batch)`.
+# Section 4 modelled a step's time as $t(B) = t_0 + cB$ from the two smallest batches. Fit it to
+# **all** the NumPy timings by least squares instead (the line minimising
+# $\sum_k (t_0 + cB_k - t_k)^2$; `np.polyfit(B, t, 1)` returns $(c, t_0)$), and find the batch
+# size $B^* = t_0 / c$ at which the fixed cost and the per-sample cost are equal: below it, a
+# step is mostly overhead. `cost_model(batch_sizes, seconds_per_step)` returns
+# `(fixed, per_sample, balanced_batch)`.
 
 
 # %% nbgrader={"grade": false, "grade_id": "ex9_3_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def throughput_table(batch_sizes, seconds_per_step):
+def cost_model(batch_sizes, seconds_per_step):
     ### BEGIN SOLUTION
-    throughputs = [b / t for b, t in zip(batch_sizes, seconds_per_step)]
-    return throughputs, batch_sizes[int(np.argmax(throughputs))]
+    per_sample, fixed = np.polyfit(np.asarray(batch_sizes, float), np.asarray(seconds_per_step), 1)
+    return fixed, per_sample, fixed / per_sample
     ### END SOLUTION
 
 
 # %% nbgrader={"grade": true, "grade_id": "ex9_3", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
-def throughput_table_is_right():
-    throughputs, best_batch = throughput_table(BATCHES, timings["numpy"])
+def cost_model_is_right():
+    answer = cost_model(BATCHES, timings["numpy"])
+    if answer is None:
+        return False
+    fixed_fit, per_sample_fit, balanced = answer
+    design = np.stack([np.ones(len(batches)), batches], axis=1)  # the normal equations, solved another way
+    expected = np.linalg.lstsq(design, numpy_times, rcond=None)[0]
     print(
-        "NumPy throughput:",
-        ", ".join(f"B={b}: {s:,.0f}/s" for b, s in zip(BATCHES, throughputs or [])),
-        f"-> best at B = {best_batch}",
+        f"least squares: t(B) = {1e3 * fixed_fit:.3f} ms + {1e6 * per_sample_fit:.3f} us * B; "
+        f"fixed and per-sample costs balance at B* = {balanced:,.0f}"
     )
-    return (
-        throughputs is not None
-        and np.allclose(throughputs, batches / numpy_times)
-        and best_batch == BATCHES[int(np.argmax(batches / numpy_times))]
+    return np.allclose([fixed_fit, per_sample_fit], expected, rtol=1e-6) and np.isclose(
+        fixed_fit + per_sample_fit * balanced, 2 * fixed_fit, rtol=1e-9
     )
 
 
 check(
     "Exercise 9.3",
-    throughput_table_is_right,
-    "throughput = batch size / seconds per step; best_batch is where it peaks",
+    cost_model_is_right,
+    "np.polyfit(B, t, 1) returns the slope first, then the intercept: per_sample, fixed; B* = fixed / per_sample",
 )
 
 # %% [markdown]
