@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 
+import nbformat
+
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 
@@ -46,13 +48,22 @@ def execute_lectures(out, names, quick):
 
 
 def stage(src, notebooks):
-    """Copy docs/ (less this script) and the notebooks into the Sphinx source folder ``src``."""
+    """Copy docs/ (less this script) and the notebooks into the Sphinx source folder ``src``.
+
+    The notebooks lose their nbgrader markers on the way (``editions.without_markers``): a
+    reader of the book sees each exercise's solution as plain code.
+    """
+    sys.path.insert(0, str(ROOT / "lectures"))
+    import editions  # lectures/editions.py, importable once lectures/ is on the path
+
     if src.exists():
         shutil.rmtree(src)
     shutil.copytree(HERE, src, ignore=shutil.ignore_patterns("build.py", "__pycache__"))
     (src / "lectures").mkdir()
     for notebook in notebooks:
-        shutil.copy2(notebook, src / "lectures" / notebook.name)
+        nbformat.write(
+            editions.without_markers(nbformat.read(notebook, as_version=4)), src / "lectures" / notebook.name
+        )
 
 
 def main():

@@ -74,6 +74,20 @@ def clear_solutions(source):
     return "\n".join(lines), regions
 
 
+def without_markers(notebook):
+    """A copy of ``notebook`` with the solutions kept and their BEGIN/END SOLUTION lines removed.
+
+    For reading, not for nbgrader: the book shows each solution as plain code, without the
+    marker comments that only the grading tool needs.
+    """
+    reader = copy.deepcopy(notebook)
+    for cell in reader.cells:
+        if cell.cell_type == "code":
+            lines = cell.source.split("\n")
+            cell.source = "\n".join(line for line in lines if BEGIN_SOLUTION not in line and END_SOLUTION not in line)
+    return reader
+
+
 def student_edition(notebook):
     """A copy of ``notebook`` with every solution replaced by its stub and no outputs.
 

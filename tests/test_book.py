@@ -141,6 +141,14 @@ def test_every_figure_of_the_lecture_is_on_its_page(book):
         assert (book / "html" / "lectures" / src).resolve().is_file(), f"{src} is not in the site"
 
 
+def test_solutions_are_shown_without_their_grading_markers(book):
+    page = (book / "html" / "lectures" / f"{LECTURE}.html").read_text(encoding="utf-8")
+    source = (ROOT / "lectures" / f"{LECTURE}.py").read_text()
+    assert "### BEGIN SOLUTION" in source, f"{LECTURE} has no exercise to show"
+    assert "is g a contraction?" in page, "exercise 5.1's solution is not on the page"
+    assert "BEGIN SOLUTION" not in page and "END SOLUTION" not in page, "nbgrader's markers are on the page"
+
+
 def test_math_is_rendered_by_a_mathjax_inside_the_site(book):
     html_dir = book / "html"
     lecture = (html_dir / "lectures" / f"{LECTURE}.html").read_text(encoding="utf-8")

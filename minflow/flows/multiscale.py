@@ -332,12 +332,15 @@ def glow_step(shape, index, hidden=(64, 64), activation="relu", scale_bound=2.0,
 class MultiScale(Flow):
     """The multi-scale architecture of Real NVP with Glow's steps, as one flow (C, H, W) -> (C, H, W).
 
-    Forward (normalizing), for scale s = 1 .. S::
+    Forward (normalizing)::
 
-        h = squeeze(h)                                 (c, h, w) -> (4c, h/2, w/2)
-        h = step_K o ... o step_1 (h)                  step = actnorm, 1x1 conv, affine coupling
-        z_s, h = h[:, c'/2:], h[:, :c'/2]              factor out half the channels (c' = 4c), s < S
-    z_S = h                                            the last scale keeps all its channels
+        h = x
+        for s = 1 .. S:
+            h = squeeze(h)                             (c, h, w) -> (4c, h/2, w/2)
+            h = step_K o ... o step_1 (h)              step = actnorm, 1x1 conv, affine coupling
+            if s < S:
+                z_s, h = h[:, c'/2:], h[:, :c'/2]      factor out half the channels (c' = 4c)
+        z_S = h                                        the last scale keeps all its channels
 
     Latent layout. The factored-out parts z_1, ..., z_S have shapes (2C, H/2, W/2),
     (4C, H/4, W/4), ..., and (2^(S+1) C, H/2^S, W/2^S) for the last; their sizes add up
