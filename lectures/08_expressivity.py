@@ -45,7 +45,8 @@
 # 2. RealNVP flows of increasing depth; the Monte-Carlo mass they put in the gap;
 # 3. pictures of the bridge: log-density and the warped grid;
 # 4. the Lipschitz argument, measured with `minflow.testing.numerical_jacobian`;
-# 5. two remedies, measured the same way: a mixture base and a continuously indexed flow.
+# 5. two remedies, measured the same way: a mixture base and a continuously indexed flow; and
+#    a third, stochastic blocks, shown on samples.
 
 # %%
 import math
@@ -689,6 +690,61 @@ show(fig, "08_remedies_samples.png")
 # and more seeds, and compare each gap mass with its latent separation.
 
 # %% [markdown]
+# **A third remedy: stochastic blocks** (Wu, Köhler and Noé 2020, "Stochastic normalizing
+# flows"). Instead of only bijections, put a few steps of a Markov chain that leaves the target
+# density invariant between (or after) them: Langevin dynamics, or Metropolis-Hastings. A
+# chain step is a random map, so the connectedness argument does not apply to it, and it moves
+# mass *down* the target's density with no steep map anywhere. The price is the target's
+# density: a chain needs $\log p$ up to a constant and its gradient. That is the setting of
+# lecture 7's reverse KL (sampling a Boltzmann distribution, SNF's own application), not of
+# density estimation from samples; and the model's likelihood becomes a bound over the chain's
+# random path. minflow does not train SNFs; here is only the mechanism, on the two Gaussians,
+# whose density we know. Take seed 0's samples from the $\mathcal N(0, I)$-base flow above and
+# apply 20 steps of Metropolis-adjusted Langevin (MALA): propose
+# $y = x + \epsilon\nabla\log p(x) + \sqrt{2\epsilon}\,\xi$, $\xi \sim \mathcal N(0, I)$, and
+# accept with probability $\min\{1,\, p(y)\,q(x \mid y) / (p(x)\,q(y \mid x))\}$, which makes
+# the data density invariant.
+
+
+# %%
+def log_p_two_gaussians(x):
+    """log of the two-Gaussian data density, and its gradient (closed form)."""
+    centres = np.array([[-CENTRE, 0.0], [CENTRE, 0.0]])
+    exponents = -0.5 * np.sum((x[:, None, :] - centres) ** 2, axis=2) / SIGMA**2  # (n, 2)
+    peak = exponents.max(axis=1, keepdims=True)
+    weights = np.exp(exponents - peak)
+    log_p = peak[:, 0] + np.log(weights.sum(axis=1) / 2) - math.log(2 * math.pi * SIGMA**2)
+    responsibility = weights / weights.sum(axis=1, keepdims=True)  # of each centre, per point
+    return log_p, (responsibility @ centres - x) / SIGMA**2
+
+
+def mala(x, steps, epsilon, seed):
+    """``steps`` Metropolis-adjusted Langevin steps from every row of x, target log_p_two_gaussians."""
+    rng_chain = np.random.default_rng(seed)
+    log_p, grad = log_p_two_gaussians(x)
+    accepted = 0.0
+    for _ in range(steps):
+        y = x + epsilon * grad + math.sqrt(2 * epsilon) * rng_chain.standard_normal(x.shape)
+        log_p_y, grad_y = log_p_two_gaussians(y)
+        log_q_forward = -np.sum((y - x - epsilon * grad) ** 2, axis=1) / (4 * epsilon)  # log q(y | x) + const
+        log_q_backward = -np.sum((x - y - epsilon * grad_y) ** 2, axis=1) / (4 * epsilon)  # log q(x | y) + const
+        accept = np.log(rng_chain.random(len(x))) < log_p_y + log_q_backward - log_p - log_q_forward
+        x = np.where(accept[:, None], y, x)
+        log_p, grad = np.where(accept, log_p_y, log_p), np.where(accept[:, None], grad_y, grad)
+        accepted += accept.mean() / steps
+    return x, accepted
+
+
+flow_samples = shown["two Gaussians", "N(0, I) base"]
+after_chain, acceptance = mala(flow_samples, steps=20, epsilon=0.01, seed=3)
+gap_before, gap_after = in_gap(flow_samples).mean(), in_gap(after_chain).mean()
+print(
+    f"gap mass of {len(flow_samples):,} flow samples: {gap_before:.1e}; after 20 MALA steps: {gap_after:.1e} "
+    f"(the data's: {data_gap_gauss:.1e}); acceptance rate {acceptance:.2f}"
+)
+assert gap_after < gap_before / 5  # the chain empties the bridge that a single bijection must keep
+
+# %% [markdown]
 # ## Exercises
 #
 # ### Exercise 8.1 — the data's gap mass, exactly
@@ -910,3 +966,6 @@ print(f"lecture 8 ran in {time.perf_counter() - started:.0f} s")
 #   (checked), and in a full run the spread between seeds was as large as the differences
 #   between models. The theorems say what these models *can* represent, not what this budget
 #   finds.
+# * A third remedy, stochastic blocks, replaces some bijections by a Markov chain that leaves
+#   the target invariant; it needs the target's density, and given it, 20 Langevin steps empty
+#   most of the bridge of a trained flow's samples (checked).
