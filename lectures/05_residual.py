@@ -13,8 +13,8 @@
 # %% [markdown]
 # # Lecture 5 — Residual flows
 #
-# *Run time on 2 CPU cores: quick mode (`MINFLOW_QUICK=1`, what the tests run) about 2 s;
-# full about 3 s.*
+# *Run time on 2 CPU cores: quick mode (`MINFLOW_QUICK=1`, what the tests run) about 3 s;
+# full about 4 s.*
 #
 # The residual block $z = x + g(x)$ is the workhorse of deep networks. Can it be a flow? Not in
 # general: with $g(x) = -x$ every $x$ goes to $0$. This lecture studies the two kinds of structure
@@ -95,6 +95,114 @@ assert np.all(to_numpy(log_det4.data) == 0.0)  # exactly 0, by construction
 assert np.allclose(det4, 1.0, atol=1e-7)  # and it is right: volume is preserved
 check_flow(revnet)  # round trips, log-det vs finite differences, batch independence, gradients
 print("check_flow passed for AdditiveResidualCoupling")
+
+# %% [markdown]
+# **The data flow, drawn.** Two lanes, $h_1$ on top and $h_2$ below (the block splits after the
+# first $\lfloor D/2 \rfloor$ coordinates). Forward, step 1 adds $f_1(h_2)$ to the top lane, and
+# step 2 adds $f_2(z_1)$, computed from the *new* top lane, to the bottom one. The inverse runs
+# the same networks forward and subtracts in the reverse order: first $f_2(z_1)$, which needs
+# only $z_1$, from the bottom lane, then $f_1(h_2)$, which needs the $h_2$ just recovered, from
+# the top.
+
+
+# %%
+def box(ax, x, y, text, color):
+    """Write ``text`` in a rounded box centred at (x, y); return it, for ``arrow`` to join boxes."""
+    bbox = {"boxstyle": "round,pad=0.45", "facecolor": color, "edgecolor": "0.3"}
+    return ax.text(x, y, text, ha="center", va="center", fontsize=10, bbox=bbox)
+
+
+def arrow(ax, start, end, label=""):
+    """Draw an arrow from box ``start`` to box ``end`` (cut at the boxes' edges), labelled mid-way."""
+    (x0, y0), (x1, y1) = start.get_position(), end.get_position()
+    style = {"arrowstyle": "-|>", "color": "0.25", "lw": 1.2, "shrinkA": 2, "shrinkB": 2}
+    style.update(patchA=start.get_bbox_patch(), patchB=end.get_bbox_patch())
+    ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops=style)
+    if label:
+        ax.text((x0 + x1) / 2, (y0 + y1) / 2 + 0.12, label, ha="center", va="bottom", fontsize=9, color="C3")
+
+
+TOP, BOTTOM, NETWORK, WHOLE = "#d6e6f7", "#fde2c4", "#dcefd0", "#eeeeee"
+fig, (ax_forward, ax_inverse) = plt.subplots(2, 1, figsize=(11, 7))
+for ax, title in (
+    (ax_forward, "forward (normalizing): $x \\to z$, log-det = 0"),
+    (ax_inverse, "inverse (sampling): $z \\to x$, the same networks, steps in reverse order"),
+):
+    ax.set(xlim=(0, 10), ylim=(0, 4))
+    ax.set_title(title, fontsize=11)
+    ax.axis("off")
+
+ax = ax_forward
+x_in, h1, h2 = box(ax, 0.4, 2.0, "$x$", WHOLE), box(ax, 1.8, 3.4, "$h_1$", TOP), box(ax, 1.8, 0.6, "$h_2$", BOTTOM)
+f1, z1 = box(ax, 3.7, 2.0, "$f_1$", NETWORK), box(ax, 5.3, 3.4, "step 1: $z_1 = h_1 + f_1(h_2)$", TOP)
+f2, z2 = box(ax, 6.6, 2.0, "$f_2$", NETWORK), box(ax, 8.0, 0.6, "step 2: $z_2 = h_2 + f_2(z_1)$", BOTTOM)
+z_out = box(ax, 9.6, 2.0, "$z$", WHOLE)
+for start, end, label in (
+    (x_in, h1, "split"),
+    (x_in, h2, ""),
+    (h2, f1, ""),
+    (f1, z1, "$+$"),
+    (h1, z1, ""),
+    (z1, f2, ""),
+    (f2, z2, "$+$"),
+    (h2, z2, ""),
+    (z1, z_out, ""),
+    (z2, z_out, ""),
+):
+    arrow(ax, start, end, label)
+
+ax = ax_inverse
+z_in, z1, z2 = box(ax, 0.4, 2.0, "$z$", WHOLE), box(ax, 1.8, 3.4, "$z_1$", TOP), box(ax, 1.8, 0.6, "$z_2$", BOTTOM)
+f2, h2 = box(ax, 3.7, 2.0, "$f_2$", NETWORK), box(ax, 5.3, 0.6, "step 1: $h_2 = z_2 - f_2(z_1)$", BOTTOM)
+f1, h1 = box(ax, 6.6, 2.0, "$f_1$", NETWORK), box(ax, 8.0, 3.4, "step 2: $h_1 = z_1 - f_1(h_2)$", TOP)
+x_out = box(ax, 9.6, 2.0, "$x$", WHOLE)
+for start, end, label in (
+    (z_in, z1, "split"),
+    (z_in, z2, ""),
+    (z1, f2, ""),
+    (f2, h2, "$-$"),
+    (z2, h2, ""),
+    (h2, f1, ""),
+    (f1, h1, "$-$"),
+    (z1, h1, ""),
+    (h1, x_out, ""),
+    (h2, x_out, ""),
+):
+    arrow(ax, start, end, label)
+fig.tight_layout()
+show(fig, "05_revnet_dataflow.png")
+
+# %% [markdown]
+# The block's two networks are public attributes, `revnet.f1` and `revnet.f2`, and its split
+# point is `revnet.split`; so the diagram can be run by hand and compared with the block's own
+# `forward` and `inverse`, on the points and random weights above. Running the inverse's two
+# steps in the *forward* order (first $h_1 = z_1 - f_1(z_2)$, with $z_2$ standing in for the
+# not-yet-known $h_2$) must fail: the order of the diagram is not a detail.
+
+# %%
+split = revnet.split
+with no_grad():
+    h1_in, h2_in = x4_device[:, :split], x4_device[:, split:]
+    z1_hand = h1_in + revnet.f1(h2_in)  # step 1
+    z2_hand = h2_in + revnet.f2(z1_hand)  # step 2
+    z_hand = np.concatenate([to_numpy(z1_hand), to_numpy(z2_hand)], axis=1)
+    z1_in, z2_in = z4.data[:, :split], z4.data[:, split:]
+    h2_back = z2_in - revnet.f2(z1_in)  # inverse step 1: needs z1 only
+    h1_back = z1_in - revnet.f1(h2_back)  # inverse step 2: needs the h2 just recovered
+    x_hand = np.concatenate([to_numpy(h1_back), to_numpy(h2_back)], axis=1)
+    h1_wrong = z1_in - revnet.f1(z2_in)  # the wrong order: subtract f1 first, fed z2 for h2
+    h2_wrong = z2_in - revnet.f2(h1_wrong)
+    x_wrong_order = np.concatenate([to_numpy(h1_wrong), to_numpy(h2_wrong)], axis=1)
+    x_layer, inverse_log_det4 = revnet.inverse(z4)
+print(f"forward by hand vs revnet.forward: {np.abs(z_hand - to_numpy(z4.data)).max():.1e}")
+print(
+    f"inverse by hand vs x: {np.abs(x_hand - x4).max():.1e}; in the wrong order: {np.abs(x_wrong_order - x4).max():.3f}"
+)
+assert np.array_equal(z_hand, to_numpy(z4.data))  # the diagram is what forward computes, bit for bit
+assert np.allclose(x_hand, x4, atol=1e-12)  # subtracting in reverse order recovers x ...
+assert np.allclose(x_hand, to_numpy(x_layer.data), atol=1e-12)  # ... as revnet.inverse does
+assert np.all(to_numpy(inverse_log_det4.data) == 0.0)  # and the inverse log-det is 0 too
+assert np.abs(x_wrong_order - x4).max() > 0.1  # the forward order does not undo the block
 
 # %% [markdown]
 # **A note on UDL.** Section 16.3.6 says of this block that "for general functions
@@ -624,7 +732,8 @@ check(
 # ## Summary
 #
 # * A residual block $z = x + g(x)$ is invertible if its coordinates are partitioned (RevNet: any
-#   networks, log-det exactly 0) or if $g$ is a contraction (i-ResNet).
+#   networks, log-det exactly 0; the inverse subtracts $f_2(z_1)$, then $f_1(h_2)$) or if $g$ is a
+#   contraction (i-ResNet).
 # * Banach: for $\mathrm{Lip}(g) < 1$ the iteration $x \leftarrow z - g(x)$ converges from anywhere,
 #   geometrically. UDL's maps: (a) converges to 0.6105; (b) converges to 0.4445 although $|F'|$
 #   reaches 1.05 and the iterates visit those places — its secant slopes towards the fixed point
