@@ -542,12 +542,21 @@ with no_grad():
     on_own, on_student = (
         float(backend.to_numpy(train.log_probs(teacher, x)).mean()) for x in (teacher_samples, student_samples)
     )
-print(f"teacher's mean log-density of its own samples {on_own:.3f}, of the student's samples {on_student:.3f}")
-assert on_student > on_own - budget(0.2, 0.5)  # measured gaps: full run 0.03 nats, quick 0.19
+    untrained = models.iaf(2, layers=4, hidden=32, seed=1)  # the student before its training
+    on_untrained = float(backend.to_numpy(train.log_probs(teacher, untrained.sample(2000, seed=5))).mean())
+print(
+    f"teacher's mean log-density of its own samples {on_own:.3f}, of the student's samples {on_student:.3f}, "
+    f"of the untrained student's {on_untrained:.3f}"
+)
+# Measured gaps on_own - on_student: 0.03 to 0.20 nats in full runs (reverse KL's training is
+# chaotic: a script and a notebook run differ in the last bits and end apart), 0.19 in quick mode;
+# the untrained student's samples fall about 200 nats short (quick mode). A margin of 0.5 separates them.
+assert on_student > on_own - 0.5
+assert on_untrained < on_own - 0.5  # the check fails on a student that learned nothing
 with no_grad():
     student_on_teacher = float(backend.to_numpy(train.log_probs(student, teacher_samples)).mean())
 print(f"the student's mean log-density of the teacher's samples: {student_on_teacher:.1f} (a moon is missing)")
-assert student_on_teacher < on_own - 5  # measured: full run -225.5, quick -9.9, against about -0.4 and -0.8
+assert student_on_teacher < on_own - 5  # measured: full run -225.5, quick -10 to -11, against about -0.4 and -0.8
 
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), sharex=True, sharey=True)
 for ax, points, title in zip(
