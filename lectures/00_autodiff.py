@@ -16,8 +16,8 @@
 # *Optional: how minflow computes gradients. No later lecture needs it: a reader of UDL ch. 16
 # starts at lecture 1.*
 #
-# *Run time on 2 CPU cores: quick mode (`MINFLOW_QUICK=1`, what the tests run) about 2 s;
-# full about 2 s.*
+# *Run time on 2 CPU cores, as a notebook (`make lectures`, kernel start included): quick mode
+# (`MINFLOW_QUICK=1`, what the tests run) about 5 s; full about 5 s.*
 #
 # A normalizing flow is trained by gradient descent on its negative log-likelihood, a
 # scalar that depends on thousands of parameters through hundreds of array operations.

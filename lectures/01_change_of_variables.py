@@ -13,8 +13,8 @@
 # %% [markdown]
 # # Lecture 1 — Change of variables and 1-D flows
 #
-# *Run time on 2 CPU cores: quick mode (`MINFLOW_QUICK=1`, what the tests run) about 3 s;
-# full about 3 s.*
+# *Run time on 2 CPU cores, as a notebook (`make lectures`, kernel start included): quick mode
+# (`MINFLOW_QUICK=1`, what the tests run) about 7 s; full about 11 s.*
 #
 # A normalizing flow is an invertible, differentiable map $f$ from data $x$ to a latent
 # variable $z = f(x)$ whose density $p_Z$ is simple (a standard normal). Everything a flow

@@ -13,8 +13,8 @@
 # %% [markdown]
 # # Lecture 2 — Linear and elementwise flows
 #
-# *Run time on 2 CPU cores: quick mode (`MINFLOW_QUICK=1`, what the tests run) about 3 s;
-# full about 5 s.*
+# *Run time on 2 CPU cores, as a notebook (`make lectures`, kernel start included): quick mode
+# (`MINFLOW_QUICK=1`, what the tests run) about 6 s; full about 8 s.*
 #
 # A normalizing flow is an invertible map $f$ from data $x$ to a latent $z = f(x)$ whose
 # density we know, usually $p_Z = \mathcal{N}(0, I)$. The change of variables gives the

@@ -13,8 +13,8 @@
 # %% [markdown]
 # # Lecture 3 — Coupling flows
 #
-# *Run time on 2 CPU cores: quick mode (`MINFLOW_QUICK=1`, what the tests run) about 9 s;
-# full about 1 min.*
+# *Run time on 2 CPU cores, as a notebook (`make lectures`, kernel start included): quick mode
+# (`MINFLOW_QUICK=1`, what the tests run) about 20 s; full about 2 min.*
 #
 # Lecture 2 left us with two half-tools: linear layers mix coordinates but cannot bend,
 # elementwise layers bend but cannot let one coordinate depend on another. A **coupling

@@ -13,8 +13,8 @@
 # %% [markdown]
 # # Lecture 4 — Autoregressive flows
 #
-# *Run time on 2 CPU cores: quick mode (`MINFLOW_QUICK=1`, what the tests run) about 2 s;
-# full about 10 s.*
+# *Run time on 2 CPU cores, as a notebook (`make lectures`, kernel start included): quick mode
+# (`MINFLOW_QUICK=1`, what the tests run) about 5 s; full about 6 s.*
 #
 # A coupling layer (lecture 3) splits the coordinates in two: the first half is left alone and
 # becomes the *key* with which the second half is transformed. An **autoregressive flow** pushes

@@ -13,8 +13,8 @@
 # %% [markdown]
 # # Lecture 5 — Residual flows
 #
-# *Run time on 2 CPU cores: quick mode (`MINFLOW_QUICK=1`, what the tests run) about 3 s;
-# full about 4 s.*
+# *Run time on 2 CPU cores, as a notebook (`make lectures`, kernel start included): quick mode
+# (`MINFLOW_QUICK=1`, what the tests run) about 7 s; full about 7 s.*
 #
 # The residual block $z = x + g(x)$ is the workhorse of deep networks. Can it be a flow? Not in
 # general: with $g(x) = -x$ every $x$ goes to $0$. This lecture studies the two kinds of structure

@@ -13,8 +13,8 @@
 # %% [markdown]
 # # Lecture 6 — Multi-scale flows and images
 #
-# *Run time on 2 CPU cores: quick mode (`MINFLOW_QUICK=1`, what the tests run) about 3 s;
-# full about 20 s.*
+# *Run time on 2 CPU cores, as a notebook (`make lectures`, kernel start included): quick mode
+# (`MINFLOW_QUICK=1`, what the tests run) about 11 s; full about 45 s.*
 #
 # So far every flow worked on vectors $x \in \mathbb{R}^D$. An image is also a vector — the
 # $8 \times 8$ digits of this lecture have $D = 64$ numbers — but it has a *layout*: pixels

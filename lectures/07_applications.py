@@ -13,8 +13,8 @@
 # %% [markdown]
 # # Lecture 7 — Applications
 #
-# *Run time on 2 CPU cores: quick mode (`MINFLOW_QUICK=1`, what the tests run) about 11 s;
-# full about 1 to 2 min.*
+# *Run time on 2 CPU cores, as a notebook (`make lectures`, kernel start included): quick mode
+# (`MINFLOW_QUICK=1`, what the tests run) about 30 s; full about 2 to 3 min.*
 #
 # A normalizing flow gives two things no other generative model gives so cheaply: the **exact
 # density** $p(x)$ of any point, and **samples with their density** attached. This lecture uses

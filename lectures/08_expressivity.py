@@ -13,8 +13,8 @@
 # %% [markdown]
 # # Lecture 8 — Limits of expressivity: a flow cannot tear space
 #
-# *Run time on 2 CPU cores: quick mode (`MINFLOW_QUICK=1`, what the tests run) about 9 s;
-# full about 4 min (estimated: its last section alone takes 2 to 4 min).*
+# *Run time on 2 CPU cores, as a notebook (`make lectures`, kernel start included): quick mode
+# (`MINFLOW_QUICK=1`, what the tests run) about 20 s; full about 6 min.*
 #
 # A normalizing flow models data by an invertible, differentiable map $f$ from data $x$ to a
 # latent $z = f(x)$ with $z \sim \mathcal N(0, I)$, and

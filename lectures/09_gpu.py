@@ -15,8 +15,8 @@
 #
 # *Optional: the same code on a GPU. No later lecture needs it.*
 #
-# *Run time on 2 CPU cores: quick mode (`MINFLOW_QUICK=1`, what the tests run) about 2 s;
-# full about 30 s (most of it timing loops).*
+# *Run time on 2 CPU cores, as a notebook (`make lectures`, kernel start included): quick mode
+# (`MINFLOW_QUICK=1`, what the tests run) about 5 s; full about 30 s (most of it timing loops).*
 #
 # Every lecture so far ran on NumPy. minflow runs the *same* code on a GPU through CuPy, a
 # library that copies NumPy's interface for CUDA arrays. This lecture shows how that works

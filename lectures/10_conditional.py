@@ -13,8 +13,8 @@
 # %% [markdown]
 # # Lecture 10 — Conditional flows and posterior inference
 #
-# *Run time on 2 CPU cores: quick mode (`MINFLOW_QUICK=1`, what the tests run) about 10 s;
-# full about 1 to 2 min.*
+# *Run time on 2 CPU cores, as a notebook (`make lectures`, kernel start included): quick mode
+# (`MINFLOW_QUICK=1`, what the tests run) about 20 s; full about 2 to 3 min.*
 #
 # Every flow so far modelled one density $p(x)$. Often we want a *family* of densities, one for
 # each value of something we know: the digits of class 7, the moons' lower half, the parameters
