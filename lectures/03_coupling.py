@@ -35,7 +35,7 @@ import math
 
 import matplotlib.pyplot as plt
 import numpy as np
-from _common import QUICK, budget, check, passes_check_flow, show
+from _common import QUICK, arrow, box, budget, check, passes_check_flow, show
 
 from minflow import Sequential, data, models, plot, train
 from minflow.autodiff import no_grad, ops
@@ -108,26 +108,11 @@ print("check_flow(coupling with a many-to-one conditioner): all properties hold"
 # $h_1$, which crosses the layer untouched; orange is the lock $h_2$; green is the conditioner.
 # In the inverse the conditioner receives $z_1$, which *is* $h_1$, so it computes the same
 # $(s, t)$ as in the forward pass and runs forward again: no arrow ever goes backwards
-# through it. The log-determinant is read off $s$, in both directions.
+# through it. The log-determinant is read off $s$, in both directions. (The boxes and arrows
+# are drawn by `box` and `arrow`, two short helpers in `lectures/_common.py`.)
 
 
 # %%
-def box(ax, x, y, text, color):
-    """Write ``text`` in a rounded box centred at (x, y); return it, for ``arrow`` to join boxes."""
-    bbox = {"boxstyle": "round,pad=0.45", "facecolor": color, "edgecolor": "0.3"}
-    return ax.text(x, y, text, ha="center", va="center", fontsize=10, bbox=bbox)
-
-
-def arrow(ax, start, end, label=""):
-    """Draw an arrow from box ``start`` to box ``end`` (cut at the boxes' edges), labelled mid-way."""
-    (x0, y0), (x1, y1) = start.get_position(), end.get_position()
-    style = {"arrowstyle": "-|>", "color": "0.25", "lw": 1.2, "shrinkA": 2, "shrinkB": 2}
-    style.update(patchA=start.get_bbox_patch(), patchB=end.get_bbox_patch())
-    ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops=style)
-    if label:
-        ax.text((x0 + x1) / 2, (y0 + y1) / 2 + 0.12, label, ha="center", va="bottom", fontsize=9, color="C3")
-
-
 KEY, LOCK, NETWORK, WHOLE = "#d6e6f7", "#fde2c4", "#dcefd0", "#eeeeee"
 directions = (  # title, input, its two parts, output's two parts, output, transformer, log-det
     ("forward $f$ (normalizing): $x \\to z$", "x", "h", "z", "z", "$z_2 = h_2 \\odot e^{s} + t$", "{\\sum}_i\\, s_i"),

@@ -56,6 +56,23 @@ def _in_notebook():
     return getattr(shell, "kernel", None) is not None
 
 
+# Two helpers for the lectures' block diagrams (the data flow of a coupling, of a RevNet block).
+def box(ax, x, y, text, color):
+    """Write ``text`` in a rounded box centred at (x, y); return it, for ``arrow`` to join boxes."""
+    bbox = {"boxstyle": "round,pad=0.45", "facecolor": color, "edgecolor": "0.3"}
+    return ax.text(x, y, text, ha="center", va="center", fontsize=10, bbox=bbox)
+
+
+def arrow(ax, start, end, label=""):
+    """Draw an arrow from box ``start`` to box ``end`` (cut at the boxes' edges), labelled mid-way."""
+    (x0, y0), (x1, y1) = start.get_position(), end.get_position()
+    style = {"arrowstyle": "-|>", "color": "0.25", "lw": 1.2, "shrinkA": 2, "shrinkB": 2}
+    style.update(patchA=start.get_bbox_patch(), patchB=end.get_bbox_patch())
+    ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops=style)
+    if label:
+        ax.text((x0 + x1) / 2, (y0 + y1) / 2 + 0.12, label, ha="center", va="bottom", fontsize=9, color="C3")
+
+
 def check(exercise, condition, hint):
     """Tell the student whether an exercise is right: print "correct", or "not yet" with ``hint``.
 
